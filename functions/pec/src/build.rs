@@ -1,0 +1,1 @@
+//! Builds provider-shaped PEC messages (being written).

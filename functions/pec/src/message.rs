@@ -1,0 +1,4 @@
+//! The original message (being written).
+pub struct Attachment;
+pub struct Mailbox;
+pub struct OriginalMessage;

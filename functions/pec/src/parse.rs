@@ -1,0 +1,4 @@
+//! Parsing (being written).
+pub struct Limits;
+pub struct ParseError;
+pub struct PecMessage;

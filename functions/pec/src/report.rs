@@ -1,0 +1,1 @@
+//! The flat summary printed by `pec-connector inspect` (being written).
