@@ -79,9 +79,12 @@ impl Daticert {
         let mut dest_tipo = String::new();
         let mut buf = Vec::new();
         loop {
-            let event = reader
-                .read_event_into(&mut buf)
-                .map_err(|e| DaticertError::Xml(e.to_string()))?;
+            let event = match reader.read_event_into(&mut buf) {
+                Ok(event) => event,
+                // A truncated or damaged tail keeps what was read before it.
+                Err(_) if seen_root => break,
+                Err(e) => return Err(DaticertError::Xml(e.to_string())),
+            };
             match event {
                 Event::Start(ref e) | Event::Empty(ref e) => {
                     let is_empty = matches!(event, Event::Empty(_));

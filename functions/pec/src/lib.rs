@@ -36,11 +36,12 @@ pub mod subject;
 
 mod classify;
 mod mime;
+mod text;
 mod parse;
 
 pub use classify::{Kind, ReceiptKind, TipoRicevuta};
 pub use daticert::{Daticert, Destinatario, normalize_msgid};
 pub use message::{Attachment, Mailbox, OriginalMessage};
 pub use mime::find_signed;
-pub use parse::{Limits, ParseError, PecMessage};
+pub use parse::{Limits, ParseError, PecMessage, ReceiptFacts};
 pub use signature::{SignatureReport, TrustAnchors, Verdict};

@@ -1,0 +1,827 @@
+//! The values the connector talks about: validated newtypes ("parse, don't validate") and the
+//! records the [`Store`](crate::ports::Store) keeps.
+//!
+//! Every constructor that takes outside input is a `parse` returning [`InvalidInput`], which names
+//! the field and says what is wrong with it. Nothing here does I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A value from outside that does not fit its type: names the field and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct InvalidInput {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl InvalidInput {
+    fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+macro_rules! string_newtype_serde {
+    ($t:ident) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                $t::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+        impl FromStr for $t {
+            type Err = InvalidInput;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $t::parse(s)
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl AsRef<str> for $t {
+            fn as_ref(&self) -> &str {
+                self.as_str()
+            }
+        }
+    };
+}
+
+/// The id an admin gives a PEC account: 1 to 40 characters of `a-z`, `0-9` and `-`, starting and
+/// ending with a letter or digit. It is used inside DynamoDB keys, Secrets Manager names,
+/// EventBridge rule names (at most 64 characters with our prefix) and Zendesk tags, so it is kept
+/// to characters all of them accept.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountId(String);
+
+impl AccountId {
+    pub const MAX_LEN: usize = 40;
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        const FIELD: &str = "account id";
+        if raw.is_empty() {
+            return Err(InvalidInput::new(FIELD, "must not be empty"));
+        }
+        if raw.len() > Self::MAX_LEN {
+            return Err(InvalidInput::new(
+                FIELD,
+                format!("must be at most {} characters", Self::MAX_LEN),
+            ));
+        }
+        if let Some(c) = raw
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            return Err(InvalidInput::new(
+                FIELD,
+                format!("{c:?} is not allowed (use a-z, 0-9 and -)"),
+            ));
+        }
+        if raw.starts_with('-') || raw.ends_with('-') {
+            return Err(InvalidInput::new(
+                FIELD,
+                "must start and end with a letter or digit",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+string_newtype_serde!(AccountId);
+
+/// A PEC mailbox address, lower-cased: `local@domain` with a dotted domain.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PecAddress(String);
+
+impl PecAddress {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        const FIELD: &str = "address";
+        let addr = raw.trim().to_ascii_lowercase();
+        if addr.is_empty() {
+            return Err(InvalidInput::new(FIELD, "must not be empty"));
+        }
+        if addr.len() > 254 {
+            return Err(InvalidInput::new(FIELD, "must be at most 254 characters"));
+        }
+        let Some((local, domain)) = addr.split_once('@') else {
+            return Err(InvalidInput::new(FIELD, "must contain @"));
+        };
+        if local.is_empty() || local.len() > 64 {
+            return Err(InvalidInput::new(
+                FIELD,
+                "the part before @ must be 1 to 64 characters",
+            ));
+        }
+        let local_ok = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c);
+        if !local.chars().all(local_ok)
+            || local.starts_with('.')
+            || local.ends_with('.')
+            || local.contains("..")
+        {
+            return Err(InvalidInput::new(
+                FIELD,
+                "the part before @ has a character or dot that is not allowed",
+            ));
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        if labels.len() < 2 {
+            return Err(InvalidInput::new(
+                FIELD,
+                "the domain must have at least two labels (e.g. pec.it)",
+            ));
+        }
+        for label in labels {
+            let ok = !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-');
+            if !ok {
+                return Err(InvalidInput::new(
+                    FIELD,
+                    format!("domain label {label:?} is not valid"),
+                ));
+            }
+        }
+        Ok(Self(addr))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+string_newtype_serde!(PecAddress);
+
+/// An RFC 5322 Message-ID without its angle brackets, e.g. `abc.123@pec.example.it`. Used both for
+/// the Message-IDs we generate and for the provider's *identificativo* (which has the same shape).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId(String);
+
+impl MessageId {
+    /// Longest accepted, so that keys built from it stay under DynamoDB's 1024-byte sort key limit.
+    pub const MAX_LEN: usize = 900;
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        const FIELD: &str = "message id";
+        let t = raw.trim();
+        let t = t.strip_prefix('<').unwrap_or(t);
+        let t = t.strip_suffix('>').unwrap_or(t);
+        if t.is_empty() {
+            return Err(InvalidInput::new(FIELD, "must not be empty"));
+        }
+        if t.len() > Self::MAX_LEN {
+            return Err(InvalidInput::new(
+                FIELD,
+                format!("must be at most {} bytes", Self::MAX_LEN),
+            ));
+        }
+        if t.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        {
+            return Err(InvalidInput::new(
+                FIELD,
+                "must not contain spaces, control characters or angle brackets",
+            ));
+        }
+        Ok(Self(t.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+string_newtype_serde!(MessageId);
+
+macro_rules! nonzero_u32 {
+    ($(#[$doc:meta])* $t:ident, $field:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "u32", into = "u32")]
+        pub struct $t(u32);
+
+        impl $t {
+            pub fn new(n: u32) -> Result<Self, InvalidInput> {
+                if n == 0 {
+                    Err(InvalidInput::new($field, "must be greater than 0"))
+                } else {
+                    Ok(Self(n))
+                }
+            }
+            pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+                let n = raw
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|_| InvalidInput::new($field, "must be a number from 1 to 4294967295"))?;
+                Self::new(n)
+            }
+            pub fn get(self) -> u32 {
+                self.0
+            }
+        }
+        impl TryFrom<u32> for $t {
+            type Error = InvalidInput;
+            fn try_from(n: u32) -> Result<Self, InvalidInput> {
+                Self::new(n)
+            }
+        }
+        impl From<$t> for u32 {
+            fn from(v: $t) -> u32 {
+                v.0
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+nonzero_u32!(
+    /// An IMAP message UID (RFC 3501: a non-zero 32-bit number, ascending within a UIDVALIDITY).
+    Uid,
+    "uid"
+);
+nonzero_u32!(
+    /// An IMAP mailbox UIDVALIDITY: when it changes, every UID seen before means nothing.
+    UidValidity,
+    "uidvalidity"
+);
+
+/// A Zendesk ticket id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct TicketId(u64);
+
+impl TicketId {
+    pub fn new(n: u64) -> Result<Self, InvalidInput> {
+        if n == 0 {
+            Err(InvalidInput::new("ticket id", "must be greater than 0"))
+        } else {
+            Ok(Self(n))
+        }
+    }
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let n = raw
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| InvalidInput::new("ticket id", "must be a positive number"))?;
+        Self::new(n)
+    }
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+impl TryFrom<u64> for TicketId {
+    type Error = InvalidInput;
+    fn try_from(n: u64) -> Result<Self, InvalidInput> {
+        Self::new(n)
+    }
+}
+impl From<TicketId> for u64 {
+    fn from(v: TicketId) -> u64 {
+        v.0
+    }
+}
+impl fmt::Display for TicketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How often an account's mailbox is polled: 1 to 60 minutes (default 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct PollInterval(u8);
+
+impl PollInterval {
+    pub const DEFAULT: PollInterval = PollInterval(2);
+
+    pub fn minutes(n: u32) -> Result<Self, InvalidInput> {
+        match u8::try_from(n) {
+            Ok(m @ 1..=60) => Ok(Self(m)),
+            _ => Err(InvalidInput::new(
+                "poll interval",
+                "must be from 1 to 60 minutes",
+            )),
+        }
+    }
+    pub fn as_minutes(self) -> u32 {
+        u32::from(self.0)
+    }
+    pub fn as_duration(self) -> Duration {
+        Duration::from_secs(60 * u64::from(self.0))
+    }
+    /// The EventBridge schedule expression: `rate(1 minute)`, `rate(N minutes)`.
+    pub fn rate_expression(self) -> String {
+        if self.0 == 1 {
+            "rate(1 minute)".to_owned()
+        } else {
+            format!("rate({} minutes)", self.0)
+        }
+    }
+}
+impl Default for PollInterval {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+impl TryFrom<u8> for PollInterval {
+    type Error = InvalidInput;
+    fn try_from(n: u8) -> Result<Self, InvalidInput> {
+        Self::minutes(u32::from(n))
+    }
+}
+impl From<PollInterval> for u8 {
+    fn from(v: PollInterval) -> u8 {
+        v.0
+    }
+}
+
+/// A host and port of the provider's IMAP or SMTP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn parse(field: &'static str, host: &str, port: u16) -> Result<Self, InvalidInput> {
+        let host = host.trim().to_ascii_lowercase();
+        let ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == ':');
+        if !ok {
+            return Err(InvalidInput::new(field, "must be a host name or IP address"));
+        }
+        if port == 0 {
+            return Err(InvalidInput::new(field, "port must be from 1 to 65535"));
+        }
+        Ok(Self { host, port })
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// The name of a secret in the [`Secrets`](crate::ports::Secrets) port. The store keeps only
+/// names like this one, never a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SecretName {
+    /// The IMAP/SMTP password of one PEC account.
+    AccountPassword(AccountId),
+    /// The Zendesk API token the connector calls Zendesk with.
+    ZendeskApiToken,
+    /// The secret Zendesk signs webhook calls with.
+    WebhookSigningSecret,
+    /// The bearer token admin calls must carry.
+    AdminToken,
+}
+
+impl SecretName {
+    /// A stable, path-like name: `account/<id>`, `zendesk-api-token`, ...
+    pub fn key(&self) -> String {
+        match self {
+            SecretName::AccountPassword(id) => format!("account/{id}"),
+            SecretName::ZendeskApiToken => "zendesk-api-token".to_owned(),
+            SecretName::WebhookSigningSecret => "webhook-signing-secret".to_owned(),
+            SecretName::AdminToken => "admin-token".to_owned(),
+        }
+    }
+
+    pub fn parse_key(raw: &str) -> Result<Self, InvalidInput> {
+        match raw {
+            "zendesk-api-token" => Ok(SecretName::ZendeskApiToken),
+            "webhook-signing-secret" => Ok(SecretName::WebhookSigningSecret),
+            "admin-token" => Ok(SecretName::AdminToken),
+            other => match other.strip_prefix("account/") {
+                Some(id) => Ok(SecretName::AccountPassword(AccountId::parse(id)?)),
+                None => Err(InvalidInput::new(
+                    "secret name",
+                    format!("{other:?} is not a secret the connector knows"),
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for SecretName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// A registered PEC account. Holds no password: only the name of its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub address: PecAddress,
+    pub imap: Endpoint,
+    pub smtp: Endpoint,
+    /// The login name, when the provider wants something other than the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    pub poll_interval: PollInterval,
+    pub enabled: bool,
+    /// Where the password is, in the [`Secrets`](crate::ports::Secrets) port (`account/<id>`).
+    pub password_secret: String,
+    /// Outbound template: subject and message, rendered by Zendesk from ticket placeholders.
+    pub subject_template: String,
+    pub message_template: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Account {
+    /// The name of this account's password secret.
+    pub fn password_secret_name(&self) -> SecretName {
+        SecretName::AccountPassword(self.id.clone())
+    }
+}
+
+/// Where polling an account stopped: the mailbox's UIDVALIDITY, the highest UID processed, and
+/// the UIDNEXT seen on first activation (nothing below it is imported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub uid_validity: UidValidity,
+    /// Highest UID processed; 0 when nothing has been (`baseline_uid_next - 1` after activation).
+    pub last_uid: u32,
+    /// UIDNEXT when the account was first activated under this UIDVALIDITY.
+    pub baseline_uid_next: u32,
+}
+
+impl Cursor {
+    /// The cursor on first activation: everything below `uid_next` was there before us.
+    pub fn first_activation(uid_validity: UidValidity, uid_next: u32) -> Self {
+        Self {
+            uid_validity,
+            last_uid: uid_next.saturating_sub(1),
+            baseline_uid_next: uid_next,
+        }
+    }
+
+    /// The same cursor moved up to `uid`.
+    pub fn advanced_to(self, uid: Uid) -> Self {
+        Self {
+            last_uid: uid.get(),
+            ..self
+        }
+    }
+
+    /// Whether moving from `self` to `next` is allowed: a new UIDVALIDITY starts over, within one
+    /// UIDVALIDITY the cursor only moves up.
+    pub fn can_move_to(&self, next: &Cursor) -> bool {
+        self.uid_validity != next.uid_validity || next.last_uid >= self.last_uid
+    }
+}
+
+/// Who holds (or wants) an account's lease: a unique token per poll run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LeaseHolder(String);
+
+impl LeaseHolder {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        if raw.is_empty() || raw.len() > 200 || raw.chars().any(|c| c.is_control()) {
+            return Err(InvalidInput::new(
+                "lease holder",
+                "must be 1 to 200 printable characters",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// A fresh holder token: `<label>-<nanoseconds>-<counter>`, unique within this process and
+    /// practically unique across processes.
+    pub fn unique(label: &str) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        Self(format!("{label}-{}-{nanos:x}-{n}", std::process::id()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LeaseHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A lease on an account, as granted: who, until when, and the cursor read with it (so a poll
+/// needs no separate read of its cursor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub account: AccountId,
+    pub holder: LeaseHolder,
+    pub expires_at: DateTime<Utc>,
+    pub cursor: Option<Cursor>,
+}
+
+/// The answer to a lease request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    Acquired(Lease),
+    /// Someone else holds an unexpired lease.
+    Held {
+        holder: LeaseHolder,
+        expires_at: DateTime<Utc>,
+    },
+}
+
+/// What the connector did with an inbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageOutcome {
+    /// A new ticket was opened from it.
+    TicketCreated,
+    /// It was added as a comment to the ticket it answers.
+    CommentAdded,
+    /// It is a receipt, noted on the ticket of the PEC it is about.
+    ReceiptNoted,
+    /// It had a Message-ID already recorded: nothing new was created.
+    Duplicate,
+}
+
+/// The idempotency record of one inbound message: (account, UIDVALIDITY, UID) and, when the
+/// message has one, (account, Message-ID) both lead here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub account: AccountId,
+    pub uid_validity: UidValidity,
+    pub uid: Uid,
+    pub message_id: Option<MessageId>,
+    pub ticket: TicketId,
+    pub outcome: MessageOutcome,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The answer to "record this message".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Recorded,
+    /// Someone recorded this message (by UID or by Message-ID) first: here is their record.
+    AlreadyRecorded(MessageRecord),
+}
+
+/// Where a PEC we sent stands for one recipient, from the provider's receipts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Sent, no receipt yet.
+    Pending,
+    /// Ricevuta di accettazione: the sender's provider took it.
+    Accepted,
+    /// Ricevuta di avvenuta consegna: it reached the recipient's mailbox.
+    Delivered,
+    /// Ricevuta di non accettazione: the sender's provider refused it.
+    NotAccepted,
+    /// Avviso di mancata consegna / errore consegna: it did not reach the recipient.
+    NotDelivered,
+}
+
+/// A PEC we sent: found later by our Message-ID or by the provider's identificativo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundRecord {
+    pub account: AccountId,
+    pub message_id: MessageId,
+    pub identificativo: Option<MessageId>,
+    pub ticket: TicketId,
+    pub recipients: Vec<PecAddress>,
+    pub delivery: BTreeMap<PecAddress, DeliveryState>,
+    pub sent_at: DateTime<Utc>,
+}
+
+impl OutboundRecord {
+    /// A record of a PEC just sent: every recipient pending.
+    pub fn sent(
+        account: AccountId,
+        message_id: MessageId,
+        ticket: TicketId,
+        recipients: Vec<PecAddress>,
+        sent_at: DateTime<Utc>,
+    ) -> Self {
+        let delivery = recipients
+            .iter()
+            .map(|r| (r.clone(), DeliveryState::Pending))
+            .collect();
+        Self {
+            account,
+            message_id,
+            identificativo: None,
+            ticket,
+            recipients,
+            delivery,
+            sent_at,
+        }
+    }
+}
+
+/// The id of one outbox entry, unique within its account.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutboxId(String);
+
+impl OutboxId {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 200
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+        if !ok {
+            return Err(InvalidInput::new(
+                "outbox id",
+                "must be 1 to 200 characters of a-z, A-Z, 0-9, -, _, . and :",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+string_newtype_serde!(OutboxId);
+
+/// A send waiting for (another) try. The payload says what to send (e.g. the ticket and comment);
+/// it must never hold a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub account: AccountId,
+    pub id: OutboxId,
+    pub ticket: TicketId,
+    pub payload: serde_json::Value,
+    /// Tries so far (claims taken).
+    pub attempts: u32,
+    /// Not to be tried before this instant.
+    pub not_before: DateTime<Utc>,
+    pub last_error: Option<String>,
+}
+
+impl OutboxEntry {
+    pub fn new(
+        account: AccountId,
+        id: OutboxId,
+        ticket: TicketId,
+        payload: serde_json::Value,
+        not_before: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            account,
+            id,
+            ticket,
+            payload,
+            attempts: 0,
+            not_before,
+            last_error: None,
+        }
+    }
+}
+
+/// An account's poll schedule as the [`Schedules`](crate::ports::Schedules) port knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub account: AccountId,
+    pub interval: PollInterval,
+    pub enabled: bool,
+}
+
+/// The input an account's schedule sends to the poller: `{"account_id": "..."}`
+/// (`events/poll.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollRequest {
+    pub account_id: AccountId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn account_ids() {
+        assert!(AccountId::parse("aruba-1").is_ok());
+        for bad in ["", "-a", "a-", "A", "a_b", "a#b", "a/b", &"x".repeat(41)] {
+            let err = AccountId::parse(bad).unwrap_err();
+            assert_eq!(err.field, "account id", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn addresses_are_lower_cased_and_checked() {
+        let a = PecAddress::parse("  Ufficio.Protocollo@PEC.Comune.IT ").unwrap();
+        assert_eq!(a.as_str(), "ufficio.protocollo@pec.comune.it");
+        for bad in [
+            "",
+            "nobody",
+            "@pec.it",
+            "a@",
+            "a@it",
+            "a..b@pec.it",
+            "a@pec..it",
+            "a@-pec.it",
+            "a b@pec.it",
+            "a@b@pec.it",
+        ] {
+            assert!(PecAddress::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn message_ids_lose_their_brackets() {
+        let m = MessageId::parse(" <opec123.20240101@pec.aruba.it> ").unwrap();
+        assert_eq!(m.as_str(), "opec123.20240101@pec.aruba.it");
+        assert!(MessageId::parse("<>").is_err());
+        assert!(MessageId::parse("a b@c").is_err());
+    }
+
+    #[test]
+    fn intervals_and_rates() {
+        assert_eq!(
+            PollInterval::minutes(1).unwrap().rate_expression(),
+            "rate(1 minute)"
+        );
+        assert_eq!(
+            PollInterval::minutes(60).unwrap().rate_expression(),
+            "rate(60 minutes)"
+        );
+        assert!(PollInterval::minutes(0).is_err());
+        assert!(PollInterval::minutes(61).is_err());
+        assert!(serde_json::from_str::<PollInterval>("0").is_err());
+    }
+
+    #[test]
+    fn numbers_are_non_zero() {
+        assert!(Uid::new(0).is_err());
+        assert!(UidValidity::parse("x").is_err());
+        assert_eq!(TicketId::parse("42").unwrap().get(), 42);
+        assert!(serde_json::from_str::<Uid>("0").is_err());
+    }
+
+    #[test]
+    fn secret_names_round_trip() {
+        for n in [
+            SecretName::AccountPassword(AccountId::parse("a1").unwrap()),
+            SecretName::ZendeskApiToken,
+            SecretName::WebhookSigningSecret,
+            SecretName::AdminToken,
+        ] {
+            assert_eq!(SecretName::parse_key(&n.key()).unwrap(), n);
+        }
+        assert!(SecretName::parse_key("account/../x").is_err());
+    }
+
+    #[test]
+    fn cursor_moves_up_or_starts_over() {
+        let v1 = UidValidity::new(1).unwrap();
+        let v2 = UidValidity::new(2).unwrap();
+        let c = Cursor::first_activation(v1, 10);
+        assert_eq!(c.last_uid, 9);
+        assert!(c.can_move_to(&c.advanced_to(Uid::new(12).unwrap())));
+        assert!(!c.can_move_to(&c.advanced_to(Uid::new(3).unwrap())));
+        assert!(c.can_move_to(&Cursor::first_activation(v2, 1)));
+    }
+
+    proptest! {
+        #[test]
+        fn parsed_addresses_are_stable(s in "[A-Za-z0-9._%+-]{1,20}@[A-Za-z0-9-]{1,10}\\.[A-Za-z]{2,5}") {
+            if let Ok(a) = PecAddress::parse(&s) {
+                prop_assert_eq!(PecAddress::parse(a.as_str()).unwrap(), a.clone());
+                prop_assert_eq!(a.as_str().to_ascii_lowercase(), a.as_str());
+            }
+        }
+
+        #[test]
+        fn account_ids_never_hold_key_separators(s in "\\PC{0,50}") {
+            if let Ok(id) = AccountId::parse(&s) {
+                prop_assert!(!id.as_str().contains('#') && !id.as_str().contains('/'));
+            }
+        }
+    }
+}

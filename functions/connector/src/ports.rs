@@ -1,0 +1,168 @@
+//! The ports: what the use cases need from the outside world, one small trait per capability.
+//!
+//! Every trait is object safe (`async-trait`), so wiring can hold `Arc<dyn Store>` and pick an
+//! adapter at start: the AWS ones in Lambda, the embedded ones on one machine and in tests.
+//! The contract every adapter must meet is written once, in the `e2e` crate's contract suite,
+//! and run against each adapter.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+
+use crate::domain::{
+    Account, AccountId, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome, MessageId,
+    MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome, Schedule,
+    SecretName, Uid, UidValidity,
+};
+use crate::schedules::SchedulesError;
+use crate::secrets::SecretsError;
+use crate::store::StoreError;
+
+/// Account state: accounts, where polling stopped, what became of each message, what we sent,
+/// what is waiting to be sent again, and who holds each mailbox right now.
+///
+/// Every "exactly once" decision is a conditional write in the adapter, never a read followed by
+/// a write.
+///
+/// The poll of one account costs, by design: [`take_lease`](Store::take_lease) (one write, which
+/// also returns the cursor), [`get_account`](Store::get_account) (one read),
+/// one [`record_message`](Store::record_message) per new message (one atomic write of the
+/// record and the cursor), and [`release_lease`](Store::release_lease) (one write).
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Saves a new account and its empty poll state. [`StoreError::AlreadyExists`] if the id is
+    /// taken.
+    async fn create_account(&self, account: &Account) -> Result<(), StoreError>;
+    async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
+    /// Replaces an existing account's settings. [`StoreError::NotFound`] if there is none.
+    async fn update_account(&self, account: &Account) -> Result<(), StoreError>;
+    /// Removes the account and everything kept for it (cursor, lease, message and outbound
+    /// records, outbox). Returns whether there was an account. Deleting twice is not an error.
+    async fn delete_account(&self, id: &AccountId) -> Result<bool, StoreError>;
+
+    /// Takes the account's lease for `ttl` if nobody holds an unexpired one (or `holder` already
+    /// does). The granted lease carries the account's cursor.
+    async fn take_lease(
+        &self,
+        id: &AccountId,
+        holder: &LeaseHolder,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, StoreError>;
+    /// Gives the lease back. [`StoreError::LeaseNotHeld`] unless `lease.holder` holds it.
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Moves the cursor from `expected` to `next` (first activation, a new UIDVALIDITY, skipping
+    /// UIDs). Conditional: the lease must be held, the stored cursor must equal `expected`, and
+    /// within one UIDVALIDITY the cursor never moves down ([`StoreError::ConditionFailed`]).
+    async fn advance_cursor(
+        &self,
+        lease: &Lease,
+        expected: Option<&Cursor>,
+        next: &Cursor,
+    ) -> Result<(), StoreError>;
+
+    /// Records what became of one inbound message and moves the cursor up to its UID, in one
+    /// atomic conditional write. If the message was already recorded (same UIDVALIDITY and UID,
+    /// or same Message-ID), nothing is written and the first record is returned. Otherwise the
+    /// lease must be held, the cursor must be under the same UIDVALIDITY and below the UID.
+    async fn record_message(
+        &self,
+        lease: &Lease,
+        record: &MessageRecord,
+    ) -> Result<RecordOutcome, StoreError>;
+    async fn find_message(
+        &self,
+        account: &AccountId,
+        uid_validity: UidValidity,
+        uid: Uid,
+    ) -> Result<Option<MessageRecord>, StoreError>;
+    async fn find_message_by_message_id(
+        &self,
+        account: &AccountId,
+        message_id: &MessageId,
+    ) -> Result<Option<MessageRecord>, StoreError>;
+
+    /// Records a PEC we sent. [`StoreError::AlreadyExists`] if its Message-ID is recorded.
+    async fn record_outbound(&self, record: &OutboundRecord) -> Result<(), StoreError>;
+    /// Adds the provider's identificativo (learnt from the accettazione) to a sent PEC.
+    async fn set_identificativo(
+        &self,
+        account: &AccountId,
+        message_id: &MessageId,
+        identificativo: &MessageId,
+    ) -> Result<(), StoreError>;
+    /// Finds a PEC we sent by our Message-ID or by the provider's identificativo.
+    async fn find_outbound(
+        &self,
+        account: &AccountId,
+        id: &MessageId,
+    ) -> Result<Option<OutboundRecord>, StoreError>;
+    /// Sets the delivery state of one recipient of a PEC we sent.
+    async fn set_delivery(
+        &self,
+        account: &AccountId,
+        message_id: &MessageId,
+        recipient: &PecAddress,
+        state: DeliveryState,
+    ) -> Result<(), StoreError>;
+
+    /// Adds a send to retry. [`StoreError::AlreadyExists`] if its id is queued.
+    async fn enqueue_outbox(&self, entry: &OutboxEntry) -> Result<(), StoreError>;
+    /// Claims up to `limit` due entries (not before `now`, unclaimed or with an expired claim)
+    /// for `ttl`, oldest first; each claim counts as an attempt. Two claimers never get the same
+    /// entry while a claim lasts.
+    async fn claim_outbox(
+        &self,
+        account: &AccountId,
+        holder: &LeaseHolder,
+        now: DateTime<Utc>,
+        ttl: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// Removes a sent entry. [`StoreError::LeaseNotHeld`] unless `holder` claimed it.
+    async fn complete_outbox(
+        &self,
+        account: &AccountId,
+        id: &OutboxId,
+        holder: &LeaseHolder,
+    ) -> Result<(), StoreError>;
+    /// Gives a claimed entry back, to be tried again not before `not_before`.
+    async fn retry_outbox(
+        &self,
+        account: &AccountId,
+        id: &OutboxId,
+        holder: &LeaseHolder,
+        not_before: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+}
+
+/// Credentials, kept apart from the [`Store`]: account passwords, the Zendesk API token, the
+/// webhook signing secret and the admin token.
+#[async_trait]
+pub trait Secrets: Send + Sync {
+    /// Creates or replaces a secret.
+    async fn put(&self, name: &SecretName, value: &SecretString) -> Result<(), SecretsError>;
+    /// [`SecretsError::NotFound`] if there is no such secret.
+    async fn get(&self, name: &SecretName) -> Result<SecretString, SecretsError>;
+    /// Removes a secret for good. Removing a missing secret is not an error.
+    async fn delete(&self, name: &SecretName) -> Result<(), SecretsError>;
+    /// The names of every secret this connector keeps.
+    async fn list(&self) -> Result<Vec<SecretName>, SecretsError>;
+}
+
+/// One poll schedule per account.
+#[async_trait]
+pub trait Schedules: Send + Sync {
+    /// Creates the account's schedule or updates its interval and state.
+    async fn put(&self, schedule: &Schedule) -> Result<(), SchedulesError>;
+    /// Enables or disables an existing schedule. [`SchedulesError::NotFound`] if there is none.
+    async fn set_enabled(&self, account: &AccountId, enabled: bool) -> Result<(), SchedulesError>;
+    async fn get(&self, account: &AccountId) -> Result<Option<Schedule>, SchedulesError>;
+    async fn list(&self) -> Result<Vec<Schedule>, SchedulesError>;
+    /// Removes the schedule and what it triggers. Removing a missing schedule is not an error.
+    async fn delete(&self, account: &AccountId) -> Result<(), SchedulesError>;
+}
