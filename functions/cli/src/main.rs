@@ -12,7 +12,11 @@ use pec::report::Report;
 use pec::{Limits, PecMessage, TrustAnchors};
 
 #[derive(Parser)]
-#[command(name = "pec-connector", version, about = "PEC mailbox as a Zendesk channel")]
+#[command(
+    name = "pec-connector",
+    version,
+    about = "PEC mailbox as a Zendesk channel"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,7 +48,10 @@ fn inspect(files: &[PathBuf], trust: &[PathBuf]) -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|pem| anchors.add_pem(&pem).map_err(|e| e.to_string()));
         if let Err(e) = added {
-            eprintln!("pec-connector: cannot use trust anchor {}: {e}", path.display());
+            eprintln!(
+                "pec-connector: cannot use trust anchor {}: {e}",
+                path.display()
+            );
             return ExitCode::from(2);
         }
     }
@@ -52,7 +59,10 @@ fn inspect(files: &[PathBuf], trust: &[PathBuf]) -> ExitCode {
     let mut reports = Vec::new();
     let mut failed = false;
     for path in files {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let raw = match std::fs::read(path) {
             Ok(raw) => raw,
             Err(e) => {
@@ -81,5 +91,9 @@ fn inspect(files: &[PathBuf], trust: &[PathBuf]) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -51,7 +51,9 @@ const KEYS: [&str; 18] = [
 #[test]
 fn inspect_agrees_with_the_public_samples() {
     let Some(dir) = samples_dir() else {
-        eprintln!("PEC_SAMPLES_DIR is not set: the public sample corpus is not part of the project; .ci/run sets it");
+        eprintln!(
+            "PEC_SAMPLES_DIR is not set: the public sample corpus is not part of the project; .ci/run sets it"
+        );
         return;
     };
     let expected: Vec<Value> =
@@ -61,10 +63,18 @@ fn inspect_agrees_with_the_public_samples() {
         .map(|e| dir.join(e["file"].as_str().unwrap()))
         .collect();
     let out = bin().arg("inspect").args(&files).output().unwrap();
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let reports: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(reports.len(), expected.len());
-    assert!(expected.len() >= 19, "the corpus shrank: {} files", expected.len());
+    assert!(
+        expected.len() >= 19,
+        "the corpus shrank: {} files",
+        expected.len()
+    );
 
     let mut mismatches = Vec::new();
     for (want, got) in expected.iter().zip(&reports) {
@@ -82,9 +92,17 @@ fn inspect_agrees_with_the_public_samples() {
             }
         }
     }
-    assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
     let valid = reports.iter().filter(|r| r["signature"] == "valid").count();
-    assert_eq!(valid, 4, "the 4 intact Aruba/Sogei signatures must be valid");
+    assert_eq!(
+        valid, 4,
+        "the 4 intact Aruba/Sogei signatures must be valid"
+    );
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -121,11 +139,21 @@ fn an_unreadable_file_exits_one_with_the_reason_and_still_reports_the_others() {
     let good = write(&dir, "plain.eml", PLAIN);
     let empty = write(&dir, "empty.eml", b"");
     let missing = dir.join("missing.eml");
-    let out = bin().arg("inspect").args([&good, &empty, &missing]).output().unwrap();
+    let out = bin()
+        .arg("inspect")
+        .args([&good, &empty, &missing])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("missing.eml") && stderr.contains("cannot read"), "{stderr}");
-    assert!(stderr.contains("empty.eml") && stderr.contains("empty"), "{stderr}");
+    assert!(
+        stderr.contains("missing.eml") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("empty.eml") && stderr.contains("empty"),
+        "{stderr}"
+    );
     let reports: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0]["file"], "plain.eml");

@@ -115,11 +115,17 @@ pub struct Address {
 
 impl Address {
     pub fn new(address: &str) -> Address {
-        Address { name: None, address: address.to_owned() }
+        Address {
+            name: None,
+            address: address.to_owned(),
+        }
     }
 
     pub fn named(name: &str, address: &str) -> Address {
-        Address { name: Some(name.to_owned()), address: address.to_owned() }
+        Address {
+            name: Some(name.to_owned()),
+            address: address.to_owned(),
+        }
     }
 
     /// `Name <address>` (the name quoted or RFC 2047 encoded as needed), or the bare address.
@@ -199,14 +205,20 @@ impl FilePart {
         let ctype_name = if self.filename.is_ascii() || !self.rfc2047_name {
             param("name", &self.filename)
         } else {
-            format!("name=\"{}\"", encode_words(&self.filename).replace("\r\n ", " "))
+            format!(
+                "name=\"{}\"",
+                encode_words(&self.filename).replace("\r\n ", " ")
+            )
         };
         let disposition = match self.role {
             FileRole::Inline => "inline",
             FileRole::Attachment | FileRole::Message => "attachment",
         };
         let mut headers = vec![
-            ("Content-Type".to_owned(), format!("{};\r\n {}", self.content_type, ctype_name)),
+            (
+                "Content-Type".to_owned(),
+                format!("{};\r\n {}", self.content_type, ctype_name),
+            ),
             (
                 "Content-Disposition".to_owned(),
                 format!("{disposition};\r\n {}", param("filename", &self.filename)),
@@ -344,7 +356,13 @@ impl MailBuilder {
         self.file(FilePart::attachment(filename, content_type, data))
     }
 
-    pub fn inline(self, content_id: &str, filename: &str, content_type: &str, data: &[u8]) -> MailBuilder {
+    pub fn inline(
+        self,
+        content_id: &str,
+        filename: &str,
+        content_type: &str,
+        data: &[u8],
+    ) -> MailBuilder {
         self.file(FilePart::inline(content_id, filename, content_type, data))
     }
 
@@ -355,14 +373,22 @@ impl MailBuilder {
     /// The message bytes, CRLF line endings.
     pub fn build(&self) -> Vec<u8> {
         let mut boundaries = Boundaries::new(self.seed());
-        let mut body = self.body_part();
-        let inline: Vec<&FilePart> = self.files.iter().filter(|f| f.role == FileRole::Inline).collect();
+        let mut body = self.body_part(&mut boundaries);
+        let inline: Vec<&FilePart> = self
+            .files
+            .iter()
+            .filter(|f| f.role == FileRole::Inline)
+            .collect();
         if !inline.is_empty() {
             let mut parts = vec![body];
             parts.extend(inline.iter().map(|f| f.to_part()));
             body = Part::multipart("related", boundaries.next(), parts);
         }
-        let attached: Vec<&FilePart> = self.files.iter().filter(|f| f.role != FileRole::Inline).collect();
+        let attached: Vec<&FilePart> = self
+            .files
+            .iter()
+            .filter(|f| f.role != FileRole::Inline)
+            .collect();
         if !attached.is_empty() {
             let mut parts = vec![body];
             parts.extend(attached.iter().map(|f| f.to_part()));
@@ -379,9 +405,17 @@ impl MailBuilder {
         if let Some(from) = &self.from {
             headers.push(("From".to_owned(), from.to_header()));
         }
-        for (name, list) in [("To", &self.to), ("Cc", &self.cc), ("Reply-To", &self.reply_to)] {
+        for (name, list) in [
+            ("To", &self.to),
+            ("Cc", &self.cc),
+            ("Reply-To", &self.reply_to),
+        ] {
             if !list.is_empty() {
-                let value = list.iter().map(Address::to_header).collect::<Vec<_>>().join(", ");
+                let value = list
+                    .iter()
+                    .map(Address::to_header)
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 headers.push((name.to_owned(), fold(name, &value)));
             }
         }
@@ -391,9 +425,16 @@ impl MailBuilder {
         if let Some(id) = &self.message_id {
             headers.push(("Message-ID".to_owned(), format!("<{id}>")));
         }
-        for (name, ids) in [("In-Reply-To", &self.in_reply_to), ("References", &self.references)] {
+        for (name, ids) in [
+            ("In-Reply-To", &self.in_reply_to),
+            ("References", &self.references),
+        ] {
             if !ids.is_empty() {
-                let value = ids.iter().map(|id| format!("<{id}>")).collect::<Vec<_>>().join(" ");
+                let value = ids
+                    .iter()
+                    .map(|id| format!("<{id}>"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 headers.push((name.to_owned(), fold(name, &value)));
             }
         }
@@ -408,7 +449,7 @@ impl MailBuilder {
     }
 
     /// The text/HTML body part (alternative when both).
-    fn body_part(&self) -> Part {
+    fn body_part(&self, boundaries: &mut Boundaries) -> Part {
         let leaf = |subtype: &str, text: &str| {
             let bytes = crlf(&self.charset.encode(text));
             Part::leaf(
@@ -417,7 +458,10 @@ impl MailBuilder {
                         "Content-Type".to_owned(),
                         format!("text/{subtype}; charset=\"{}\"", self.charset.label()),
                     ),
-                    ("Content-Transfer-Encoding".to_owned(), self.transfer_encoding.label().to_owned()),
+                    (
+                        "Content-Transfer-Encoding".to_owned(),
+                        self.transfer_encoding.label().to_owned(),
+                    ),
                 ],
                 self.transfer_encoding.encode(&bytes),
             )
@@ -425,7 +469,7 @@ impl MailBuilder {
         match (&self.text, &self.html) {
             (Some(text), Some(html)) => Part::multipart(
                 "alternative",
-                Boundaries::new(self.seed() ^ 0xa1).next(),
+                boundaries.next(),
                 vec![leaf("plain", text), leaf("html", html)],
             ),
             (None, Some(html)) => leaf("html", html),
@@ -436,7 +480,10 @@ impl MailBuilder {
 
     fn seed(&self) -> u64 {
         let mut h = Fnv::new();
-        for s in [&self.subject, &self.message_id, &self.text, &self.html].into_iter().flatten() {
+        for s in [&self.subject, &self.message_id, &self.text, &self.html]
+            .into_iter()
+            .flatten()
+        {
             h.write(s.as_bytes());
         }
         if let Some(from) = &self.from {
@@ -461,12 +508,30 @@ impl MailBuilder {
 /// text escaped (`<msgid>` becomes `&lt;...&gt;`). Absent optional elements are left out.
 pub fn daticert_xml(d: &Daticert) -> String {
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let errore = if d.errore.is_empty() { "nessuno" } else { &d.errore };
-    let _ = writeln!(x, "<postacert tipo=\"{}\" errore=\"{}\">", escape_xml(&d.tipo), escape_xml(errore));
+    let errore = if d.errore.is_empty() {
+        "nessuno"
+    } else {
+        &d.errore
+    };
+    let _ = writeln!(
+        x,
+        "<postacert tipo=\"{}\" errore=\"{}\">",
+        escape_xml(&d.tipo),
+        escape_xml(errore)
+    );
     x.push_str("    <intestazione>\n");
-    element(&mut x, 2, "mittente", d.mittente.as_deref().unwrap_or_default());
+    element(
+        &mut x,
+        2,
+        "mittente",
+        d.mittente.as_deref().unwrap_or_default(),
+    );
     for dest in &d.destinatari {
-        let tipo = if dest.tipo.is_empty() { "certificato" } else { &dest.tipo };
+        let tipo = if dest.tipo.is_empty() {
+            "certificato"
+        } else {
+            &dest.tipo
+        };
         let _ = writeln!(
             x,
             "        <destinatari tipo=\"{}\">{}</destinatari>",
@@ -474,7 +539,12 @@ pub fn daticert_xml(d: &Daticert) -> String {
             escape_xml(&dest.address)
         );
     }
-    element(&mut x, 2, "risposte", d.risposte.as_deref().unwrap_or_default());
+    element(
+        &mut x,
+        2,
+        "risposte",
+        d.risposte.as_deref().unwrap_or_default(),
+    );
     if let Some(oggetto) = &d.oggetto {
         element(&mut x, 2, "oggetto", oggetto);
     }
@@ -511,7 +581,13 @@ pub fn daticert_xml(d: &Daticert) -> String {
 }
 
 fn element(x: &mut String, depth: usize, name: &str, text: &str) {
-    let _ = writeln!(x, "{:width$}<{name}>{}</{name}>", "", escape_xml(text), width = depth * 4);
+    let _ = writeln!(
+        x,
+        "{:width$}<{name}>{}</{name}>",
+        "",
+        escape_xml(text),
+        width = depth * 4
+    );
 }
 
 fn escape_xml(s: &str) -> String {
@@ -533,7 +609,10 @@ fn escape_xml(s: &str) -> String {
 /// `msgid` (the client Message-ID, with angle brackets) and `ricevuta` (`X-TipoRicevuta`).
 /// The caller fills in `tipo`, `data`, `identificativo` and the receipt-specific elements.
 pub fn daticert_from_original(raw: &[u8]) -> Daticert {
-    let mut d = Daticert { errore: "nessuno".to_owned(), ..Daticert::default() };
+    let mut d = Daticert {
+        errore: "nessuno".to_owned(),
+        ..Daticert::default()
+    };
     let Ok((headers, _)) = mailparse::parse_headers(raw) else {
         return d;
     };
@@ -553,10 +632,18 @@ pub fn daticert_from_original(raw: &[u8]) -> Daticert {
     d.destinatari = first("To")
         .into_iter()
         .chain(first("Cc"))
-        .map(|address| Destinatario { address, tipo: "certificato".to_owned() })
+        .map(|address| Destinatario {
+            address,
+            tipo: "certificato".to_owned(),
+        })
         .collect();
-    d.risposte = first("Reply-To").into_iter().next().or_else(|| d.mittente.clone());
-    d.oggetto = headers.get_first_value("Subject").map(|s| s.trim().to_owned());
+    d.risposte = first("Reply-To")
+        .into_iter()
+        .next()
+        .or_else(|| d.mittente.clone());
+    d.oggetto = headers
+        .get_first_value("Subject")
+        .map(|s| s.trim().to_owned());
     d.msgid = headers
         .get_first_value("Message-ID")
         .map(|id| format!("<{}>", normalize_msgid(&id)));
@@ -579,7 +666,10 @@ pub struct Provider {
 
 impl Provider {
     pub fn new(name: &str, domain: &str) -> Provider {
-        Provider { name: name.to_owned(), domain: domain.to_owned() }
+        Provider {
+            name: name.to_owned(),
+            domain: domain.to_owned(),
+        }
     }
 
     /// `posta-certificata@<domain>`.
@@ -617,8 +707,16 @@ pub enum SignatureMode {
     /// A fake `smime.p7s` (`MII...njA==`), as anonymised samples carry.
     #[default]
     Placeholder,
-    /// A real detached CMS signature by this identity.
-    Sign(SigningIdentity),
+    /// A real detached CMS signature by this identity (SHA-256, `micalg="sha-256"`), over the
+    /// exact CRLF bytes of the signed part, with signingTime = the message Date.
+    Sign(Box<SigningIdentity>),
+}
+
+impl SignatureMode {
+    /// [`SignatureMode::Sign`] with this identity.
+    pub fn signed_by(identity: SigningIdentity) -> SignatureMode {
+        SignatureMode::Sign(Box::new(identity))
+    }
 }
 
 /// A mailing-list copy: the provider message becomes the first part of an outer
@@ -753,7 +851,9 @@ impl PecBuilder {
 
     /// A header written first in the top-level block.
     pub fn header(mut self, name: &str, value: &str) -> PecBuilder {
-        self.options.headers.push((name.to_owned(), value.to_owned()));
+        self.options
+            .headers
+            .push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -783,7 +883,8 @@ impl PecBuilder {
     }
 
     fn variant(&self) -> &'static str {
-        crate::TipoRicevuta::from_value(self.daticert.ricevuta.as_deref().unwrap_or("completa")).as_str()
+        crate::TipoRicevuta::from_value(self.daticert.ricevuta.as_deref().unwrap_or("completa"))
+            .as_str()
     }
 
     /// The message bytes.
@@ -795,14 +896,19 @@ impl PecBuilder {
         let d = self.effective_daticert();
         let data = d.data.ok_or(BuildError::MissingData(kind))?;
         let postacert = if self.has_postacert() {
-            let raw = self.original.as_deref().ok_or(BuildError::MissingOriginal(kind))?;
+            let raw = self
+                .original
+                .as_deref()
+                .ok_or(BuildError::MissingOriginal(kind))?;
             let raw = crlf(raw);
             Some(match self.kind {
                 Kind::Anomaly => raw,
                 _ => {
                     let id = d.identificativo.as_deref().unwrap_or_default();
                     let rewritten = replace_message_id(&raw, id, d.msgid.as_deref());
-                    if self.variant() == "breve" {
+                    if self.kind == Kind::Receipt(ReceiptKind::AvvenutaConsegna)
+                        && self.variant() == "breve"
+                    {
                         replace_attachments_with_hashes(&rewritten)
                     } else {
                         rewritten
@@ -825,23 +931,36 @@ impl PecBuilder {
 
         // The signed content: multipart/mixed (notice, daticert.xml, postacert.eml).
         let notice = Notice::new(self.kind, self.virus, &d, self.variant());
+        let mixed_boundary = boundaries.next();
         let alternative = Part::multipart(
             "alternative",
             boundaries.next(),
             vec![
                 Part::leaf(
                     vec![
-                        ("Content-Type".to_owned(), "text/plain; charset=\"iso-8859-1\"".to_owned()),
+                        (
+                            "Content-Type".to_owned(),
+                            "text/plain; charset=\"iso-8859-1\"".to_owned(),
+                        ),
                         ("Content-Disposition".to_owned(), "inline".to_owned()),
-                        ("Content-Transfer-Encoding".to_owned(), "quoted-printable".to_owned()),
+                        (
+                            "Content-Transfer-Encoding".to_owned(),
+                            "quoted-printable".to_owned(),
+                        ),
                     ],
                     quoted_printable(&crlf(&Charset::Iso8859_1.encode(&notice.text))).into_bytes(),
                 ),
                 Part::leaf(
                     vec![
-                        ("Content-Type".to_owned(), "text/html; charset=\"iso-8859-1\"".to_owned()),
+                        (
+                            "Content-Type".to_owned(),
+                            "text/html; charset=\"iso-8859-1\"".to_owned(),
+                        ),
                         ("Content-Disposition".to_owned(), "inline".to_owned()),
-                        ("Content-Transfer-Encoding".to_owned(), "quoted-printable".to_owned()),
+                        (
+                            "Content-Transfer-Encoding".to_owned(),
+                            "quoted-printable".to_owned(),
+                        ),
                     ],
                     quoted_printable(&crlf(&Charset::Iso8859_1.encode(&notice.html))).into_bytes(),
                 ),
@@ -850,14 +969,23 @@ impl PecBuilder {
         let xml = daticert_xml(&d);
         let (xml_cte, xml_body) = match self.options.daticert_encoding {
             DaticertEncoding::Base64 => ("base64", base64_lines(xml.as_bytes(), 60).into_bytes()),
-            DaticertEncoding::Plain => (if xml.is_ascii() { "7bit" } else { "8bit" }, crlf(xml.as_bytes())),
+            DaticertEncoding::Plain => (
+                if xml.is_ascii() { "7bit" } else { "8bit" },
+                crlf(xml.as_bytes()),
+            ),
         };
         let mut parts = vec![
             alternative,
             Part::leaf(
                 vec![
-                    ("Content-Type".to_owned(), "application/xml; name=\"daticert.xml\"".to_owned()),
-                    ("Content-Disposition".to_owned(), "inline; filename=\"daticert.xml\"".to_owned()),
+                    (
+                        "Content-Type".to_owned(),
+                        "application/xml; name=\"daticert.xml\"".to_owned(),
+                    ),
+                    (
+                        "Content-Disposition".to_owned(),
+                        "inline; filename=\"daticert.xml\"".to_owned(),
+                    ),
                     ("Content-Transfer-Encoding".to_owned(), xml_cte.to_owned()),
                 ],
                 xml_body,
@@ -867,24 +995,35 @@ impl PecBuilder {
             let cte = if postacert.is_ascii() { "7bit" } else { "8bit" };
             parts.push(Part::leaf(
                 vec![
-                    ("Content-Type".to_owned(), "message/rfc822; name=\"postacert.eml\"".to_owned()),
-                    ("Content-Disposition".to_owned(), "inline; filename=\"postacert.eml\"".to_owned()),
+                    (
+                        "Content-Type".to_owned(),
+                        "message/rfc822; name=\"postacert.eml\"".to_owned(),
+                    ),
+                    (
+                        "Content-Disposition".to_owned(),
+                        "inline; filename=\"postacert.eml\"".to_owned(),
+                    ),
                     ("Content-Transfer-Encoding".to_owned(), cte.to_owned()),
                 ],
                 postacert,
             ));
         }
-        let mut mixed = Part::multipart("mixed", boundaries.next(), parts);
+        let mut mixed = Part::multipart("mixed", mixed_boundary, parts);
         // Providers fold the alternative's Content-Type but not the mixed one.
         mixed.headers[0].1 = mixed.headers[0].1.replace(";\r\n ", "; ");
-        mixed.headers.push(("Content-Transfer-Encoding".to_owned(), "binary".to_owned()));
+        mixed
+            .headers
+            .push(("Content-Transfer-Encoding".to_owned(), "binary".to_owned()));
         let signed_mime_version = self.options.signature_is_signed();
         if signed_mime_version {
-            mixed.headers.push(("MIME-Version".to_owned(), "1.0".to_owned()));
+            mixed
+                .headers
+                .push(("MIME-Version".to_owned(), "1.0".to_owned()));
         }
         if let Body::Multipart { parts, .. } = &mut mixed.body {
             if let Some(alt) = parts.first_mut() {
-                alt.headers.push(("Content-Transfer-Encoding".to_owned(), "binary".to_owned()));
+                alt.headers
+                    .push(("Content-Transfer-Encoding".to_owned(), "binary".to_owned()));
             }
         }
         let signed_content = mixed.render();
@@ -920,18 +1059,24 @@ impl PecBuilder {
                 headers.push(("MIME-Version".to_owned(), "1.0".to_owned()));
                 let mut first = entity;
                 if !first.headers.iter().any(|(n, _)| n == "MIME-Version") {
-                    first.headers.push(("MIME-Version".to_owned(), "1.0".to_owned()));
+                    first
+                        .headers
+                        .push(("MIME-Version".to_owned(), "1.0".to_owned()));
                 }
                 let footer = Part::leaf(
                     vec![
-                        ("Content-Type".to_owned(), "text/plain; charset=\"us-ascii\"".to_owned()),
+                        (
+                            "Content-Type".to_owned(),
+                            "text/plain; charset=\"us-ascii\"".to_owned(),
+                        ),
                         ("MIME-Version".to_owned(), "1.0".to_owned()),
                         ("Content-Transfer-Encoding".to_owned(), "7bit".to_owned()),
                         ("Content-Disposition".to_owned(), "inline".to_owned()),
                     ],
                     crlf(list.footer.as_bytes()),
                 );
-                let boundary = format!("==============={:019}==", seed % 10_000_000_000_000_000_000);
+                let boundary =
+                    format!("==============={:019}==", seed % 10_000_000_000_000_000_000);
                 let wrapper = Part::multipart("mixed", boundary, vec![first, footer]);
                 headers.extend(wrapper.headers.iter().cloned());
                 self.write_top_headers(&mut out, &headers);
@@ -946,19 +1091,33 @@ impl PecBuilder {
     }
 
     /// Wraps the signed content in the S/MIME shell chosen by the options.
-    fn sign(&self, content: &[u8], seed: u64, signing_time: DateTime<FixedOffset>) -> Result<Part, BuildError> {
+    fn sign(
+        &self,
+        content: &[u8],
+        seed: u64,
+        signing_time: DateTime<FixedOffset>,
+    ) -> Result<Part, BuildError> {
         // Real signatures use SHA-256 and the RFC 5751 names (as the 2021 go-pec samples); the
         // unsigned shells look like the Aruba/Sogei ones (SHA-1, `x-pkcs7-signature`).
         let (protocol, micalg) = match &self.options.signature {
-            SignatureMode::Sign(_) => ("application/pkcs7-signature", DigestAlgorithm::Sha256.micalg()),
+            SignatureMode::Sign(_) => (
+                "application/pkcs7-signature",
+                DigestAlgorithm::Sha256.micalg(),
+            ),
             _ => ("application/x-pkcs7-signature", "sha1"),
         };
         let p7s = |body: Vec<u8>| {
             Part::leaf(
                 vec![
-                    ("Content-Type".to_owned(), format!("{protocol}; name=\"smime.p7s\"")),
+                    (
+                        "Content-Type".to_owned(),
+                        format!("{protocol}; name=\"smime.p7s\""),
+                    ),
                     ("Content-Transfer-Encoding".to_owned(), "base64".to_owned()),
-                    ("Content-Disposition".to_owned(), "attachment; filename=\"smime.p7s\"".to_owned()),
+                    (
+                        "Content-Disposition".to_owned(),
+                        "attachment; filename=\"smime.p7s\"".to_owned(),
+                    ),
                 ],
                 body,
             )
@@ -971,13 +1130,18 @@ impl PecBuilder {
             SignatureMode::WithoutP7s => None,
             SignatureMode::Placeholder => Some(p7s(b"MII...njA==\r\n".to_vec())),
             SignatureMode::Sign(identity) => {
-                let der = sign_detached(content, identity, signing_time.with_timezone(&Utc)).map_err(|e| {
-                    BuildError::Signing { kind: self.kind.as_str(), reason: e.to_string() }
-                })?;
+                let der = sign_detached(content, identity, signing_time.with_timezone(&Utc))
+                    .map_err(|e| BuildError::Signing {
+                        kind: self.kind.as_str(),
+                        reason: e.to_string(),
+                    })?;
                 Some(p7s(base64_lines(&der, 64).into_bytes()))
             }
         };
-        let digest = Sha1::new().chain_update(content).chain_update(seed.to_be_bytes()).finalize();
+        let digest = Sha1::new()
+            .chain_update(content)
+            .chain_update(seed.to_be_bytes())
+            .finalize();
         let mut boundary = String::from("----");
         for b in &digest[..16] {
             let _ = write!(boundary, "{b:02X}");
@@ -996,13 +1160,20 @@ impl PecBuilder {
 
     /// The provider's top-level headers (pec-format §3), in the order providers write them;
     /// MIME headers are added by the caller.
-    fn top_headers(&self, d: &Daticert, data: DateTime<FixedOffset>) -> Result<Vec<(String, String)>, BuildError> {
+    fn top_headers(
+        &self,
+        d: &Daticert,
+        data: DateTime<FixedOffset>,
+    ) -> Result<Vec<(String, String)>, BuildError> {
         let mut h: Vec<(String, String)> = self.options.headers.clone();
         let prefix = crate::subject::prefix(self.kind, self.virus, false).unwrap_or_default();
         let subject = format!("{prefix}{}", d.oggetto.as_deref().unwrap_or_default());
         h.push(("Subject".to_owned(), subject_value(&subject)));
         if let Some(msgid) = &d.msgid {
-            h.push(("X-Riferimento-Message-ID".to_owned(), format!("<{}>", normalize_msgid(msgid))));
+            h.push((
+                "X-Riferimento-Message-ID".to_owned(),
+                format!("<{}>", normalize_msgid(msgid)),
+            ));
         }
         let date = self.date.unwrap_or(data).to_rfc2822();
         h.push(("Date".to_owned(), date));
@@ -1020,11 +1191,19 @@ impl PecBuilder {
                 if !cc.is_empty() {
                     h.push(("Cc".to_owned(), cc));
                 }
-                let trasporto = if self.kind == Kind::Envelope { "posta-certificata" } else { "errore" };
+                let trasporto = if self.kind == Kind::Envelope {
+                    "posta-certificata"
+                } else {
+                    "errore"
+                };
                 h.push(("X-Trasporto".to_owned(), trasporto.to_owned()));
                 h.push((
                     "From".to_owned(),
-                    format!("\"Per conto di: {}\" <{}>", mittente.replace('"', ""), self.provider.address()),
+                    format!(
+                        "\"Per conto di: {}\" <{}>",
+                        mittente.replace('"', ""),
+                        self.provider.address()
+                    ),
                 ));
                 if let (Kind::Envelope, Some(tipo)) = (self.kind, &d.ricevuta) {
                     h.push(("X-TipoRicevuta".to_owned(), tipo.clone()));
@@ -1032,12 +1211,19 @@ impl PecBuilder {
                 h.push(("Message-ID".to_owned(), format!("<{identificativo}>")));
             }
             Kind::Receipt(r) => {
-                let id = self.message_id.clone().unwrap_or_else(|| self.receipt_id(d, r));
+                let id = self
+                    .message_id
+                    .clone()
+                    .unwrap_or_else(|| self.receipt_id(d, r));
                 h.push(("Message-ID".to_owned(), format!("<{id}>")));
                 let to = if self.to.is_empty() {
                     d.mittente.clone().unwrap_or_default()
                 } else {
-                    self.to.iter().map(Address::to_header).collect::<Vec<_>>().join(", ")
+                    self.to
+                        .iter()
+                        .map(Address::to_header)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 };
                 h.push(("To".to_owned(), fold("To", &to)));
                 h.push(("X-Ricevuta".to_owned(), r.as_str().to_owned()));
@@ -1091,8 +1277,10 @@ impl PecBuilder {
 
     fn write_top_headers(&self, out: &mut Vec<u8>, headers: &[(String, String)]) {
         if self.options.lowercase_headers {
-            let lower: Vec<(String, String)> =
-                headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.clone())).collect();
+            let lower: Vec<(String, String)> = headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                .collect();
             write_headers(out, &lower);
         } else {
             write_headers(out, headers);
@@ -1130,17 +1318,24 @@ impl Notice {
             .destinatari
             .iter()
             .map(|x| {
-                let tipo = if x.tipo == "esterno" { "posta ordinaria" } else { "posta certificata" };
+                let tipo = if x.tipo == "esterno" {
+                    "posta ordinaria"
+                } else {
+                    "posta certificata"
+                };
                 format!("{} (\"{tipo}\")", x.address)
             })
             .collect();
         let consegna = d.consegna.join(", ");
-        let errore = d.errore_esteso.clone().unwrap_or_else(|| match d.errore.as_str() {
-            "virus" => "virus informatico rilevato".to_owned(),
-            "no-dest" => "destinatario non valido".to_owned(),
-            "no-dominio" => "dominio non valido".to_owned(),
-            _ => "errore non specificato".to_owned(),
-        });
+        let errore = d
+            .errore_esteso
+            .clone()
+            .unwrap_or_else(|| match d.errore.as_str() {
+                "virus" => "virus informatico rilevato".to_owned(),
+                "no-dest" => "destinatario non valido".to_owned(),
+                "no-dominio" => "dominio non valido".to_owned(),
+                _ => "errore non specificato".to_owned(),
+            });
         let gestore = d.gestore_emittente.clone().unwrap_or_default();
         let lista = destinatari.join("\n");
         let (title, body): (&str, String) = match kind {
@@ -1189,7 +1384,11 @@ impl Notice {
                     format!(
                         "{quando} il messaggio\n\"{oggetto}\" proveniente da \"{mittente}\"\n\
                          ed indirizzato a:\n{}\nè stato preso in carico dal gestore {gestore}.",
-                        if d.ricezione.is_empty() { lista.clone() } else { d.ricezione.join("\n") }
+                        if d.ricezione.is_empty() {
+                            lista.clone()
+                        } else {
+                            d.ricezione.join("\n")
+                        }
                     ),
                 ),
                 ReceiptKind::AvvenutaConsegna => (
@@ -1199,7 +1398,8 @@ impl Notice {
                          ed indirizzato a \"{consegna}\"\nè stato consegnato nella casella di \
                          destinazione.{}",
                         match variant {
-                            "breve" => "\nIl messaggio originale è incluso in allegato; i suoi \
+                            "breve" =>
+                                "\nIl messaggio originale è incluso in allegato; i suoi \
                                         allegati sono sostituiti\ndai rispettivi hash.",
                             "sintetica" => "",
                             _ => "\nIl messaggio originale è incluso in allegato.",
@@ -1302,7 +1502,9 @@ fn replace_message_id(raw: &[u8], identificativo: &str, msgid: Option<&str>) -> 
     }
     out.extend_from_slice(format!("Message-ID: <{identificativo}>\r\n").as_bytes());
     if let Some(msgid) = msgid {
-        out.extend_from_slice(format!("X-Riferimento-Message-ID: <{}>\r\n", normalize_msgid(msgid)).as_bytes());
+        out.extend_from_slice(
+            format!("X-Riferimento-Message-ID: <{}>\r\n", normalize_msgid(msgid)).as_bytes(),
+        );
     }
     out.extend_from_slice(rest);
     out
@@ -1344,7 +1546,12 @@ fn replace_attachments_with_hashes(raw: &[u8]) -> Vec<u8> {
     out
 }
 
-fn collect_attachment_spans(part: &ParsedMail<'_>, raw: &[u8], top: bool, out: &mut Vec<(usize, usize, Vec<u8>)>) {
+fn collect_attachment_spans(
+    part: &ParsedMail<'_>,
+    raw: &[u8],
+    top: bool,
+    out: &mut Vec<(usize, usize, Vec<u8>)>,
+) {
     let mime = part.ctype.mimetype.to_ascii_lowercase();
     if mime.starts_with("multipart/") {
         for sub in &part.subparts {
@@ -1356,7 +1563,11 @@ fn collect_attachment_spans(part: &ParsedMail<'_>, raw: &[u8], top: bool, out: &
         return;
     }
     let disposition = part.get_content_disposition();
-    let filename = disposition.params.get("filename").or_else(|| part.ctype.params.get("name")).cloned();
+    let filename = disposition
+        .params
+        .get("filename")
+        .or_else(|| part.ctype.params.get("name"))
+        .cloned();
     let is_attachment = mime == "message/rfc822"
         || filename.is_some()
         || disposition.disposition == mailparse::DispositionType::Attachment;
@@ -1378,8 +1589,17 @@ fn collect_attachment_spans(part: &ParsedMail<'_>, raw: &[u8], top: bool, out: &
     write_headers(
         &mut replacement,
         &[
-            ("Content-Type".to_owned(), format!("text/plain; charset=\"us-ascii\";\r\n {}", param("name", &name))),
-            ("Content-Disposition".to_owned(), format!("attachment;\r\n {}", param("filename", &name))),
+            (
+                "Content-Type".to_owned(),
+                format!(
+                    "text/plain; charset=\"us-ascii\";\r\n {}",
+                    param("name", &name)
+                ),
+            ),
+            (
+                "Content-Disposition".to_owned(),
+                format!("attachment;\r\n {}", param("filename", &name)),
+            ),
             ("Content-Transfer-Encoding".to_owned(), "7bit".to_owned()),
         ],
     );
@@ -1410,11 +1630,17 @@ enum Body {
 
 impl Part {
     fn leaf(headers: Vec<(String, String)>, body: Vec<u8>) -> Part {
-        Part { headers, body: Body::Bytes(body) }
+        Part {
+            headers,
+            body: Body::Bytes(body),
+        }
     }
 
     fn raw(entity: Vec<u8>) -> Part {
-        Part { headers: Vec::new(), body: Body::Raw(entity) }
+        Part {
+            headers: Vec::new(),
+            body: Body::Raw(entity),
+        }
     }
 
     /// A rendered entity split back into header fields and body.
@@ -1443,7 +1669,11 @@ impl Part {
                 "Content-Type".to_owned(),
                 format!("multipart/{subtype};\r\n boundary=\"{boundary}\""),
             )],
-            body: Body::Multipart { boundary, preamble: None, parts },
+            body: Body::Multipart {
+                boundary,
+                preamble: None,
+                parts,
+            },
         }
     }
 
@@ -1469,7 +1699,11 @@ fn write_part(out: &mut Vec<u8>, part: &Part) {
 fn write_body(out: &mut Vec<u8>, body: &Body) {
     match body {
         Body::Bytes(bytes) | Body::Raw(bytes) => out.extend_from_slice(bytes),
-        Body::Multipart { boundary, preamble, parts } => {
+        Body::Multipart {
+            boundary,
+            preamble,
+            parts,
+        } => {
             if let Some(preamble) = preamble {
                 out.extend_from_slice(preamble.as_bytes());
             }
@@ -1521,12 +1755,19 @@ struct ProviderBoundaries {
 
 impl ProviderBoundaries {
     fn new(time: i64, seed: u64) -> ProviderBoundaries {
-        ProviderBoundaries { time, process: seed % 90_000 + 10_000, counter: (seed >> 20) % 9_000 + 100 }
+        ProviderBoundaries {
+            time,
+            process: seed % 90_000 + 10_000,
+            counter: (seed >> 20) % 9_000 + 100,
+        }
     }
 
     fn next(&mut self) -> String {
         self.counter += 1;
-        format!("----------=_{}-{}-{}", self.time, self.process, self.counter)
+        format!(
+            "----------=_{}-{}-{}",
+            self.time, self.process, self.counter
+        )
     }
 }
 
@@ -1621,8 +1862,13 @@ fn quoted_printable(data: &[u8]) -> String {
         let mut column = 0;
         for (j, &b) in line.iter().enumerate() {
             let last = j + 1 == line.len();
-            let literal = (b == b' ' || b == b'\t') && !last || (33..=126).contains(&b) && b != b'=';
-            let token = if literal { (b as char).to_string() } else { format!("={b:02X}") };
+            let literal =
+                (b == b' ' || b == b'\t') && !last || (33..=126).contains(&b) && b != b'=';
+            let token = if literal {
+                (b as char).to_string()
+            } else {
+                format!("={b:02X}")
+            };
             let limit = if last { 76 } else { 75 };
             if column + token.len() > limit {
                 out.push_str("=\r\n");
@@ -1652,10 +1898,27 @@ fn split_crlf(data: &[u8]) -> Vec<&[u8]> {
     lines
 }
 
-/// A Subject value: as is when printable ASCII, else RFC 2047 encoded words.
+/// A Subject value: as is when printable ASCII; else the leading ASCII words stay plain (a
+/// provider prefix like `POSTA CERTIFICATA:` stays readable) and the rest becomes RFC 2047
+/// encoded words.
 fn subject_value(subject: &str) -> String {
-    let plain = subject.chars().all(|c| (' '..='~').contains(&c)) && !subject.contains("=?");
-    if plain { fold("Subject", subject) } else { encode_words(subject) }
+    let printable = |s: &str| s.chars().all(|c| (' '..='~').contains(&c)) && !s.contains("=?");
+    if printable(subject) {
+        return fold("Subject", subject);
+    }
+    let first_special = subject
+        .find(|c: char| !(' '..='~').contains(&c))
+        .unwrap_or(0);
+    match subject[..first_special].rfind(' ') {
+        Some(space) if printable(&subject[..space]) => {
+            format!(
+                "{}\r\n {}",
+                &subject[..space],
+                encode_words(&subject[space + 1..])
+            )
+        }
+        _ => encode_words(subject),
+    }
 }
 
 /// RFC 2047 `Q` encoded words (UTF-8), at most 75 characters each, joined by folding white
@@ -1684,7 +1947,11 @@ fn encode_words(text: &str) -> String {
     if !current.is_empty() || words.is_empty() {
         words.push(current);
     }
-    words.iter().map(|w| format!("=?UTF-8?Q?{w}?=")).collect::<Vec<_>>().join("\r\n ")
+    words
+        .iter()
+        .map(|w| format!("=?UTF-8?Q?{w}?="))
+        .collect::<Vec<_>>()
+        .join("\r\n ")
 }
 
 /// A display name: as is when it is atoms, quoted when it has specials, RFC 2047 when not ASCII.
@@ -1704,7 +1971,10 @@ fn phrase(name: &str) -> String {
 /// into `name*0*`, `name*1*`, ... continuations when long).
 fn param(name: &str, value: &str) -> String {
     if value.is_ascii() && !value.chars().any(|c| c.is_ascii_control()) {
-        return format!("{name}=\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""));
+        return format!(
+            "{name}=\"{}\"",
+            value.replace('\\', "\\\\").replace('"', "\\\"")
+        );
     }
     let mut encoded = String::new();
     for b in value.bytes() {
@@ -1768,7 +2038,10 @@ mod tests {
     use chrono::TimeZone;
 
     fn when() -> DateTime<FixedOffset> {
-        FixedOffset::east_opt(3600).unwrap().with_ymd_and_hms(2018, 11, 13, 16, 39, 27).unwrap()
+        FixedOffset::east_opt(3600)
+            .unwrap()
+            .with_ymd_and_hms(2018, 11, 13, 16, 39, 27)
+            .unwrap()
     }
 
     #[test]
@@ -1798,16 +2071,24 @@ mod tests {
 
     #[test]
     fn quoted_printable_wraps_and_escapes() {
-        let qp = quoted_printable(&crlf(&Charset::Iso8859_1.encode(&format!("è {}\nfine ", "x".repeat(80)))));
+        let qp = quoted_printable(&crlf(
+            &Charset::Iso8859_1.encode(&format!("è {}\nfine ", "x".repeat(80))),
+        ));
         assert!(qp.starts_with("=E8 xxx"));
-        assert!(qp.lines().all(|l| l.trim_end_matches('\r').len() <= 76), "{qp}");
+        assert!(
+            qp.lines().all(|l| l.trim_end_matches('\r').len() <= 76),
+            "{qp}"
+        );
         assert!(qp.ends_with("fine=20"));
     }
 
     #[test]
     fn encoded_words_and_rfc2231_params() {
         assert_eq!(encode_words("perché"), "=?UTF-8?Q?perch=C3=A9?=");
-        assert_eq!(param("filename", "fattura perché.pdf"), "filename*=UTF-8''fattura%20perch%C3%A9.pdf");
+        assert_eq!(
+            param("filename", "fattura perché.pdf"),
+            "filename*=UTF-8''fattura%20perch%C3%A9.pdf"
+        );
         assert_eq!(param("filename", "a.pdf"), "filename=\"a.pdf\"");
         let long = param("filename", &"é".repeat(40));
         assert!(long.starts_with("filename*0*=UTF-8''%C3%A9"), "{long}");
@@ -1831,11 +2112,117 @@ mod tests {
         let raw = build();
         assert_eq!(raw, build());
         let mail = mailparse::parse_mail(&raw).unwrap();
-        assert_eq!(mail.headers.get_first_value("Subject").unwrap(), "Fattura perché € 10");
+        assert_eq!(
+            mail.headers.get_first_value("Subject").unwrap(),
+            "Fattura perché € 10"
+        );
         assert_eq!(mail.subparts.len(), 2);
         let pdf = &mail.subparts[1];
-        assert_eq!(pdf.get_content_disposition().params["filename"], "fattura perché.pdf");
+        assert_eq!(
+            pdf.get_content_disposition().params["filename"],
+            "fattura perché.pdf"
+        );
         assert_eq!(pdf.get_body_raw().unwrap(), b"%PDF-1.4 test");
+    }
+
+    #[test]
+    fn subjects_keep_a_plain_ascii_prefix() {
+        assert_eq!(
+            subject_value("POSTA CERTIFICATA: Qualità"),
+            "POSTA CERTIFICATA:\r\n =?UTF-8?Q?Qualit=C3=A0?="
+        );
+        assert_eq!(subject_value("Perché"), "=?UTF-8?Q?Perch=C3=A9?=");
+        let raw = format!(
+            "Subject: {}\r\n\r\n",
+            subject_value("POSTA CERTIFICATA: Fattura – perché")
+        );
+        let (headers, _) = mailparse::parse_headers(raw.as_bytes()).unwrap();
+        assert_eq!(
+            headers.get_first_value("Subject").unwrap(),
+            "POSTA CERTIFICATA: Fattura – perché"
+        );
+    }
+
+    #[test]
+    fn daticert_facts_come_from_the_original_headers() {
+        let raw = MailBuilder::new()
+            .from(Address::named("Mario Rossi", "mario@pec.x.it"))
+            .to("a@pec.y.it")
+            .cc(Address::named("B", "b@y.it"))
+            .subject("Qualità")
+            .message_id("<client.1@x.it>")
+            .in_reply_to("prev@x.it")
+            .references("root@x.it")
+            .header("X-TipoRicevuta", "breve")
+            .text("t")
+            .build();
+        let d = daticert_from_original(&raw);
+        assert_eq!(d.mittente.as_deref(), Some("mario@pec.x.it"));
+        let dest: Vec<&str> = d.destinatari.iter().map(|x| x.address.as_str()).collect();
+        assert_eq!(dest, ["a@pec.y.it", "b@y.it"]);
+        assert_eq!(d.risposte.as_deref(), Some("mario@pec.x.it"));
+        assert_eq!(d.oggetto.as_deref(), Some("Qualità"));
+        assert_eq!(d.msgid.as_deref(), Some("<client.1@x.it>"));
+        assert_eq!(d.ricevuta.as_deref(), Some("breve"));
+        let (headers, _) = mailparse::parse_headers(&raw).unwrap();
+        assert_eq!(
+            headers.get_first_value("In-Reply-To").unwrap(),
+            "<prev@x.it>"
+        );
+        assert_eq!(
+            headers.get_first_value("References").unwrap(),
+            "<root@x.it>"
+        );
+    }
+
+    #[test]
+    fn provider_messages_are_deterministic_and_complete() {
+        let original = MailBuilder::new()
+            .from("mario@pec.x.it")
+            .to("a@pec.y.it")
+            .subject("Prova")
+            .message_id("c.1@x.it")
+            .text("t")
+            .attachment("f.pdf", "application/pdf", b"PDF")
+            .build();
+        let mut d = daticert_from_original(&original);
+        d.data = Some(when());
+        d.identificativo = Some("opec.1.2@pec.x.it".into());
+        d.consegna = vec!["a@pec.y.it".into()];
+        let provider = Provider::new("X PEC", "pec.y.it");
+        let build = |kind, ricevuta: &str| {
+            let mut d = d.clone();
+            d.ricevuta = Some(ricevuta.to_owned());
+            PecBuilder::new(kind, provider.clone(), d)
+                .original(&original)
+                .build()
+                .unwrap()
+        };
+        let consegna = Kind::Receipt(ReceiptKind::AvvenutaConsegna);
+        assert_eq!(build(consegna, "completa"), build(consegna, "completa"));
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        let completa = text(build(consegna, "completa"));
+        assert!(completa.contains("X-Ricevuta: avvenuta-consegna\r\n"));
+        assert!(completa.contains("Subject: CONSEGNA: Prova\r\n"));
+        assert!(completa.contains("From: posta-certificata@pec.y.it\r\n"));
+        assert!(completa.contains("name=\"postacert.eml\""));
+        assert!(
+            completa.contains(
+                "Message-ID: <opec.1.2@pec.x.it>\r\nX-Riferimento-Message-ID: <c.1@x.it>"
+            )
+        );
+        assert!(!text(build(consegna, "sintetica")).contains("postacert.eml"));
+        assert!(text(build(consegna, "breve")).contains("SHA-1: "));
+        let envelope = text(build(Kind::Envelope, "breve"));
+        assert!(
+            envelope
+                .contains("From: \"Per conto di: mario@pec.x.it\" <posta-certificata@pec.y.it>")
+        );
+        assert!(envelope.contains("X-TipoRicevuta: breve\r\n"));
+        assert!(!envelope.contains("SHA-1: "));
+        let missing = PecBuilder::new(Kind::Envelope, provider.clone(), d.clone()).build();
+        assert!(matches!(missing, Err(BuildError::MissingOriginal(_))));
+        assert!(PecBuilder::new(Kind::NonPec, provider, d).build().is_err());
     }
 
     #[test]
