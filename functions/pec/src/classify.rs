@@ -149,17 +149,29 @@ mod tests {
 
     #[test]
     fn headers_decide_the_kind() {
-        assert_eq!(Kind::from_headers(Some("posta-certificata"), None), Some(Kind::Envelope));
-        assert_eq!(Kind::from_headers(Some(" Errore "), None), Some(Kind::Anomaly));
+        assert_eq!(
+            Kind::from_headers(Some("posta-certificata"), None),
+            Some(Kind::Envelope)
+        );
+        assert_eq!(
+            Kind::from_headers(Some(" Errore "), None),
+            Some(Kind::Anomaly)
+        );
         assert_eq!(
             Kind::from_headers(None, Some("Avvenuta-Consegna")),
             Some(Kind::Receipt(ReceiptKind::AvvenutaConsegna))
         );
-        assert_eq!(Kind::from_headers(None, Some("posta-certificata")), Some(Kind::Envelope));
+        assert_eq!(
+            Kind::from_headers(None, Some("posta-certificata")),
+            Some(Kind::Envelope)
+        );
         assert_eq!(Kind::from_headers(None, Some("boh")), None);
         assert_eq!(Kind::from_headers(None, None), None);
         for k in ReceiptKind::ALL {
-            assert_eq!(Kind::from_headers(None, Some(k.as_str())), Some(Kind::Receipt(k)));
+            assert_eq!(
+                Kind::from_headers(None, Some(k.as_str())),
+                Some(Kind::Receipt(k))
+            );
         }
     }
 
@@ -167,6 +179,9 @@ mod tests {
     fn damaged_tipo_ricevuta_means_completa() {
         assert_eq!(TipoRicevuta::from_value("complet"), TipoRicevuta::Completa);
         assert_eq!(TipoRicevuta::from_value("BREVE"), TipoRicevuta::Breve);
-        assert_eq!(TipoRicevuta::from_value("sintetica"), TipoRicevuta::Sintetica);
+        assert_eq!(
+            TipoRicevuta::from_value("sintetica"),
+            TipoRicevuta::Sintetica
+        );
     }
 }

@@ -130,13 +130,11 @@ impl Daticert {
                     let non_empty = (!value.is_empty()).then(|| value.clone());
                     match name.as_str() {
                         "mittente" => out.mittente = non_empty,
-                        "destinatari" => {
-                            if !value.is_empty() {
-                                out.destinatari.push(Destinatario {
-                                    address: value,
-                                    tipo: std::mem::take(&mut dest_tipo),
-                                });
-                            }
+                        "destinatari" if !value.is_empty() => {
+                            out.destinatari.push(Destinatario {
+                                address: value,
+                                tipo: std::mem::take(&mut dest_tipo),
+                            });
                         }
                         "risposte" => out.risposte = non_empty,
                         "oggetto" => out.oggetto = Some(value),
@@ -176,7 +174,11 @@ fn local_name(e: &BytesStart<'_>) -> String {
 
 fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
     e.attributes().flatten().find_map(|a| {
-        if a.key.local_name().as_ref().eq_ignore_ascii_case(name.as_bytes()) {
+        if a.key
+            .local_name()
+            .as_ref()
+            .eq_ignore_ascii_case(name.as_bytes())
+        {
             let raw = String::from_utf8_lossy(&a.value).into_owned();
             let v = quick_xml::escape::unescape(&raw)
                 .map(|v| v.into_owned())
@@ -189,7 +191,11 @@ fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
 }
 
 /// `giorno` dd/mm/yyyy, `ora` hh:mm:ss, `zona` [+|-]hhmm → timestamp with that offset.
-fn timestamp(giorno: Option<&str>, ora: Option<&str>, zona: Option<&str>) -> Option<DateTime<FixedOffset>> {
+fn timestamp(
+    giorno: Option<&str>,
+    ora: Option<&str>,
+    zona: Option<&str>,
+) -> Option<DateTime<FixedOffset>> {
     let date = NaiveDate::parse_from_str(giorno?.trim(), "%d/%m/%Y").ok()?;
     let time = NaiveTime::parse_from_str(ora?.trim(), "%H:%M:%S").ok()?;
     let offset = parse_zone(zona.unwrap_or("+0000"))?;
@@ -254,12 +260,18 @@ mod tests {
         assert_eq!(d.mittente.as_deref(), Some("l.battistini@pec.it"));
         assert_eq!(
             d.destinatari,
-            vec![Destinatario { address: "l.battistini@pec.it".into(), tipo: "certificato".into() }]
+            vec![Destinatario {
+                address: "l.battistini@pec.it".into(),
+                tipo: "certificato".into()
+            }]
         );
         assert_eq!(d.oggetto.as_deref(), Some("IT03339130126_00009.xml"));
         assert_eq!(d.gestore_emittente.as_deref(), Some("ARUBA PEC S.p.A."));
         assert_eq!(d.data.unwrap().to_rfc3339(), "2018-11-13T16:39:27+01:00");
-        assert_eq!(d.msgid.as_deref(), Some("<1542123565.9215@elbati-Vostro-3550>"));
+        assert_eq!(
+            d.msgid.as_deref(),
+            Some("<1542123565.9215@elbati-Vostro-3550>")
+        );
         assert_eq!(d.ricevuta.as_deref(), Some("completa"));
         assert_eq!(d.consegna, vec!["l.battistini@pec.it"]);
         assert_eq!(d.errore_esteso, None);
@@ -283,7 +295,10 @@ mod tests {
         assert_eq!(d.destinatari[0].tipo, "certificato");
         assert_eq!(d.oggetto, None);
         assert_eq!(d.msgid, None);
-        assert_eq!(d.errore_esteso.as_deref(), Some("5.1.1 - FAKE Pec S.p.A. - indirizzo non valido"));
+        assert_eq!(
+            d.errore_esteso.as_deref(),
+            Some("5.1.1 - FAKE Pec S.p.A. - indirizzo non valido")
+        );
         assert_eq!(d.data.unwrap().to_rfc3339(), "2024-11-15T18:21:03+01:00");
     }
 

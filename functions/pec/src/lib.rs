@@ -36,8 +36,8 @@ pub mod subject;
 
 mod classify;
 mod mime;
-mod text;
 mod parse;
+mod text;
 
 pub use classify::{Kind, ReceiptKind, TipoRicevuta};
 pub use daticert::{Daticert, Destinatario, normalize_msgid};

@@ -90,13 +90,22 @@ impl OriginalMessage {
             cc: mailboxes(mail, "Cc"),
             subject: mail.headers.get_first_value("Subject").map(|s| unfold(&s)),
             date: mime::header(mail, "Date").and_then(|d| parse_date(&d)),
-            message_id: mime::header(mail, "Message-ID").and_then(|v| msgids(&v).into_iter().next()),
-            in_reply_to: mime::header(mail, "In-Reply-To").map(|v| msgids(&v)).unwrap_or_default(),
-            references: mime::header(mail, "References").map(|v| msgids(&v)).unwrap_or_default(),
+            message_id: mime::header(mail, "Message-ID")
+                .and_then(|v| msgids(&v).into_iter().next()),
+            in_reply_to: mime::header(mail, "In-Reply-To")
+                .map(|v| msgids(&v))
+                .unwrap_or_default(),
+            references: mime::header(mail, "References")
+                .map(|v| msgids(&v))
+                .unwrap_or_default(),
             ..OriginalMessage::default()
         };
-        let mut walker = Walker { msg: &mut msg, parts: 0, limits };
-        walker.walk(mail, 0);
+        let mut walker = Walker {
+            msg: &mut msg,
+            parts: 0,
+            limits,
+        };
+        walker.walk(mail);
         msg
     }
 
@@ -107,7 +116,11 @@ impl OriginalMessage {
 
     /// To + Cc addresses.
     pub fn recipients(&self) -> Vec<String> {
-        self.to.iter().chain(&self.cc).map(|m| m.address.clone()).collect()
+        self.to
+            .iter()
+            .chain(&self.cc)
+            .map(|m| m.address.clone())
+            .collect()
     }
 }
 
@@ -118,25 +131,30 @@ struct Walker<'m, 'l> {
 }
 
 impl Walker<'_, '_> {
-    fn walk(&mut self, part: &ParsedMail<'_>, depth: usize) {
+    fn walk(&mut self, part: &ParsedMail<'_>) {
         self.parts += 1;
         if self.parts > self.limits.max_parts {
             if self.parts == self.limits.max_parts + 1 {
-                self.msg.warnings.push(format!("more than {} MIME parts: the rest is not read", self.limits.max_parts));
+                self.msg.warnings.push(format!(
+                    "more than {} MIME parts: the rest is not read",
+                    self.limits.max_parts
+                ));
             }
             return;
         }
         let mimetype = mime::mimetype(part);
         if mimetype.starts_with("multipart/") {
             for sub in &part.subparts {
-                self.walk(sub, depth + 1);
+                self.walk(sub);
             }
             return;
         }
         let filename = mime::filename(part);
         let disposition_attachment = mime::is_attachment_disposition(part);
         if filename.is_none() && !disposition_attachment && !mimetype.starts_with("message/") {
-            if (mimetype == "text/plain" || mimetype == "text/x-plain" || part.ctype.mimetype.is_empty())
+            if (mimetype == "text/plain"
+                || mimetype == "text/x-plain"
+                || part.ctype.mimetype.is_empty())
                 && self.msg.text.is_none()
             {
                 self.msg.text = Some(self.decode_text(part));
@@ -148,9 +166,7 @@ impl Walker<'_, '_> {
             }
         }
         let data = self.decode_bytes(part);
-        let content_id = mime::header(part, "Content-ID").map(|v| {
-            mime::strip_angle(&v).to_owned()
-        });
+        let content_id = mime::header(part, "Content-ID").map(|v| mime::strip_angle(&v).to_owned());
         let inline = content_id.is_some() && !disposition_attachment;
         let (filename, generated_name) = match filename {
             Some(name) => (name, false),
@@ -207,7 +223,13 @@ fn generated_name(n: usize, mimetype: &str) -> String {
 
 /// Unfolds a header value: folded whitespace becomes one space.
 fn unfold(value: &str) -> String {
-    value.split(['\r', '\n']).map(str::trim_end).collect::<Vec<_>>().join("").trim().to_owned()
+    value
+        .split(['\r', '\n'])
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("")
+        .trim()
+        .to_owned()
 }
 
 /// The mailboxes of an address header; lenient: a value that is not a valid address list still
@@ -253,7 +275,10 @@ fn scan_addresses(value: &str) -> Vec<Mailbox> {
     value
         .split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '<' | '>' | '"' | '(' | ')'))
         .filter(|t| t.contains('@') && t.len() > 2)
-        .map(|t| Mailbox { name: None, address: t.to_owned() })
+        .map(|t| Mailbox {
+            name: None,
+            address: t.to_owned(),
+        })
         .collect()
 }
 
@@ -318,7 +343,14 @@ mod tests {
         ));
         assert_eq!(m.from.as_ref().unwrap().name.as_deref(), Some("Mario Rosì"));
         assert_eq!(m.sender(), Some("mario@pec.example.it"));
-        assert_eq!(m.recipients(), vec!["uffici@pec.comune.example.it", "anna@example.it", "cc@example.it"]);
+        assert_eq!(
+            m.recipients(),
+            vec![
+                "uffici@pec.comune.example.it",
+                "anna@example.it",
+                "cc@example.it"
+            ]
+        );
         assert_eq!(m.subject.as_deref(), Some("Richiesta di accesso"));
         assert_eq!(m.date.unwrap().to_rfc3339(), "2018-11-13T16:39:25+01:00");
         assert_eq!(m.message_id.as_deref(), Some("abc@x"));
@@ -337,7 +369,9 @@ mod tests {
 
     #[test]
     fn a_broken_address_header_still_yields_its_addresses() {
-        let m = parse("From: \"Per conto di: a@b.it\" <posta-certificata@pec.x.it\r\nTo: ,,x@y.it;\r\n\r\nbody");
+        let m = parse(
+            "From: \"Per conto di: a@b.it\" <posta-certificata@pec.x.it\r\nTo: ,,x@y.it;\r\n\r\nbody",
+        );
         assert!(m.sender().is_some());
         assert_eq!(m.recipients(), vec!["x@y.it"]);
     }

@@ -68,13 +68,16 @@ pub(crate) fn strip_angle(value: &str) -> &str {
 
 /// A part's body with its transfer encoding undone; borrowed when nothing needs decoding.
 /// `Err` carries the undecodable raw body.
-pub(crate) fn decoded_body<'a>(part: &'a ParsedMail<'a>) -> Result<std::borrow::Cow<'a, [u8]>, (String, &'a [u8])> {
+pub(crate) fn decoded_body<'a>(
+    part: &'a ParsedMail<'a>,
+) -> Result<std::borrow::Cow<'a, [u8]>, (String, &'a [u8])> {
     use mailparse::body::Body;
     use std::borrow::Cow;
     match part.get_body_encoded() {
-        Body::Base64(b) | Body::QuotedPrintable(b) => {
-            b.get_decoded().map(Cow::Owned).map_err(|e| (e.to_string(), b.get_raw()))
-        }
+        Body::Base64(b) | Body::QuotedPrintable(b) => b
+            .get_decoded()
+            .map(Cow::Owned)
+            .map_err(|e| (e.to_string(), b.get_raw())),
         Body::SevenBit(b) | Body::EightBit(b) => Ok(Cow::Borrowed(b.get_raw())),
         Body::Binary(b) => Ok(Cow::Borrowed(b.get_raw())),
     }

@@ -124,7 +124,11 @@ impl PecMessage {
         PecMessage::parse_with(raw, &Limits::default(), &TrustAnchors::default())
     }
 
-    pub fn parse_with(raw: &[u8], limits: &Limits, anchors: &TrustAnchors) -> Result<PecMessage, ParseError> {
+    pub fn parse_with(
+        raw: &[u8],
+        limits: &Limits,
+        anchors: &TrustAnchors,
+    ) -> Result<PecMessage, ParseError> {
         limits.check_size(raw.len())?;
         let mail = mailparse::parse_mail(raw).map_err(|e| ParseError::Mime(e.to_string()))?;
         let signed = mime::find_signed(&mail);
@@ -204,8 +208,11 @@ impl PecMessage {
             .and_then(|d| d.ricevuta.as_deref())
             .or(headers_of("X-TipoRicevuta").as_deref())
             .map(TipoRicevuta::from_value);
-        let virus = headers_of("X-VerificaSicurezza").is_some_and(|v| v.eq_ignore_ascii_case("errore"))
-            || daticert.as_ref().is_some_and(|d| d.errore.eq_ignore_ascii_case("virus"));
+        let virus = headers_of("X-VerificaSicurezza")
+            .is_some_and(|v| v.eq_ignore_ascii_case("errore"))
+            || daticert
+                .as_ref()
+                .is_some_and(|d| d.errore.eq_ignore_ascii_case("virus"));
 
         let signature = match signed {
             Some(s) => signature::verify_signed(s, anchors),
@@ -230,7 +237,8 @@ impl PecMessage {
             from: message::mailboxes(&mail, "From").into_iter().next(),
             to: message::mailboxes(&mail, "To"),
             cc: message::mailboxes(&mail, "Cc"),
-            message_id: mime::header(&mail, "Message-ID").and_then(|v| message::msgids(&v).into_iter().next()),
+            message_id: mime::header(&mail, "Message-ID")
+                .and_then(|v| message::msgids(&v).into_iter().next()),
             date: mime::header(&mail, "Date").and_then(|d| message::parse_date(&d)),
             riferimento_message_id: headers_of("X-Riferimento-Message-ID"),
             x_ricevuta,
@@ -293,7 +301,11 @@ impl PecMessage {
                 return r;
             }
         }
-        self.to.iter().chain(&self.cc).map(|m| m.address.clone()).collect()
+        self.to
+            .iter()
+            .chain(&self.cc)
+            .map(|m| m.address.clone())
+            .collect()
     }
 
     /// The PEC identificativo (daticert), for envelopes also the top-level Message-ID.
@@ -396,15 +408,24 @@ mod tests {
 
     #[test]
     fn per_conto_di_reads_the_real_sender() {
-        assert_eq!(per_conto_di("Per conto di: sdi03@pec.fatturapa.it").as_deref(), Some("sdi03@pec.fatturapa.it"));
-        assert_eq!(per_conto_di("\"per conto di: a@b.it\"").as_deref(), Some("a@b.it"));
+        assert_eq!(
+            per_conto_di("Per conto di: sdi03@pec.fatturapa.it").as_deref(),
+            Some("sdi03@pec.fatturapa.it")
+        );
+        assert_eq!(
+            per_conto_di("\"per conto di: a@b.it\"").as_deref(),
+            Some("a@b.it")
+        );
         assert_eq!(per_conto_di("Mario"), None);
     }
 
     #[test]
     fn empty_and_oversized_messages_are_typed_errors() {
         assert_eq!(PecMessage::parse(b"").unwrap_err(), ParseError::Empty);
-        let limits = Limits { max_message_bytes: 3, ..Limits::default() };
+        let limits = Limits {
+            max_message_bytes: 3,
+            ..Limits::default()
+        };
         assert!(matches!(
             PecMessage::parse_with(b"abcd", &limits, &TrustAnchors::empty()),
             Err(ParseError::TooLarge { size: 4, limit: 3 })

@@ -74,8 +74,14 @@ mod tests {
 
     #[test]
     fn strips_exactly_one_prefix() {
-        assert_eq!(strip_prefix("POSTA CERTIFICATA: POSTA CERTIFICATA: X"), "POSTA CERTIFICATA: X");
-        assert_eq!(strip_prefix("AVVISO DI MANCATA CONSEGNA PER VIRUS: fattura"), "fattura");
+        assert_eq!(
+            strip_prefix("POSTA CERTIFICATA: POSTA CERTIFICATA: X"),
+            "POSTA CERTIFICATA: X"
+        );
+        assert_eq!(
+            strip_prefix("AVVISO DI MANCATA CONSEGNA PER VIRUS: fattura"),
+            "fattura"
+        );
         assert_eq!(strip_prefix("consegna: fattura"), "fattura");
         assert_eq!(strip_prefix("ACCETTAZIONE:fattura"), "fattura");
         assert_eq!(strip_prefix("Re: fattura"), "Re: fattura");

@@ -17,7 +17,10 @@ pub(crate) fn decode(bytes: &[u8], charset: &str) -> String {
             Err(_) if declared == Some(UTF_8) && !looks_like_latin(bytes) => {
                 String::from_utf8_lossy(bytes).into_owned()
             }
-            Err(_) => WINDOWS_1252.decode_without_bom_handling(bytes).0.into_owned(),
+            Err(_) => WINDOWS_1252
+                .decode_without_bom_handling(bytes)
+                .0
+                .into_owned(),
         },
     }
 }
