@@ -1,0 +1,269 @@
+//! A stateful Zendesk Support API simulator on loopback.
+//!
+//! [`ZendeskSimulator::start`] binds `127.0.0.1:0` and serves, as documented in
+//! `reference/zendesk-api.md`:
+//!
+//! | endpoint | behaviour |
+//! |---|---|
+//! | `POST /api/v2/tickets` | requester found or created by e-mail; `Idempotency-Key` replays (`x-idempotency-lookup: hit/miss`), other body with a used key → `400` |
+//! | `GET /api/v2/tickets?external_id=` | every ticket with that external id (not unique) |
+//! | `GET /api/v2/tickets/{id}` | the ticket, or `404 RecordNotFound` |
+//! | `PUT /api/v2/tickets/{id}` | comment (public or internal note, uploads), `tags` / `additional_tags` / `remove_tags`, status, subject, custom fields; response with `audit.events` |
+//! | `GET /api/v2/tickets/{id}/comments` | cursor (`page[size]`, `page[after]`, `page[before]`, `sort`) or offset (`page`, `per_page`, `sort_order`) pagination |
+//! | `POST /api/v2/uploads?filename=[&token=]` | raw body; several files chain on one token; token consumed by the comment that uses it |
+//! | `DELETE /api/v2/uploads/{token}` | removes an unused upload |
+//! | `GET /attachments/token/{t}/?name=` | an attachment's `content_url` (no credentials needed) |
+//!
+//! Where the reference leaves a detail open, the simulator picks one and says so here
+//! (unverified against Zendesk): a reused `Idempotency-Key` with another body is
+//! `400 {"error": "IdempotentRequestError", …}`; only `201` answers are remembered for replay;
+//! unknown or used upload tokens in a comment are `422` (details under `uploads`); an upload
+//! without `filename` is `400`, with an unknown `token` `404`; injected `429`/`5xx` bodies are
+//! `{"error": …, "description": …}`; attachment content is served without credentials.
+//!
+//! Every `/api/v2` request needs the simulator's credentials ([`Credentials`]): `401` with
+//! `{"error": "Couldn't authenticate you"}` otherwise. Comment bodies above 64 kB are truncated
+//! without error; placeholders (`{{…}}`) render in agent-authored comments and unknown ones are
+//! stripped, as in Zendesk. Tests inject faults ([`ZendeskSimulator::fail_next`]), latency and an
+//! opt-in per-ticket update limit, and read back everything ([`ZendeskSimulator::tickets`], [`ZendeskSimulator::requests`], …).
+
+mod routes;
+mod state;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use state::{
+    Attachment, COMMENT_BODY_LIMIT, Comment, Fault, IDEMPOTENCY_WINDOW, MAX_COMMENTS_PER_TICKET,
+    RecordedRequest, Ticket, User,
+};
+
+use routes::Shared;
+
+/// The credentials the simulator accepts. Test values, not secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The API agent's e-mail (Basic auth user `{agent_email}/token`).
+    pub agent_email: String,
+    /// The API token (Basic auth password).
+    pub api_token: String,
+    /// The OAuth access token (`Authorization: Bearer …`).
+    pub oauth_token: String,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Credentials {
+            agent_email: "api@pec-connector.test".to_string(),
+            api_token: "sandbox-api-token".to_string(),
+            oauth_token: "sandbox-oauth-token".to_string(),
+        }
+    }
+}
+
+/// A running simulator. Stops when dropped or on [`ZendeskSimulator::shutdown`].
+pub struct ZendeskSimulator {
+    base_url: String,
+    subdomain: String,
+    credentials: Credentials,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// The simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind the zendesk simulator to 127.0.0.1")]
+    Bind(#[source] std::io::Error),
+}
+
+impl ZendeskSimulator {
+    /// Starts a simulator with the default [`Credentials`] on a free loopback port.
+    pub async fn start() -> Result<Self, StartError> {
+        Self::start_with(Credentials::default()).await
+    }
+
+    /// Starts a simulator that accepts `credentials`.
+    pub async fn start_with(credentials: Credentials) -> Result<Self, StartError> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(StartError::Bind)?;
+        let addr = listener.local_addr().map_err(StartError::Bind)?;
+        let base_url = format!("http://{addr}");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state::State::new(
+                base_url.clone(),
+                &credentials.agent_email,
+            )),
+            credentials: credentials.clone(),
+        });
+        let app = routes::router(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "zendesk simulator stopped with an error");
+            }
+        });
+        Ok(ZendeskSimulator {
+            base_url,
+            subdomain: "pec-sandbox".to_string(),
+            credentials,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:{port}`: what `https://{subdomain}.zendesk.com` is in production.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The simulated account's subdomain (informational; the simulator answers on any host).
+    pub fn subdomain(&self) -> &str {
+        &self.subdomain
+    }
+
+    /// The credentials the simulator accepts.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// The user id of the API agent the credentials belong to.
+    pub fn agent_id(&self) -> u64 {
+        self.shared.lock().agent_id()
+    }
+
+    /// Stops serving and waits (up to 5 s) for open connections to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+
+    // ----- fault and latency injection -------------------------------------------------------
+
+    /// The next `n` requests (any path) are answered with `fault` instead of being served.
+    pub fn fail_next(&self, n: usize, fault: Fault) {
+        self.shared
+            .lock()
+            .faults
+            .extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// The next `n` requests get `429` with `Retry-After: secs` and `ratelimit-reset: secs`.
+    pub fn rate_limit_next(&self, n: usize, secs: u64) {
+        self.fail_next(
+            n,
+            Fault::RateLimit {
+                retry_after: Some(secs),
+                reset: Some(secs),
+            },
+        );
+    }
+
+    /// The next `n` requests get `503 Service Unavailable`.
+    pub fn unavailable_next(&self, n: usize) {
+        self.fail_next(n, Fault::Status(503));
+    }
+
+    /// Drops the faults not consumed yet.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    /// Every following request waits `latency` before it is served (zero to turn off).
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.lock().latency = latency;
+    }
+
+    /// Turns on Zendesk's Update Ticket limit (30 per 10 minutes per ticket in production,
+    /// reference §7) with the given numbers: one update more gets `429` with `Retry-After` until
+    /// the oldest update leaves the window. `None` (the default) turns it off.
+    pub fn set_ticket_update_limit(&self, limit: Option<(usize, Duration)>) {
+        self.shared.lock().update_limit = limit;
+    }
+
+    /// Forgets every `Idempotency-Key`, as if Zendesk's 2-hour window had passed: the same key
+    /// then creates a new ticket (reference §2.2).
+    pub fn expire_idempotency_keys(&self) {
+        self.shared.lock().expire_idempotency_keys();
+    }
+
+    /// Sets a ticket's status directly, as an agent would (e.g. `closed`, after which updates are
+    /// refused with `422`). Returns false when there is no such ticket.
+    pub fn set_status(&self, id: u64, status: &str) -> bool {
+        match self.shared.lock().tickets.get_mut(&id) {
+            Some(ticket) => {
+                ticket.status = status.to_string();
+                true
+            }
+            None => false,
+        }
+    }
+
+    // ----- read-back for tests ----------------------------------------------------------------
+
+    /// All tickets, by id.
+    pub fn tickets(&self) -> Vec<Ticket> {
+        self.shared.lock().tickets.values().cloned().collect()
+    }
+
+    pub fn ticket(&self, id: u64) -> Option<Ticket> {
+        self.shared.lock().tickets.get(&id).cloned()
+    }
+
+    /// The comments of ticket `id`, oldest first (empty when there is no such ticket).
+    pub fn comments(&self, id: u64) -> Vec<Comment> {
+        self.ticket(id).map(|t| t.comments).unwrap_or_default()
+    }
+
+    /// Every uploaded file, attached or not, by id.
+    pub fn uploads(&self) -> Vec<Attachment> {
+        self.shared.lock().attachments.values().cloned().collect()
+    }
+
+    pub fn attachment(&self, id: u64) -> Option<Attachment> {
+        self.shared.lock().attachments.get(&id).cloned()
+    }
+
+    /// Users of the account: the API agent and the requesters created by e-mail.
+    pub fn users(&self) -> Vec<User> {
+        self.shared.lock().users.clone()
+    }
+
+    /// Every request received so far, in order (including those answered by a fault).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+}
+
+impl Drop for ZendeskSimulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl std::fmt::Debug for ZendeskSimulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZendeskSimulator")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}

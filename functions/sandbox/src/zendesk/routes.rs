@@ -1,0 +1,296 @@
+//! HTTP layer of the Zendesk simulator: the router, the middleware that records requests,
+//! injects latency and faults and checks credentials, and thin handlers over [`State`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use super::Credentials;
+use super::state::{ApiError, Fault, RecordedRequest, State};
+
+/// Larger than Zendesk's 50 MB attachment limit, so big uploads reach the handler.
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    pub credentials: Credentials,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking handler must not hide the state from the test that reads it back.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+type Ctx = AxumState<Arc<Shared>>;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route("/api/v2/tickets", get(list_tickets).post(create_ticket))
+        .route("/api/v2/tickets/{id}", get(show_ticket).put(update_ticket))
+        .route("/api/v2/tickets/{id}/comments", get(list_comments))
+        .route("/api/v2/uploads", post(upload))
+        .route("/api/v2/uploads/{token}", delete(delete_upload))
+        .fallback(|| async { error(ApiError::invalid_endpoint()) })
+        .layer(middleware::from_fn_with_state(shared.clone(), authenticate));
+    Router::new()
+        .route("/attachments/token/{token}/", get(download))
+        .merge(api)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            record_and_inject,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(shared)
+}
+
+fn error(e: ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(e.body)).into_response()
+}
+
+fn reply(status: u16, body: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    (status, axum::Json(body)).into_response()
+}
+
+/// Records the request, answers with the next queued fault if there is one, or serves it. The
+/// configured latency comes first in both cases, and a client that stops waiting does not stop a
+/// request that gets past it.
+async fn record_and_inject(AxumState(shared): Ctx, request: Request, next: Next) -> Response {
+    let (latency, fault) = {
+        let mut state = shared.lock();
+        state.requests.push(RecordedRequest {
+            method: request.method().to_string(),
+            path: request.uri().path().to_string(),
+            query: request.uri().query().map(str::to_string),
+            headers: request
+                .headers()
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            at: std::time::Instant::now(),
+        });
+        (state.latency, state.faults.pop_front())
+    };
+    let Some(fault) = fault else {
+        // Read the whole body, then serve in a task of its own, like a real server that finishes
+        // a request whose client has given up: a write that timed out may still have happened.
+        let (parts, body) = request.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+            return error(ApiError::bad_request(
+                "InvalidValue",
+                "cannot read the request body",
+            ));
+        };
+        let request = Request::from_parts(parts, axum::body::Body::from(body));
+        return tokio::spawn(async move {
+            tokio::time::sleep(latency).await;
+            next.run(request).await
+        })
+        .await
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    };
+    tokio::time::sleep(latency).await;
+    match fault {
+        Fault::RateLimit { retry_after, reset } => rate_limited(retry_after, reset),
+        Fault::Status(status) => error(ApiError {
+            status,
+            body: json!({"error": "ServiceUnavailable", "description": "Injected failure"}),
+        }),
+    }
+}
+
+/// `429 Too Many Requests` with `Retry-After` and/or `ratelimit-reset` (seconds).
+fn rate_limited(retry_after: Option<u64>, reset: Option<u64>) -> Response {
+    let mut response = error(ApiError {
+        status: 429,
+        body: json!({"error": "TooManyRequests", "description": "Rate limit exceeded"}),
+    });
+    let headers = response.headers_mut();
+    if let Some(secs) = retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(secs) = reset {
+        headers.insert("ratelimit-reset", HeaderValue::from(secs));
+        headers.insert("ratelimit-remaining", HeaderValue::from(0));
+    }
+    response
+}
+
+/// API token (`Basic base64(email/token:TOKEN)`) or OAuth (`Bearer TOKEN`), else `401` (§1).
+async fn authenticate(AxumState(shared): Ctx, request: Request, next: Next) -> Response {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let creds = &shared.credentials;
+    let ok = if let Some(encoded) = value.strip_prefix("Basic ") {
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|pair| {
+                let (user, token) = pair.split_once(':')?;
+                let email = user.strip_suffix("/token")?;
+                Some(email.eq_ignore_ascii_case(&creds.agent_email) && token == creds.api_token)
+            })
+            .unwrap_or(false)
+    } else if let Some(token) = value.strip_prefix("Bearer ") {
+        token.trim() == creds.oauth_token
+    } else {
+        false
+    };
+    if ok {
+        let mut response = next.run(request).await;
+        let headers = response.headers_mut();
+        headers.insert("x-rate-limit", HeaderValue::from(700));
+        headers.insert("x-rate-limit-remaining", HeaderValue::from(699));
+        response
+    } else {
+        error(ApiError::unauthorized())
+    }
+}
+
+fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|_| ApiError::bad_request("InvalidValue", "the request body is not valid JSON"))
+}
+
+/// Ticket ids in paths may carry Zendesk's optional `.json` suffix.
+fn ticket_id(raw: &str) -> Result<u64, ApiError> {
+    raw.strip_suffix(".json")
+        .unwrap_or(raw)
+        .parse()
+        .map_err(|_| ApiError::not_found())
+}
+
+async fn create_ticket(AxumState(shared): Ctx, headers: HeaderMap, body: Bytes) -> Response {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let outcome =
+        json_body(&body).and_then(|request| shared.lock().create_ticket(request, key.as_deref()));
+    match outcome {
+        Ok(outcome) => {
+            let location = outcome.body["ticket"]["url"].as_str().map(str::to_string);
+            let mut response = reply(outcome.status, outcome.body);
+            if let Some(lookup) = outcome.idempotency_lookup {
+                response
+                    .headers_mut()
+                    .insert("x-idempotency-lookup", HeaderValue::from_static(lookup));
+            }
+            if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+        }
+        Err(e) => error(e),
+    }
+}
+
+async fn list_tickets(
+    AxumState(shared): Ctx,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    reply(
+        200,
+        shared
+            .lock()
+            .list_tickets(query.get("external_id").map(String::as_str)),
+    )
+}
+
+async fn show_ticket(AxumState(shared): Ctx, Path(id): Path<String>) -> Response {
+    match ticket_id(&id).and_then(|id| shared.lock().show_ticket(id)) {
+        Ok(body) => reply(200, body),
+        Err(e) => error(e),
+    }
+}
+
+async fn update_ticket(AxumState(shared): Ctx, Path(id): Path<String>, body: Bytes) -> Response {
+    let result = ticket_id(&id).and_then(|id| {
+        let request = json_body(&body)?;
+        let mut state = shared.lock();
+        if let Err(wait) = state.count_update(id) {
+            return Ok(Err(wait));
+        }
+        state.update_ticket(id, &request).map(Ok)
+    });
+    match result {
+        Ok(Ok(body)) => reply(200, body),
+        Ok(Err(wait)) => rate_limited(Some(wait), None),
+        Err(e) => error(e),
+    }
+}
+
+async fn list_comments(
+    AxumState(shared): Ctx,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    match ticket_id(&id).and_then(|id| shared.lock().list_comments(id, &query)) {
+        Ok(body) => reply(200, body),
+        Err(e) => error(e),
+    }
+}
+
+async fn upload(
+    AxumState(shared): Ctx,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/binary");
+    let result = shared.lock().upload(
+        query.get("filename").map(String::as_str),
+        query.get("token").map(String::as_str),
+        content_type,
+        body.to_vec(),
+    );
+    match result {
+        Ok(body) => reply(201, body),
+        Err(e) => error(e),
+    }
+}
+
+async fn delete_upload(AxumState(shared): Ctx, Path(token): Path<String>) -> Response {
+    match shared.lock().delete_upload(&token) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(e),
+    }
+}
+
+/// Attachment content, as served at `content_url`. Served without credentials: clients must
+/// not send Zendesk credentials to content URLs (reference §3).
+async fn download(AxumState(shared): Ctx, Path(token): Path<String>) -> Response {
+    let state = shared.lock();
+    match state.attachment_by_url_token(&token) {
+        Some(a) => {
+            let content_type = HeaderValue::from_str(&a.content_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            ([(header::CONTENT_TYPE, content_type)], a.data.clone()).into_response()
+        }
+        None => error(ApiError::not_found()),
+    }
+}

@@ -1,0 +1,573 @@
+//! The Zendesk simulator driven over HTTP by a plain reqwest client.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, RequestBuilder, StatusCode};
+use sandbox::ZendeskSimulator;
+use sandbox::zendesk::{COMMENT_BODY_LIMIT, Fault};
+use serde_json::{Value, json};
+
+struct Api {
+    sim: ZendeskSimulator,
+    http: Client,
+}
+
+impl Api {
+    async fn start() -> Api {
+        Api {
+            sim: ZendeskSimulator::start().await.expect("simulator starts"),
+            http: Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.sim.base_url())
+    }
+
+    fn auth(&self, request: RequestBuilder) -> RequestBuilder {
+        let c = self.sim.credentials();
+        request.basic_auth(format!("{}/token", c.agent_email), Some(&c.api_token))
+    }
+
+    fn get(&self, path: &str) -> RequestBuilder {
+        self.auth(self.http.get(self.url(path)))
+    }
+
+    fn post(&self, path: &str) -> RequestBuilder {
+        self.auth(self.http.post(self.url(path)))
+    }
+
+    fn put(&self, path: &str) -> RequestBuilder {
+        self.auth(self.http.put(self.url(path)))
+    }
+
+    async fn create(&self, body: &Value) -> Value {
+        let response = self
+            .post("/api/v2/tickets")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    async fn upload(&self, name: &str, data: &'static [u8], token: Option<&str>) -> Value {
+        let mut path = format!("/api/v2/uploads?filename={name}");
+        if let Some(t) = token {
+            path.push_str(&format!("&token={t}"));
+        }
+        let response = self
+            .post(&path)
+            .header("content-type", "application/pdf")
+            .body(data)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+}
+
+fn pec_ticket(external_id: &str) -> Value {
+    json!({"ticket": {
+        "subject": "Invio File 7339338",
+        "requester": {"email": "sdi03@pec.fatturapa.it", "name": "SdI"},
+        "comment": {"html_body": "<p>Testo {{ticket.id}}</p>", "public": true},
+        "external_id": external_id,
+        "tags": ["pec", "pec_inbound"],
+        "custom_fields": [{"id": 360001234567u64, "value": "opec288"}]
+    }})
+}
+
+#[tokio::test]
+async fn creates_a_ticket_with_requester_tags_fields_and_first_comment() {
+    let api = Api::start().await;
+    let body = api.create(&pec_ticket("pec:1")).await;
+    let id = body["ticket"]["id"].as_u64().unwrap();
+    assert_eq!(body["ticket"]["status"], "new");
+    assert_eq!(body["ticket"]["external_id"], "pec:1");
+
+    let ticket = api.sim.ticket(id).unwrap();
+    assert_eq!(ticket.subject, "Invio File 7339338");
+    assert_eq!(ticket.tags, ["pec", "pec_inbound"]);
+    assert_eq!(ticket.custom_fields, [(360001234567, json!("opec288"))]);
+    let requester = api
+        .sim
+        .users()
+        .into_iter()
+        .find(|u| u.id == ticket.requester_id)
+        .unwrap();
+    assert_eq!(
+        (requester.email.as_str(), requester.role.as_str()),
+        ("sdi03@pec.fatturapa.it", "end-user")
+    );
+    let comments = api.sim.comments(id);
+    assert_eq!(comments.len(), 1);
+    // The requester authors the first comment, and placeholders stay literal for end users.
+    assert_eq!(comments[0].author_id, ticket.requester_id);
+    assert_eq!(comments[0].html_body, "<p>Testo {{ticket.id}}</p>");
+    assert!(comments[0].public);
+
+    // A second ticket from the same address reuses the user.
+    let second = api.create(&pec_ticket("pec:2")).await;
+    assert_eq!(
+        second["ticket"]["requester_id"].as_u64(),
+        Some(ticket.requester_id)
+    );
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_the_same_response_and_rejects_another_body() {
+    let api = Api::start().await;
+    let send = |body: Value| {
+        api.post("/api/v2/tickets")
+            .header("Idempotency-Key", "pec-in:abc")
+            .json(&body)
+            .send()
+    };
+    let first = send(pec_ticket("pec:1")).await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(first.headers()["x-idempotency-lookup"], "miss");
+    let first: Value = first.json().await.unwrap();
+
+    let again = send(pec_ticket("pec:1")).await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers()["x-idempotency-lookup"], "hit");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(api.sim.tickets().len(), 1);
+
+    let other = send(pec_ticket("pec:other")).await.unwrap();
+    assert_eq!(other.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        other.json::<Value>().await.unwrap()["error"],
+        "IdempotentRequestError"
+    );
+    assert_eq!(api.sim.tickets().len(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_idempotency_key_creates_a_new_ticket() {
+    let api = Api::start().await;
+    let send = || {
+        api.post("/api/v2/tickets")
+            .header("Idempotency-Key", "pec-in:abc")
+            .json(&pec_ticket("pec:1"))
+            .send()
+    };
+    send().await.unwrap();
+    api.sim.expire_idempotency_keys();
+    let again = send().await.unwrap();
+    assert_eq!(again.headers()["x-idempotency-lookup"], "miss");
+    assert_eq!(api.sim.tickets().len(), 2);
+}
+
+#[tokio::test]
+async fn closed_tickets_refuse_updates() {
+    let api = Api::start().await;
+    let id = api.create(&pec_ticket("pec:1")).await["ticket"]["id"]
+        .as_u64()
+        .unwrap();
+    assert!(api.sim.set_status(id, "closed"));
+    let response = api
+        .put(&format!("/api/v2/tickets/{id}"))
+        .json(&json!({"ticket": {"comment": {"body": "late", "public": false}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(api.sim.comments(id).len(), 1);
+}
+
+#[tokio::test]
+async fn rejects_missing_or_wrong_credentials_with_the_documented_body() {
+    let api = Api::start().await;
+    for request in [
+        api.http.get(api.url("/api/v2/tickets/1")),
+        api.http
+            .get(api.url("/api/v2/tickets/1"))
+            .basic_auth("api@pec-connector.test/token", Some("wrong")),
+        api.http
+            .get(api.url("/api/v2/tickets/1"))
+            .basic_auth("api@pec-connector.test", Some("sandbox-api-token")),
+        api.http
+            .get(api.url("/api/v2/tickets/1"))
+            .bearer_auth("wrong"),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"error": "Couldn't authenticate you"})
+        );
+    }
+    let oauth = api
+        .http
+        .get(api.url("/api/v2/tickets"))
+        .bearer_auth(&api.sim.credentials().oauth_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oauth.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn not_found_and_validation_errors_have_zendesk_bodies() {
+    let api = Api::start().await;
+    let missing = api.get("/api/v2/tickets/999999").send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.json::<Value>().await.unwrap(),
+        json!({"error": "RecordNotFound", "description": "Not found"})
+    );
+
+    let no_comment = api
+        .post("/api/v2/tickets")
+        .json(&json!({"ticket": {"subject": "x", "requester": {"email": "a@b.it"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_comment.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = no_comment.json().await.unwrap();
+    assert_eq!(body["error"], "RecordInvalid");
+    assert_eq!(body["details"]["description"][0]["error"], "BlankValue");
+
+    let bad_email = api
+        .post("/api/v2/tickets")
+        .json(&json!({"ticket": {"requester": {"email": "not-an-address"}, "comment": {"body": "x"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_email.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad_email.json::<Value>().await.unwrap()["details"]["requester"].is_array());
+
+    let bad_token = api
+        .post("/api/v2/tickets")
+        .json(&json!({"ticket": {"comment": {"body": "x", "uploads": ["nope"]}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_token.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(api.sim.tickets().is_empty());
+}
+
+#[tokio::test]
+async fn update_appends_internal_notes_with_uploads_and_edits_tags() {
+    let api = Api::start().await;
+    let id = api.create(&pec_ticket("pec:1")).await["ticket"]["id"]
+        .as_u64()
+        .unwrap();
+
+    let first = api.upload("ricevuta.eml", b"receipt bytes", None).await;
+    let token = first["upload"]["token"].as_str().unwrap().to_string();
+    let second = api.upload("daticert.xml", b"<xml/>", Some(&token)).await;
+    assert_eq!(second["upload"]["token"], token.as_str());
+    assert_eq!(second["upload"]["attachments"].as_array().unwrap().len(), 2);
+
+    let response = api
+        .put(&format!("/api/v2/tickets/{id}"))
+        .json(&json!({"ticket": {
+            "comment": {"html_body": "<p>Consegna {{ticket.id}} {{fake}}</p>", "public": false, "uploads": [token]},
+            "additional_tags": ["pec_delivered"],
+            "remove_tags": ["pec_inbound"]
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["audit"]["events"][0]["type"], "Comment");
+    let note_id = body["audit"]["events"][0]["id"].as_u64().unwrap();
+
+    let ticket = api.sim.ticket(id).unwrap();
+    assert_eq!(ticket.tags, ["pec", "pec_delivered"]);
+    let note = ticket.comments.last().unwrap();
+    assert_eq!(note.id, note_id);
+    assert!(!note.public);
+    assert_eq!(note.author_id, api.sim.agent_id());
+    // Agent-authored: placeholders render and unknown ones vanish, as in Zendesk.
+    assert_eq!(note.html_body, format!("<p>Consegna {id} </p>"));
+    let names: Vec<String> = note
+        .attachment_ids
+        .iter()
+        .map(|a| api.sim.attachment(*a).unwrap().file_name)
+        .collect();
+    assert_eq!(names, ["ricevuta.eml", "daticert.xml"]);
+
+    // The token is consumed.
+    let reuse = api
+        .put(&format!("/api/v2/tickets/{id}"))
+        .json(&json!({"ticket": {"comment": {"body": "again", "uploads": [token]}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reuse.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // `tags` replaces the list; omitted `public` keeps the creation value (public).
+    api.put(&format!("/api/v2/tickets/{id}"))
+        .json(&json!({"ticket": {"tags": ["only"], "comment": {"body": "follow-up"}}}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let ticket = api.sim.ticket(id).unwrap();
+    assert_eq!(ticket.tags, ["only"]);
+    assert!(ticket.comments.last().unwrap().public);
+    assert_eq!(
+        ticket.comments.last().unwrap().html_body,
+        "<p>follow-up</p>"
+    );
+}
+
+#[tokio::test]
+async fn attachment_content_urls_serve_the_uploaded_bytes() {
+    let api = Api::start().await;
+    let upload = api.upload("atto firmato.pdf", b"%PDF-1.4", None).await;
+    let url = upload["upload"]["attachment"]["content_url"]
+        .as_str()
+        .unwrap();
+    assert!(url.contains("name=atto%20firmato.pdf"), "{url}");
+    let response = api.http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/pdf");
+    assert_eq!(response.bytes().await.unwrap().as_ref(), b"%PDF-1.4");
+
+    let missing_name = api.post("/api/v2/uploads").body("x").send().await.unwrap();
+    assert_eq!(missing_name.status(), StatusCode::BAD_REQUEST);
+
+    let token = upload["upload"]["token"].as_str().unwrap();
+    let deleted = api
+        .auth(
+            api.http
+                .delete(api.url(&format!("/api/v2/uploads/{token}"))),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert!(api.sim.uploads().is_empty());
+}
+
+#[tokio::test]
+async fn finds_tickets_by_external_id_which_is_not_unique() {
+    let api = Api::start().await;
+    api.create(&pec_ticket("pec:a")).await;
+    api.create(&pec_ticket("pec:b")).await;
+    api.create(&pec_ticket("pec:a")).await;
+    let found: Value = api
+        .get("/api/v2/tickets?external_id=pec:a")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["count"], 2);
+    assert!(
+        found["tickets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["external_id"] == "pec:a")
+    );
+    let none: Value = api
+        .get("/api/v2/tickets?external_id=zzz")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none["tickets"], json!([]));
+}
+
+#[tokio::test]
+async fn comments_paginate_by_cursor_and_by_offset() {
+    let api = Api::start().await;
+    let id = api.create(&pec_ticket("pec:1")).await["ticket"]["id"]
+        .as_u64()
+        .unwrap();
+    for n in 1..=4 {
+        api.put(&format!("/api/v2/tickets/{id}"))
+            .json(&json!({"ticket": {"comment": {"body": format!("c{n}"), "public": false}}}))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+    }
+    let bodies = |page: &Value| -> Vec<String> {
+        page["comments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["body"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // Cursor, newest first.
+    let page: Value = api
+        .get(&format!(
+            "/api/v2/tickets/{id}/comments?sort=-created_at&page[size]=2"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bodies(&page), ["c4", "c3"]);
+    assert_eq!(page["meta"]["has_more"], true);
+    let next = page["links"]["next"].as_str().unwrap();
+    let page: Value = api
+        .auth(api.http.get(next))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bodies(&page), ["c2", "c1"]);
+    let after = page["meta"]["after_cursor"].as_str().unwrap();
+    let last: Value = api
+        .get(&format!(
+            "/api/v2/tickets/{id}/comments?sort=-created_at&page[size]=2&page[after]={after}"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bodies(&last), ["Testo {{ticket.id}}"]);
+    assert_eq!(last["meta"]["has_more"], false);
+    assert!(last["links"]["next"].is_null());
+
+    // Offset, oldest first by default.
+    let page: Value = api
+        .get(&format!("/api/v2/tickets/{id}/comments?per_page=3&page=2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bodies(&page), ["c3", "c4"]);
+    assert_eq!(page["count"], 5);
+    assert!(page["next_page"].is_null());
+    assert!(page["previous_page"].as_str().unwrap().contains("page=1"));
+}
+
+#[tokio::test]
+async fn long_comment_bodies_are_truncated_at_64_kb_without_error() {
+    let api = Api::start().await;
+    let long = "a".repeat(COMMENT_BODY_LIMIT + 100);
+    let body = json!({"ticket": {"requester": {"email": "a@b.it"}, "comment": {"body": long}}});
+    let id = api.create(&body).await["ticket"]["id"].as_u64().unwrap();
+    let comment = &api.sim.comments(id)[0];
+    assert!(comment.truncated);
+    assert_eq!(comment.body.len(), COMMENT_BODY_LIMIT);
+}
+
+#[tokio::test]
+async fn injected_rate_limits_and_server_errors_come_first_then_service_resumes() {
+    let api = Api::start().await;
+    api.sim.rate_limit_next(1, 7);
+    api.sim.fail_next(
+        1,
+        Fault::RateLimit {
+            retry_after: None,
+            reset: Some(3),
+        },
+    );
+    api.sim.unavailable_next(1);
+
+    let limited = api.get("/api/v2/tickets").send().await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers()["retry-after"], "7");
+    assert_eq!(limited.headers()["ratelimit-reset"], "7");
+
+    let reset_only = api.get("/api/v2/tickets").send().await.unwrap();
+    assert_eq!(reset_only.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(reset_only.headers().get("retry-after").is_none());
+    assert_eq!(reset_only.headers()["ratelimit-reset"], "3");
+
+    let unavailable = api.get("/api/v2/tickets").send().await.unwrap();
+    assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let ok = api.get("/api/v2/tickets").send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.headers()["x-rate-limit-remaining"], "699");
+    assert_eq!(api.sim.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn the_opt_in_ticket_update_limit_answers_429_with_retry_after() {
+    let api = Api::start().await;
+    let id = api.create(&pec_ticket("pec:1")).await["ticket"]["id"]
+        .as_u64()
+        .unwrap();
+    api.sim
+        .set_ticket_update_limit(Some((2, Duration::from_secs(600))));
+    let update = || {
+        api.put(&format!("/api/v2/tickets/{id}"))
+            .json(&json!({"ticket": {"additional_tags": ["x"]}}))
+            .send()
+    };
+    assert_eq!(update().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(update().await.unwrap().status(), StatusCode::OK);
+    let limited = update().await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((599..=600).contains(&wait), "{wait}");
+    api.sim.set_ticket_update_limit(None);
+    assert_eq!(update().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn latency_delays_every_request() {
+    let api = Api::start().await;
+    api.sim.set_latency(Duration::from_millis(200));
+    let started = Instant::now();
+    api.get("/api/v2/tickets").send().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    api.sim.set_latency(Duration::ZERO);
+}
+
+#[tokio::test]
+async fn request_log_keeps_method_path_query_and_headers() {
+    let api = Api::start().await;
+    api.post("/api/v2/tickets")
+        .header("Idempotency-Key", "k1")
+        .json(&pec_ticket("pec:1"))
+        .send()
+        .await
+        .unwrap();
+    let log = api.sim.requests();
+    assert_eq!(log[0].method, "POST");
+    assert_eq!(log[0].path, "/api/v2/tickets");
+    assert_eq!(log[0].header("idempotency-key"), Some("k1"));
+    assert!(
+        log[0]
+            .header("Authorization")
+            .unwrap()
+            .starts_with("Basic ")
+    );
+}
+
+#[tokio::test]
+async fn shutdown_stops_serving() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let url = format!("{}/api/v2/tickets", sim.base_url());
+    sim.shutdown().await;
+    let client = Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    assert!(client.get(url).send().await.is_err());
+}

@@ -1,0 +1,29 @@
+//! Zendesk Support API client for the PEC connector (see `reference/zendesk-api.md`).
+//!
+//! - [`ZendeskClient`] (`client`): create tickets with an `Idempotency-Key`, upload files, add
+//!   comments and internal notes, edit tags, find tickets by `external_id`, read tickets and
+//!   their latest comments. Every call takes a deadline (`std::time::Instant`, e.g. the Lambda's
+//!   remaining time): `429` waits for `Retry-After` (or `ratelimit-reset`), `5xx` and timeouts back
+//!   off exponentially with jitter, and no call ever sleeps past the deadline.
+//! - [`ZendeskError`] (`error`): one typed error per failure class, with `is_transient()`.
+//! - `model`: the request and response shapes we use, read leniently.
+//! - `escape`: making PEC text inert in comments (`{{` placeholders, HTML).
+//! - [`ZendeskConfig`] (`config`): base URL, [`Auth`] (API token or OAuth, kept in
+//!   `secrecy::SecretString`), timeouts and [`RetryPolicy`].
+//!
+//! Tests run against `sandbox::ZendeskSimulator`, a stateful loopback simulator of the same API.
+
+mod client;
+mod config;
+mod error;
+mod escape;
+mod model;
+
+pub use client::{COMMENT_BODY_LIMIT, ZendeskClient};
+pub use config::{Auth, RetryPolicy, ZendeskConfig};
+pub use error::{FieldError, ZendeskError};
+pub use escape::{escape_placeholders, text_to_html};
+pub use model::{
+    Attachment, Comment, CustomField, NewTicket, Requester, Ticket, TicketComment, TicketId,
+    TicketUpdate, UploadToken,
+};

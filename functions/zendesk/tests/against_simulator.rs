@@ -1,0 +1,583 @@
+//! `ZendeskClient` against the loopback Zendesk simulator.
+
+use std::time::{Duration, Instant};
+
+use sandbox::ZendeskSimulator;
+use sandbox::zendesk::Fault;
+use zendesk::{
+    Auth, Comment, CustomField, NewTicket, Requester, RetryPolicy, TicketId, TicketUpdate,
+    ZendeskClient, ZendeskConfig, ZendeskError, text_to_html,
+};
+
+fn config(sim: &ZendeskSimulator) -> ZendeskConfig {
+    let creds = sim.credentials();
+    ZendeskConfig {
+        base_url: sim.base_url().to_string(),
+        auth: Auth::Basic {
+            email: creds.agent_email.clone(),
+            api_token: creds.api_token.clone().into(),
+        },
+        timeout: Duration::from_secs(5),
+        retry: RetryPolicy {
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(400),
+            max_attempts: 50,
+        },
+    }
+}
+
+fn client(sim: &ZendeskSimulator) -> ZendeskClient {
+    ZendeskClient::new(config(sim)).expect("client builds")
+}
+
+fn in_secs(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
+
+fn new_ticket(external_id: &str) -> NewTicket {
+    NewTicket {
+        subject: "Invio File 7339338".into(),
+        requester: Requester {
+            email: "sdi03@pec.fatturapa.it".into(),
+            name: Some("SdI".into()),
+        },
+        comment: Comment {
+            html_body: "<p>Testo del messaggio PEC</p>".into(),
+            public: true,
+            uploads: vec![],
+            author_id: None,
+        },
+        external_id: Some(external_id.into()),
+        tags: vec!["pec".into(), "pec_inbound".into()],
+        custom_fields: vec![CustomField {
+            id: 360001234567,
+            value: "opec288".into(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn create_with_the_same_idempotency_key_twice_makes_one_ticket() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let ticket = new_ticket("pec:opec288@pcert.sogei.it");
+    let first = zd
+        .create_ticket(&ticket, "pec-in:opec288", in_secs(5))
+        .await
+        .unwrap();
+    let second = zd
+        .create_ticket(&ticket, "pec-in:opec288", in_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(first.id, second.id);
+    assert_eq!(sim.tickets().len(), 1);
+    assert_eq!(first.tags, ["pec", "pec_inbound"]);
+    assert_eq!(
+        first.external_id.as_deref(),
+        Some("pec:opec288@pcert.sogei.it")
+    );
+    assert_eq!(first.custom_fields[0].value, "opec288");
+    let log = sim.requests();
+    assert!(
+        log.iter()
+            .all(|r| r.header("idempotency-key") == Some("pec-in:opec288"))
+    );
+
+    // Same key, different ticket: a permanent, typed rejection.
+    let other = zd
+        .create_ticket(&new_ticket("pec:other"), "pec-in:opec288", in_secs(5))
+        .await;
+    match other {
+        Err(e @ ZendeskError::Invalid { status: 400, .. }) => assert!(e.is_permanent()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn rate_limited_twice_then_served_after_waiting_retry_after() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    sim.rate_limit_next(2, 1);
+    let started = Instant::now();
+    let ticket = zd
+        .create_ticket(&new_ticket("pec:1"), "k-429", in_secs(10))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    let log = sim.requests();
+    assert_eq!(log.len(), 3);
+    for pair in log.windows(2) {
+        assert!(pair[1].at.duration_since(pair[0].at) >= Duration::from_secs(1));
+    }
+    assert_eq!(
+        sim.ticket(ticket.id.0).unwrap().subject,
+        "Invio File 7339338"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_reset_header_alone_is_honoured() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    sim.fail_next(
+        1,
+        Fault::RateLimit {
+            retry_after: None,
+            reset: Some(1),
+        },
+    );
+    let started = Instant::now();
+    zd.find_by_external_id("x", in_secs(5)).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_deadline_fails_at_once() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    sim.rate_limit_next(1, 60);
+    let started = Instant::now();
+    let error = zd.get_ticket(TicketId(1), in_secs(5)).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        matches!(error, ZendeskError::DeadlineExceeded { attempts: 1, .. }),
+        "{error:?}"
+    );
+    assert!(error.is_transient());
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(60)));
+}
+
+#[tokio::test]
+async fn unavailable_until_the_deadline_ends_in_deadline_exceeded_on_time() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    sim.fail_next(10_000, Fault::Status(503));
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(1500);
+    let error = zd
+        .create_ticket(&new_ticket("pec:1"), "k-503", deadline)
+        .await
+        .unwrap_err();
+    let finished = Instant::now();
+    match &error {
+        ZendeskError::DeadlineExceeded { attempts, last, .. } => {
+            assert!(*attempts >= 3, "only {attempts} attempts");
+            assert!(matches!(
+                last.as_deref(),
+                Some(ZendeskError::Server { status: 503, .. })
+            ));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        finished <= deadline + Duration::from_millis(200),
+        "overshot by {:?}",
+        finished - deadline
+    );
+    assert!(sim.tickets().is_empty());
+}
+
+#[tokio::test]
+async fn a_deadline_already_past_sends_nothing() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let error = zd
+        .get_ticket(TicketId(1), Instant::now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ZendeskError::DeadlineExceeded {
+                attempts: 0,
+                last: None,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(sim.requests().is_empty());
+}
+
+#[tokio::test]
+async fn slow_reads_time_out_and_are_retried_until_the_deadline() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = ZendeskClient::new(ZendeskConfig {
+        timeout: Duration::from_millis(200),
+        ..config(&sim)
+    })
+    .unwrap();
+    sim.set_latency(Duration::from_millis(600));
+    let deadline = Instant::now() + Duration::from_millis(1000);
+    let error = zd.find_by_external_id("x", deadline).await.unwrap_err();
+    assert!(Instant::now() <= deadline + Duration::from_millis(200));
+    match &error {
+        ZendeskError::DeadlineExceeded { attempts, last, .. } => {
+            assert!(*attempts >= 2);
+            assert!(matches!(
+                last.as_deref(),
+                Some(ZendeskError::Timeout { .. })
+            ));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_comment_that_timed_out_is_not_sent_again() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = ZendeskClient::new(ZendeskConfig {
+        timeout: Duration::from_millis(200),
+        ..config(&sim)
+    })
+    .unwrap();
+    let ticket = zd
+        .create_ticket(&new_ticket("pec:1"), "k", in_secs(5))
+        .await
+        .unwrap();
+    sim.set_latency(Duration::from_millis(500));
+    let error = zd
+        .add_comment(
+            ticket.id,
+            &Comment::internal_note("<p>nota</p>"),
+            in_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ZendeskError::Timeout { .. }), "{error:?}");
+    assert!(error.is_transient());
+    assert_eq!(
+        sim.requests().iter().filter(|r| r.method == "PUT").count(),
+        1
+    );
+    // The simulator still applies it: exactly why the client must not repeat it.
+    let until = in_secs(5);
+    while sim.comments(ticket.id.0).len() < 2 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sim.comments(ticket.id.0).len(), 2);
+    assert_eq!(
+        sim.requests().iter().filter(|r| r.method == "PUT").count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn comments_are_retried_on_503_and_429() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let ticket = zd
+        .create_ticket(&new_ticket("pec:1"), "k", in_secs(5))
+        .await
+        .unwrap();
+    sim.unavailable_next(1);
+    sim.rate_limit_next(1, 0);
+    zd.add_comment(
+        ticket.id,
+        &Comment::internal_note("<p>nota</p>"),
+        in_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sim.comments(ticket.id.0).len(), 2);
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_unauthorized_and_not_retried() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = ZendeskClient::new(ZendeskConfig {
+        auth: Auth::Basic {
+            email: sim.credentials().agent_email.clone(),
+            api_token: "wrong-token-value".to_string().into(),
+        },
+        ..config(&sim)
+    })
+    .unwrap();
+    let error = zd
+        .create_ticket(&new_ticket("pec:1"), "k", in_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ZendeskError::Unauthorized { .. }),
+        "{error:?}"
+    );
+    assert!(error.is_permanent());
+    assert!(!format!("{error} {error:?}").contains("wrong-token-value"));
+    assert_eq!(sim.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn oauth_bearer_tokens_work() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = ZendeskClient::new(ZendeskConfig {
+        auth: Auth::Bearer {
+            token: sim.credentials().oauth_token.clone().into(),
+        },
+        ..config(&sim)
+    })
+    .unwrap();
+    assert!(
+        zd.find_by_external_id("nothing", in_secs(5))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn uploads_chain_on_one_token_and_attach_to_an_internal_note() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let ticket = zd
+        .create_ticket(&new_ticket("pec:1"), "k", in_secs(5))
+        .await
+        .unwrap();
+
+    let token = zd
+        .upload(
+            "ricevuta.eml",
+            "message/rfc822",
+            b"From: posta-certificata@pec.it\r\n\r\nx".to_vec(),
+            None,
+            in_secs(5),
+        )
+        .await
+        .unwrap();
+    let same = zd
+        .upload(
+            "daticert.xml",
+            "application/xml",
+            &b"<postacert/>"[..],
+            Some(&token),
+            in_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(same, token);
+
+    let note = Comment {
+        uploads: vec![token],
+        ..Comment::internal_note("<p><b>Ricevuta di avvenuta consegna</b></p>")
+    };
+    let update = TicketUpdate {
+        comment: Some(note),
+        additional_tags: vec!["pec_delivered".into()],
+        remove_tags: vec!["pec_inbound".into()],
+    };
+    let updated = zd
+        .update_ticket(ticket.id, &update, in_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(updated.tags, ["pec", "pec_delivered"]);
+
+    let stored = sim.comments(ticket.id.0);
+    let stored_note = stored.last().unwrap();
+    assert!(!stored_note.public);
+    assert_eq!(stored_note.author_id, sim.agent_id());
+    let files: Vec<(String, String)> = stored_note
+        .attachment_ids
+        .iter()
+        .map(|id| sim.attachment(*id).unwrap())
+        .map(|a| (a.file_name, a.content_type))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("ricevuta.eml".to_string(), "message/rfc822".to_string()),
+            ("daticert.xml".to_string(), "application/xml".to_string())
+        ]
+    );
+
+    // And through the API: newest first, with downloadable attachments.
+    let latest = zd.latest_comments(ticket.id, 1, in_secs(5)).await.unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].attachments.len(), 2);
+    let content = reqwest_get(&latest[0].attachments[1].content_url).await;
+    assert_eq!(content, b"<postacert/>");
+}
+
+async fn reqwest_get(url: &str) -> Vec<u8> {
+    // Content URLs are fetched without Zendesk credentials (reference §3).
+    let response = reqwest::get(url).await.unwrap().error_for_status().unwrap();
+    response.bytes().await.unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn add_tags_keeps_the_existing_ones() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let ticket = zd
+        .create_ticket(&new_ticket("pec:1"), "k", in_secs(5))
+        .await
+        .unwrap();
+    let updated = zd
+        .add_tags(ticket.id, &["pec_out_pending"], in_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(updated.tags, ["pec", "pec_inbound", "pec_out_pending"]);
+    assert_eq!(sim.comments(ticket.id.0).len(), 1);
+}
+
+#[tokio::test]
+async fn finds_the_oldest_ticket_by_external_id() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    assert!(
+        zd.find_by_external_id("pec:a b&c", in_secs(5))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let first = zd
+        .create_ticket(&new_ticket("pec:a b&c"), "k1", in_secs(5))
+        .await
+        .unwrap();
+    zd.create_ticket(&new_ticket("pec:other"), "k2", in_secs(5))
+        .await
+        .unwrap();
+    zd.create_ticket(&new_ticket("pec:a b&c"), "k3", in_secs(5))
+        .await
+        .unwrap();
+    let found = zd
+        .find_by_external_id("pec:a b&c", in_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, first.id);
+    assert_eq!(
+        zd.tickets_by_external_id("pec:a b&c", in_secs(5))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn reads_tickets_and_reports_missing_ones() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let ticket = zd
+        .create_ticket(&new_ticket("pec:1"), "k", in_secs(5))
+        .await
+        .unwrap();
+    let read = zd.get_ticket(ticket.id, in_secs(5)).await.unwrap();
+    assert_eq!(read.subject.as_deref(), Some("Invio File 7339338"));
+    assert_eq!(read.status.as_deref(), Some("new"));
+    let error = zd
+        .get_ticket(TicketId(424242), in_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ZendeskError::NotFound { .. }), "{error:?}");
+    assert!(error.is_permanent());
+}
+
+#[tokio::test]
+async fn latest_comments_follow_cursor_pages() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let ticket = zd
+        .create_ticket(&new_ticket("pec:1"), "k", in_secs(5))
+        .await
+        .unwrap();
+    for n in 1..=104 {
+        zd.add_comment(
+            ticket.id,
+            &Comment::internal_note(format!("<p>n{n}</p>")),
+            in_secs(5),
+        )
+        .await
+        .unwrap();
+    }
+    let latest = zd
+        .latest_comments(ticket.id, 103, in_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(latest.len(), 103);
+    assert_eq!(latest[0].html_body, "<p>n104</p>");
+    assert_eq!(latest[102].html_body, "<p>n2</p>");
+    let all = zd
+        .latest_comments(ticket.id, 500, in_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 105);
+    let pages = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/comments"))
+        .count();
+    assert_eq!(pages, 4);
+}
+
+#[tokio::test]
+async fn validation_errors_carry_the_field_details() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let mut ticket = new_ticket("pec:1");
+    ticket.requester.email = "not an address".into();
+    match zd.create_ticket(&ticket, "k", in_secs(5)).await {
+        Err(ZendeskError::Invalid {
+            status: 422,
+            error,
+            details,
+            ..
+        }) => {
+            assert_eq!(error, "RecordInvalid");
+            assert_eq!(details[0].field, "requester");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn comments_over_64_kb_are_refused_before_sending() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let mut ticket = new_ticket("pec:1");
+    ticket.comment.html_body = "x".repeat(zendesk::COMMENT_BODY_LIMIT + 1);
+    let error = zd
+        .create_ticket(&ticket, "k", in_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ZendeskError::CommentTooLarge { .. }),
+        "{error:?}"
+    );
+    assert!(sim.requests().is_empty());
+}
+
+#[tokio::test]
+async fn escaped_pec_text_survives_placeholder_rendering_in_agent_notes() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let ticket = zd
+        .create_ticket(&new_ticket("pec:1"), "k", in_secs(5))
+        .await
+        .unwrap();
+    let pec_text = "Oggetto: {{ticket.id}} e {{sconosciuto}}";
+
+    zd.add_comment(
+        ticket.id,
+        &Comment::internal_note(format!("<p>{pec_text}</p>")),
+        in_secs(5),
+    )
+    .await
+    .unwrap();
+    zd.add_comment(
+        ticket.id,
+        &Comment::internal_note(text_to_html(pec_text)),
+        in_secs(5),
+    )
+    .await
+    .unwrap();
+
+    let comments = sim.comments(ticket.id.0);
+    // Unescaped: Zendesk rendered one placeholder and stripped the other.
+    assert_eq!(
+        comments[1].html_body,
+        format!("<p>Oggetto: {} e </p>", ticket.id)
+    );
+    // Escaped: the reader sees the original text (the zero-width space is invisible).
+    let shown = comments[2].html_body.replace("&#8203;", "");
+    assert_eq!(shown, pec_text);
+}
