@@ -1,1 +1,33 @@
-//! placeholder
+//! # e2e — tests across crates and against real services
+//!
+//! * [`contract`] — the port contract suite, written once as async functions over an [`Env`]
+//!   and instantiated by [`contract_tests!`] for the embedded adapters (`tests/embedded.rs`) and
+//!   for the AWS adapters through the real AWS SDK to moto server (`tests/aws.rs`);
+//! * [`env`] — how each test gets its own isolated adapters (a temporary directory, or a fresh
+//!   table / secret prefix / rule prefix on moto) and a view of everything they left behind;
+//! * [`counting`] — counters of store I/O: a DynamoDB interceptor that counts items on the wire,
+//!   and a [`Store`](connector::ports::Store) wrapper that counts calls.
+//!
+//! The AWS tests need moto server (`infra/moto.sh start`, done by `infra/test.sh`); they reach it
+//! at `AWS_ENDPOINT_URL` (default `http://127.0.0.1:5000`) and fail, never skip, without it.
+
+pub mod contract;
+pub mod counting;
+pub mod env;
+
+pub use env::Env;
+
+/// Instantiates contract functions as tokio tests, each with a fresh environment from `$setup`
+/// (an `async fn() -> Env`).
+#[macro_export]
+macro_rules! contract_tests {
+    ($setup:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let env = $setup().await;
+                $crate::contract::$name(&env).await;
+            }
+        )*
+    };
+}

@@ -150,9 +150,7 @@ impl PecAddress {
         for label in labels {
             let ok = !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
                 && !label.starts_with('-')
                 && !label.ends_with('-');
             if !ok {
@@ -373,7 +371,10 @@ impl Endpoint {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == ':');
         if !ok {
-            return Err(InvalidInput::new(field, "must be a host name or IP address"));
+            return Err(InvalidInput::new(
+                field,
+                "must be a host name or IP address",
+            ));
         }
         if port == 0 {
             return Err(InvalidInput::new(field, "port must be from 1 to 65535"));
@@ -394,7 +395,8 @@ impl fmt::Display for Endpoint {
 pub enum SecretName {
     /// The IMAP/SMTP password of one PEC account.
     AccountPassword(AccountId),
-    /// The Zendesk API token the connector calls Zendesk with.
+    /// The Zendesk API token the connector calls Zendesk with (the agent e-mail it goes with
+    /// is configuration, not a secret).
     ZendeskApiToken,
     /// The secret Zendesk signs webhook calls with.
     WebhookSigningSecret,

@@ -1,1 +1,28 @@
-//! placeholder
+//! # connector — the PEC connector's domain, ports and adapters
+//!
+//! The connector makes an Italian certified e-mail (PEC) mailbox a Zendesk channel. This crate
+//! holds what it decides and what it remembers:
+//!
+//! * [`domain`] — validated values ([`AccountId`](domain::AccountId),
+//!   [`PecAddress`](domain::PecAddress), [`Uid`](domain::Uid), ...) and the records kept per
+//!   account (cursor, lease, message, outbound and outbox records);
+//! * [`ports`] — the traits the use cases need: [`Store`](ports::Store) (account state),
+//!   [`Secrets`](ports::Secrets) (credentials, kept apart from state) and
+//!   [`Schedules`](ports::Schedules) (one poll schedule per account);
+//! * adapters, one module per technology, each with its own error type:
+//!   * [`store`] — DynamoDB ([`store::dynamo`], feature `aws`) and SQLite
+//!     ([`store::sqlite`], feature `embedded`);
+//!   * [`secrets`] — Secrets Manager ([`secrets::aws`]) and owner-only files ([`secrets::file`]);
+//!   * [`schedules`] — EventBridge rules ([`schedules::eventbridge`]) and an in-process
+//!     scheduler ([`schedules::local`]);
+//! * [`accounts`] — use cases across ports (removing an account and all it left behind).
+//!
+//! On AWS, the poller and api Lambdas wire the `aws` adapters; `pec-connector serve` wires the
+//! `embedded` ones. Both pass the same contract suite (the `e2e` crate).
+
+pub mod accounts;
+pub mod domain;
+pub mod ports;
+pub mod schedules;
+pub mod secrets;
+pub mod store;

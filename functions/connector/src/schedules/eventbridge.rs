@@ -192,7 +192,13 @@ impl Schedules for EventBridgeSchedules {
                 .failed_entries
                 .unwrap_or_default()
                 .into_iter()
-                .map(|f| format!("{}: {}", f.error_code.unwrap_or_default(), f.error_message.unwrap_or_default()))
+                .map(|f| {
+                    format!(
+                        "{}: {}",
+                        f.error_code.unwrap_or_default(),
+                        f.error_message.unwrap_or_default()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("; ");
             return Err(SchedulesError::Invalid {
@@ -210,12 +216,23 @@ impl Schedules for EventBridgeSchedules {
             "{} polls of account {account} (rule {rule})",
             if enabled { "enable" } else { "disable" }
         );
-        let result = if enabled {
-            self.client.enable_rule().name(&rule).send().await.map(|_| ())
+        if enabled {
+            self.client
+                .enable_rule()
+                .name(&rule)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk(&op, account, e))
         } else {
-            self.client.disable_rule().name(&rule).send().await.map(|_| ())
-        };
-        result.map_err(|e| sdk(&op, account, e))
+            self.client
+                .disable_rule()
+                .name(&rule)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk(&op, account, e))
+        }
     }
 
     async fn get(&self, account: &AccountId) -> Result<Option<Schedule>, SchedulesError> {
@@ -289,7 +306,14 @@ impl Schedules for EventBridgeSchedules {
                 .await
                 .map_err(|e| sdk(&op, account, e))?;
         }
-        match self.client.delete_rule().name(&rule).force(true).send().await {
+        match self
+            .client
+            .delete_rule()
+            .name(&rule)
+            .force(true)
+            .send()
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.code() == Some("ResourceNotFoundException") => {}
             Err(e) => return Err(sdk(&op, account, e)),

@@ -138,7 +138,10 @@ fn sql(op: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
                     op,
                     reason: msg.clone().unwrap_or_else(|| "a constraint failed".into()),
                 },
-                _ => match msg.as_deref().and_then(|m| m.strip_prefix("no such table: ")) {
+                _ => match msg
+                    .as_deref()
+                    .and_then(|m| m.strip_prefix("no such table: "))
+                {
                     Some(table) => StoreError::MissingTable {
                         op,
                         table: table.to_owned(),
@@ -268,8 +271,7 @@ fn outbound_from_row(op: &str, row: &rusqlite::Row<'_>) -> Result<OutboundRecord
     })
 }
 
-const OUTBOX_COLUMNS: &str =
-    "account_id, id, ticket_id, payload, attempts, not_before, last_error, claimed_by, claimed_until";
+const OUTBOX_COLUMNS: &str = "account_id, id, ticket_id, payload, attempts, not_before, last_error, claimed_by, claimed_until";
 
 fn outbox_from_row(op: &str, row: &rusqlite::Row<'_>) -> Result<OutboxEntry, StoreError> {
     let get = |e: rusqlite::Error| corrupt(op, e);
@@ -292,12 +294,15 @@ fn outbox_from_row(op: &str, row: &rusqlite::Row<'_>) -> Result<OutboxEntry, Sto
     })
 }
 
+/// An account's lease columns: holder and expiry (epoch milliseconds).
+type LeaseColumns = (Option<String>, Option<i64>);
+
 /// Reads the lease columns of an account: `None` if there is no such account.
 fn lease_columns(
     conn: &Connection,
     op: &str,
     id: &str,
-) -> Result<Option<(Option<String>, Option<i64>)>, StoreError> {
+) -> Result<Option<LeaseColumns>, StoreError> {
     conn.query_row(
         "SELECT lease_holder, lease_expires_at FROM accounts WHERE id = ?1",
         params![id],
@@ -308,12 +313,7 @@ fn lease_columns(
 }
 
 /// Fails unless `holder` holds the account's lease.
-fn require_lease(
-    conn: &Connection,
-    op: &str,
-    id: &str,
-    holder: &str,
-) -> Result<(), StoreError> {
+fn require_lease(conn: &Connection, op: &str, id: &str, holder: &str) -> Result<(), StoreError> {
     match lease_columns(conn, op, id)? {
         None => Err(StoreError::NotFound { op: op.to_owned() }),
         Some((Some(h), _)) if h == holder => Ok(()),
@@ -665,7 +665,9 @@ impl Store for SqliteStore {
         self.run(op, move |conn, op| {
             let ticket = i64::try_from(record.ticket.get()).map_err(|e| corrupt(op, e))?;
             let result = conn.execute(
-                &format!("INSERT INTO outbound ({OUTBOUND_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                &format!(
+                    "INSERT INTO outbound ({OUTBOUND_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
                 params![
                     record.account.as_str(),
                     record.message_id.as_str(),

@@ -1,0 +1,963 @@
+//! The contract every adapter set must meet, written once. Each function takes a fresh [`Env`]
+//! and panics on the first broken promise; `contract_tests!` turns them into tests per adapter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use connector::accounts::remove_account;
+use connector::domain::{
+    Account, AccountId, Cursor, DeliveryState, Endpoint, Lease, LeaseHolder, LeaseOutcome,
+    MessageId, MessageOutcome, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress,
+    PollInterval, RecordOutcome, Schedule, SecretName, TicketId, Uid, UidValidity,
+};
+use connector::ports::Store;
+use connector::schedules::SchedulesError;
+use connector::secrets::SecretsError;
+use connector::store::StoreError;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::Env;
+
+const TTL: Duration = Duration::from_secs(60);
+
+pub fn id(raw: &str) -> AccountId {
+    AccountId::parse(raw).expect("test account id")
+}
+
+pub fn addr(raw: &str) -> PecAddress {
+    PecAddress::parse(raw).expect("test address")
+}
+
+pub fn mid(raw: &str) -> MessageId {
+    MessageId::parse(raw).expect("test message id")
+}
+
+pub fn ticket(n: u64) -> TicketId {
+    TicketId::new(n).expect("test ticket id")
+}
+
+pub fn uid(n: u32) -> Uid {
+    Uid::new(n).expect("test uid")
+}
+
+pub fn uv(n: u32) -> UidValidity {
+    UidValidity::new(n).expect("test uidvalidity")
+}
+
+/// A millisecond-precise "now" (the stores keep milliseconds).
+pub fn now() -> DateTime<Utc> {
+    let ms = Utc::now().timestamp_millis();
+    DateTime::from_timestamp_millis(ms).expect("now")
+}
+
+pub fn account(raw_id: &str) -> Account {
+    let id = id(raw_id);
+    let at = now();
+    Account {
+        address: addr(&format!("{raw_id}@pec.example.it")),
+        imap: Endpoint::parse("imap", "imaps.pec.example.it", 993).expect("imap"),
+        smtp: Endpoint::parse("smtp", "smtps.pec.example.it", 465).expect("smtp"),
+        username: None,
+        poll_interval: PollInterval::DEFAULT,
+        enabled: true,
+        password_secret: SecretName::AccountPassword(id.clone()).key(),
+        subject_template: "{{ticket.title}}".into(),
+        message_template: "{{ticket.latest_comment_html}}".into(),
+        created_at: at,
+        updated_at: at,
+        id,
+    }
+}
+
+pub fn record(account: &AccountId, v: u32, u: u32, m: Option<&str>, t: u64) -> MessageRecord {
+    MessageRecord {
+        account: account.clone(),
+        uid_validity: uv(v),
+        uid: uid(u),
+        message_id: m.map(mid),
+        ticket: ticket(t),
+        outcome: MessageOutcome::TicketCreated,
+        recorded_at: now(),
+    }
+}
+
+/// Takes the lease, panicking if it is held.
+pub async fn lease(store: &dyn Store, account: &AccountId, holder: &str) -> Lease {
+    let holder = LeaseHolder::parse(holder).expect("holder");
+    match store
+        .take_lease(account, &holder, now(), TTL)
+        .await
+        .expect("take lease")
+    {
+        LeaseOutcome::Acquired(lease) => lease,
+        other => panic!("expected the lease, got {other:?}"),
+    }
+}
+
+/// A lease value for `holder` that the store never granted (to check refusals).
+pub fn forged(account: &AccountId, holder: &str) -> Lease {
+    Lease {
+        account: account.clone(),
+        holder: LeaseHolder::parse(holder).expect("holder"),
+        expires_at: now() + TimeDelta::minutes(1),
+        cursor: None,
+    }
+}
+
+// ----- accounts -----
+
+pub async fn accounts_crud(env: &Env) {
+    let store = &*env.store;
+    let (a1, a2) = (account("acme-1"), account("acme-2"));
+    store.create_account(&a2).await.expect("create a2");
+    store.create_account(&a1).await.expect("create a1");
+    assert_eq!(store.get_account(&a1.id).await.unwrap(), Some(a1.clone()));
+    assert_eq!(
+        store.list_accounts().await.unwrap(),
+        vec![a1.clone(), a2.clone()]
+    );
+
+    let err = store.create_account(&a1).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyExists { .. }),
+        "second create: {err:?}"
+    );
+    assert!(!err.is_transient());
+
+    let mut changed = a1.clone();
+    changed.poll_interval = PollInterval::minutes(15).unwrap();
+    changed.enabled = false;
+    changed.username = Some("login-name".into());
+    changed.subject_template = "Re: {{ticket.title}}".into();
+    store.update_account(&changed).await.expect("update");
+    assert_eq!(
+        store.get_account(&a1.id).await.unwrap(),
+        Some(changed.clone())
+    );
+
+    let err = store.update_account(&account("nobody")).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    assert!(err.to_string().contains("nobody"), "{err}");
+
+    assert!(store.delete_account(&a2.id).await.unwrap());
+    assert_eq!(store.get_account(&a2.id).await.unwrap(), None);
+    assert!(
+        !store.delete_account(&a2.id).await.unwrap(),
+        "second delete"
+    );
+    assert_eq!(store.list_accounts().await.unwrap(), vec![changed]);
+}
+
+// ----- cursor -----
+
+pub async fn cursor_is_monotonic_and_conditional(env: &Env) {
+    let store = &*env.store;
+    let a = account("cursor-1");
+    store.create_account(&a).await.unwrap();
+    let l = lease(store, &a.id, "poller-1").await;
+    assert_eq!(l.cursor, None, "a new account has no cursor");
+
+    let c1 = Cursor::first_activation(uv(7), 100);
+    store.advance_cursor(&l, None, &c1).await.expect("baseline");
+    let err = store.advance_cursor(&l, None, &c1).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::ConditionFailed { .. }),
+        "second baseline: {err:?}"
+    );
+
+    let c105 = c1.advanced_to(uid(105));
+    store
+        .advance_cursor(&l, Some(&c1), &c105)
+        .await
+        .expect("up");
+    let err = store
+        .advance_cursor(&l, Some(&c105), &c1.advanced_to(uid(103)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::ConditionFailed { .. }),
+        "down: {err:?}"
+    );
+    let err = store
+        .advance_cursor(&l, Some(&c1), &c1.advanced_to(uid(110)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::ConditionFailed { .. }),
+        "stale expectation: {err:?}"
+    );
+
+    let err = store
+        .advance_cursor(
+            &forged(&a.id, "intruder"),
+            Some(&c105),
+            &c1.advanced_to(uid(200)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseNotHeld { .. }),
+        "without the lease: {err:?}"
+    );
+
+    // A new UIDVALIDITY starts over, even lower.
+    let fresh = Cursor::first_activation(uv(8), 3);
+    store
+        .advance_cursor(&l, Some(&c105), &fresh)
+        .await
+        .expect("new uidvalidity");
+
+    store.release_lease(&l).await.unwrap();
+    let again = lease(store, &a.id, "poller-2").await;
+    assert_eq!(again.cursor, Some(fresh), "the lease carries the cursor");
+}
+
+// ----- message records -----
+
+pub async fn message_recorded_once(env: &Env) {
+    let store = &*env.store;
+    let a = account("msgs-1");
+    store.create_account(&a).await.unwrap();
+    let l = lease(store, &a.id, "poller-1").await;
+    let base = Cursor::first_activation(uv(7), 1);
+    store.advance_cursor(&l, None, &base).await.unwrap();
+
+    let first = record(&a.id, 7, 1, Some("<m1@pec.example.it>"), 101);
+    assert_eq!(
+        store.record_message(&l, &first).await.unwrap(),
+        RecordOutcome::Recorded
+    );
+
+    // Same UID again, another ticket: the first record wins.
+    let second = record(&a.id, 7, 1, Some("m1@pec.example.it"), 202);
+    match store.record_message(&l, &second).await.unwrap() {
+        RecordOutcome::AlreadyRecorded(r) => {
+            assert_eq!(r.ticket, ticket(101));
+            assert_eq!(r, first);
+        }
+        other => panic!("second writer: {other:?}"),
+    }
+    // Same Message-ID at another UID (a second copy): the first record wins, nothing written.
+    let copy = record(&a.id, 7, 2, Some("m1@pec.example.it"), 303);
+    match store.record_message(&l, &copy).await.unwrap() {
+        RecordOutcome::AlreadyRecorded(r) => assert_eq!(r.ticket, ticket(101)),
+        other => panic!("same message id: {other:?}"),
+    }
+    assert_eq!(
+        store.find_message(&a.id, uv(7), uid(2)).await.unwrap(),
+        None
+    );
+
+    // The record moved the cursor: the next lease sees it.
+    store.release_lease(&l).await.unwrap();
+    let l = lease(store, &a.id, "poller-2").await;
+    assert_eq!(l.cursor, Some(base.advanced_to(uid(1))));
+
+    // The copy is recorded as a duplicate without a Message-ID; UIDs may be skipped.
+    let mut dup = record(&a.id, 7, 3, None, 101);
+    dup.outcome = MessageOutcome::Duplicate;
+    assert_eq!(
+        store.record_message(&l, &dup).await.unwrap(),
+        RecordOutcome::Recorded
+    );
+    // Below the cursor now: refused, not recorded.
+    let err = store
+        .record_message(&l, &record(&a.id, 7, 2, None, 404))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::ConditionFailed { .. }),
+        "below the cursor: {err:?}"
+    );
+    // Without the lease: refused.
+    let err = store
+        .record_message(&forged(&a.id, "intruder"), &record(&a.id, 7, 9, None, 505))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseNotHeld { .. }),
+        "without the lease: {err:?}"
+    );
+    // Under another UIDVALIDITY than the cursor's: refused.
+    let err = store
+        .record_message(&l, &record(&a.id, 8, 9, None, 606))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::ConditionFailed { .. }),
+        "other uidvalidity: {err:?}"
+    );
+
+    assert_eq!(
+        store.find_message(&a.id, uv(7), uid(1)).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store
+            .find_message_by_message_id(&a.id, &mid("m1@pec.example.it"))
+            .await
+            .unwrap(),
+        Some(first)
+    );
+    assert_eq!(
+        store.find_message(&a.id, uv(7), uid(3)).await.unwrap(),
+        Some(dup)
+    );
+    assert_eq!(
+        store
+            .find_message_by_message_id(&a.id, &mid("nope@x.it"))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+// ----- outbound records -----
+
+pub async fn outbound_found_by_either_id(env: &Env) {
+    let store = &*env.store;
+    let a = account("out-1");
+    store.create_account(&a).await.unwrap();
+    let ours = mid("<pecconn.42.1@acme.example.it>");
+    let ident = mid("<opec210.20240601120000.1234.56.7.89@pec.provider.it>");
+    let sent = OutboundRecord::sent(
+        a.id.clone(),
+        ours.clone(),
+        ticket(42),
+        vec![addr("uno@pec.it"), addr("due@pec.it")],
+        now(),
+    );
+    store.record_outbound(&sent).await.expect("record outbound");
+    let err = store.record_outbound(&sent).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyExists { .. }),
+        "twice: {err:?}"
+    );
+
+    assert_eq!(
+        store.find_outbound(&a.id, &ours).await.unwrap(),
+        Some(sent.clone())
+    );
+    assert_eq!(store.find_outbound(&a.id, &ident).await.unwrap(), None);
+
+    store
+        .set_identificativo(&a.id, &ours, &ident)
+        .await
+        .expect("identificativo");
+    store
+        .set_identificativo(&a.id, &ours, &ident)
+        .await
+        .expect("the same identificativo again");
+    let with_ident = OutboundRecord {
+        identificativo: Some(ident.clone()),
+        ..sent.clone()
+    };
+    assert_eq!(
+        store.find_outbound(&a.id, &ident).await.unwrap(),
+        Some(with_ident.clone())
+    );
+    assert_eq!(
+        store.find_outbound(&a.id, &ours).await.unwrap(),
+        Some(with_ident.clone())
+    );
+    let err = store
+        .set_identificativo(&a.id, &ours, &mid("other@pec.provider.it"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::ConditionFailed { .. }),
+        "another identificativo: {err:?}"
+    );
+
+    store
+        .set_delivery(&a.id, &ours, &addr("uno@pec.it"), DeliveryState::Delivered)
+        .await
+        .expect("delivery");
+    let found = store
+        .find_outbound(&a.id, &ident)
+        .await
+        .unwrap()
+        .expect("found");
+    assert_eq!(
+        found.delivery[&addr("uno@pec.it")],
+        DeliveryState::Delivered
+    );
+    assert_eq!(found.delivery[&addr("due@pec.it")], DeliveryState::Pending);
+
+    let err = store
+        .set_delivery(
+            &a.id,
+            &mid("unknown@x.it"),
+            &addr("uno@pec.it"),
+            DeliveryState::Accepted,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    let err = store
+        .set_identificativo(&a.id, &mid("unknown@x.it"), &mid("i2@x.it"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    // Records are per account.
+    let b = account("out-2");
+    store.create_account(&b).await.unwrap();
+    assert_eq!(store.find_outbound(&b.id, &ours).await.unwrap(), None);
+}
+
+// ----- outbox -----
+
+pub async fn outbox_enqueue_claim_complete(env: &Env) {
+    let store = &*env.store;
+    let a = account("outbox-1");
+    store.create_account(&a).await.unwrap();
+    let t0 = now();
+    let entry = |name: &str, at: DateTime<Utc>| {
+        OutboxEntry::new(
+            a.id.clone(),
+            OutboxId::parse(name).unwrap(),
+            ticket(7),
+            serde_json::json!({"ticket": 7, "comment": 99, "nested": {"n": [1, 2.5, null]}}),
+            at,
+        )
+    };
+    let e1 = entry("send-1", t0);
+    let e2 = entry("send-2", t0 + TimeDelta::minutes(10));
+    let e3 = entry("send-3", t0 - TimeDelta::minutes(1));
+    for e in [&e1, &e2, &e3] {
+        store.enqueue_outbox(e).await.expect("enqueue");
+    }
+    let err = store.enqueue_outbox(&e1).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyExists { .. }),
+        "twice: {err:?}"
+    );
+
+    let (ha, hb, hc) = (
+        LeaseHolder::parse("sender-a").unwrap(),
+        LeaseHolder::parse("sender-b").unwrap(),
+        LeaseHolder::parse("sender-c").unwrap(),
+    );
+    let ttl = Duration::from_secs(60);
+    let got = store.claim_outbox(&a.id, &ha, t0, ttl, 10).await.unwrap();
+    let ids: Vec<&str> = got.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["send-3", "send-1"], "due entries, oldest first");
+    assert!(got.iter().all(|e| e.attempts == 1));
+    assert_eq!(got[1].payload, e1.payload);
+    assert!(
+        store
+            .claim_outbox(&a.id, &hb, t0, ttl, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "claimed entries are not handed out twice"
+    );
+
+    let err = store.complete_outbox(&a.id, &e1.id, &hb).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseNotHeld { .. }),
+        "not the claimer: {err:?}"
+    );
+    store
+        .complete_outbox(&a.id, &e1.id, &ha)
+        .await
+        .expect("complete");
+    let err = store.complete_outbox(&a.id, &e1.id, &ha).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { .. }),
+        "completed: {err:?}"
+    );
+
+    store
+        .retry_outbox(
+            &a.id,
+            &e3.id,
+            &ha,
+            t0 + TimeDelta::minutes(5),
+            "451 4.3.0 try later",
+        )
+        .await
+        .expect("retry");
+    assert!(
+        store
+            .claim_outbox(&a.id, &hb, t0 + TimeDelta::minutes(1), ttl, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing due yet"
+    );
+    let got = store
+        .claim_outbox(&a.id, &hb, t0 + TimeDelta::minutes(6), ttl, 10)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, e3.id);
+    assert_eq!(got[0].attempts, 2);
+    assert_eq!(got[0].last_error.as_deref(), Some("451 4.3.0 try later"));
+
+    // B's claim expires: C takes e3 over, with e2 now due; the limit holds.
+    let got = store
+        .claim_outbox(&a.id, &hc, t0 + TimeDelta::minutes(11), ttl, 1)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, e3.id, "oldest first");
+    let got = store
+        .claim_outbox(&a.id, &hc, t0 + TimeDelta::minutes(11), ttl, 10)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, e2.id);
+    let err = store.complete_outbox(&a.id, &e3.id, &hb).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseNotHeld { .. }),
+        "expired claim: {err:?}"
+    );
+    store.complete_outbox(&a.id, &e3.id, &hc).await.unwrap();
+    store.complete_outbox(&a.id, &e2.id, &hc).await.unwrap();
+    assert!(
+        store
+            .claim_outbox(&a.id, &ha, t0 + TimeDelta::days(1), ttl, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+// ----- leases -----
+
+pub async fn lease_one_of_twenty_wins(env: &Env) {
+    let a = account("lease-1");
+    env.store.create_account(&a).await.unwrap();
+    let at = now();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&env.store);
+            let account = a.id.clone();
+            tokio::spawn(async move {
+                let holder = LeaseHolder::parse(&format!("taker-{i}")).unwrap();
+                store.take_lease(&account, &holder, at, TTL).await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut held_by = Vec::new();
+    for t in tasks {
+        match t.await.expect("task").expect("take lease") {
+            LeaseOutcome::Acquired(l) => winners.push(l.holder),
+            LeaseOutcome::Held { holder, .. } => held_by.push(holder),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one winner: {winners:?}");
+    assert_eq!(held_by.len(), 19);
+    assert!(
+        held_by.iter().all(|h| *h == winners[0]),
+        "losers see the winner"
+    );
+}
+
+pub async fn lease_expired_can_be_taken_over(env: &Env) {
+    let store = &*env.store;
+    let a = account("lease-2");
+    store.create_account(&a).await.unwrap();
+    let (ha, hb) = (
+        LeaseHolder::parse("poller-a").unwrap(),
+        LeaseHolder::parse("poller-b").unwrap(),
+    );
+    let t0 = now();
+    let ttl = Duration::from_secs(30);
+    let la = match store.take_lease(&a.id, &ha, t0, ttl).await.unwrap() {
+        LeaseOutcome::Acquired(l) => l,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(la.expires_at, t0 + TimeDelta::seconds(30));
+    match store
+        .take_lease(&a.id, &hb, t0 + TimeDelta::seconds(10), ttl)
+        .await
+        .unwrap()
+    {
+        LeaseOutcome::Held { holder, expires_at } => {
+            assert_eq!(holder, ha);
+            assert_eq!(expires_at, la.expires_at);
+        }
+        other => panic!("live lease taken: {other:?}"),
+    }
+    // The holder may renew its own lease.
+    let renewed = store
+        .take_lease(&a.id, &ha, t0 + TimeDelta::seconds(20), ttl)
+        .await
+        .unwrap();
+    assert!(matches!(renewed, LeaseOutcome::Acquired(_)), "{renewed:?}");
+    let t_expired = t0 + TimeDelta::seconds(51);
+    let lb = match store.take_lease(&a.id, &hb, t_expired, ttl).await.unwrap() {
+        LeaseOutcome::Acquired(l) => l,
+        other => panic!("expired lease not taken over: {other:?}"),
+    };
+    let err = store.release_lease(&la).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseNotHeld { .. }),
+        "old holder released: {err:?}"
+    );
+    match store
+        .take_lease(&a.id, &ha, t_expired + TimeDelta::seconds(1), ttl)
+        .await
+        .unwrap()
+    {
+        LeaseOutcome::Held { holder, .. } => assert_eq!(holder, hb),
+        other => panic!("{other:?}"),
+    }
+    store.release_lease(&lb).await.unwrap();
+}
+
+pub async fn lease_released_only_by_holder(env: &Env) {
+    let store = &*env.store;
+    let a = account("lease-3");
+    store.create_account(&a).await.unwrap();
+    let la = lease(store, &a.id, "poller-a").await;
+    let err = store
+        .release_lease(&forged(&a.id, "poller-b"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseNotHeld { .. }),
+        "released by another: {err:?}"
+    );
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains("lease-3"), "{err}");
+    store.release_lease(&la).await.expect("holder releases");
+    let err = store.release_lease(&la).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseNotHeld { .. }),
+        "released twice: {err:?}"
+    );
+    // Free again at once.
+    let lb = lease(store, &a.id, "poller-b").await;
+    store.release_lease(&lb).await.unwrap();
+
+    let err = store
+        .take_lease(&id("ghost"), &la.holder, now(), TTL)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { .. }),
+        "unknown account: {err:?}"
+    );
+}
+
+// ----- errors on a missing account -----
+
+pub async fn missing_account_is_a_typed_error(env: &Env) {
+    let store = &*env.store;
+    let ghost = id("ghost-1");
+    let sent = OutboundRecord::sent(
+        ghost.clone(),
+        mid("x@y.it"),
+        ticket(1),
+        vec![addr("a@pec.it")],
+        now(),
+    );
+    let errors = [
+        store.record_outbound(&sent).await.unwrap_err(),
+        store
+            .enqueue_outbox(&OutboxEntry::new(
+                ghost.clone(),
+                OutboxId::parse("s1").unwrap(),
+                ticket(1),
+                serde_json::json!({}),
+                now(),
+            ))
+            .await
+            .unwrap_err(),
+        store.update_account(&account("ghost-1")).await.unwrap_err(),
+        store
+            .take_lease(&ghost, &LeaseHolder::parse("p").unwrap(), now(), TTL)
+            .await
+            .unwrap_err(),
+    ];
+    for err in errors {
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+        assert!(!err.is_transient());
+        assert!(
+            err.to_string().contains("ghost-1"),
+            "names the account: {err}"
+        );
+    }
+    // Nothing was created on the way.
+    assert!(
+        env.raw.state().await.is_empty(),
+        "{:?}",
+        env.raw.state().await
+    );
+}
+
+// ----- secrets -----
+
+pub async fn secrets_lifecycle(env: &Env) {
+    let secrets = &*env.secrets;
+    let pw = SecretName::AccountPassword(id("sec-1"));
+    secrets
+        .put(&pw, &SecretString::from("first"))
+        .await
+        .unwrap();
+    assert_eq!(secrets.get(&pw).await.unwrap().expose_secret(), "first");
+    secrets
+        .put(&pw, &SecretString::from("rotated"))
+        .await
+        .unwrap();
+    assert_eq!(secrets.get(&pw).await.unwrap().expose_secret(), "rotated");
+    for (name, value) in [
+        (SecretName::ZendeskApiToken, "zd-token"),
+        (SecretName::WebhookSigningSecret, "whsec"),
+        (SecretName::AdminToken, "admin"),
+    ] {
+        secrets
+            .put(&name, &SecretString::from(value))
+            .await
+            .unwrap();
+        assert_eq!(secrets.get(&name).await.unwrap().expose_secret(), value);
+    }
+    assert_eq!(
+        secrets.list().await.unwrap(),
+        vec![
+            pw.clone(),
+            SecretName::ZendeskApiToken,
+            SecretName::WebhookSigningSecret,
+            SecretName::AdminToken
+        ]
+    );
+    let missing = SecretName::AccountPassword(id("sec-2"));
+    let err = secrets.get(&missing).await.unwrap_err();
+    assert!(matches!(err, SecretsError::NotFound { .. }), "{err:?}");
+    assert!(err.to_string().contains("sec-2"), "{err}");
+    secrets.delete(&pw).await.unwrap();
+    assert!(matches!(
+        secrets.get(&pw).await.unwrap_err(),
+        SecretsError::NotFound { .. }
+    ));
+    secrets.delete(&pw).await.expect("deleting twice is fine");
+    assert!(
+        !format!("{:?}", secrets.get(&SecretName::AdminToken).await.unwrap()).contains("admin"),
+        "Debug redacts"
+    );
+}
+
+// ----- schedules -----
+
+pub async fn schedules_lifecycle(env: &Env) {
+    let schedules = &*env.schedules;
+    let s1 = Schedule {
+        account: id("sched-1"),
+        interval: PollInterval::DEFAULT,
+        enabled: true,
+    };
+    schedules.put(&s1).await.unwrap();
+    assert_eq!(schedules.get(&s1.account).await.unwrap(), Some(s1.clone()));
+
+    let s1_slow = Schedule {
+        interval: PollInterval::minutes(15).unwrap(),
+        ..s1.clone()
+    };
+    schedules.put(&s1_slow).await.unwrap();
+    assert_eq!(
+        schedules.get(&s1.account).await.unwrap(),
+        Some(s1_slow.clone())
+    );
+
+    schedules.set_enabled(&s1.account, false).await.unwrap();
+    assert!(!schedules.get(&s1.account).await.unwrap().unwrap().enabled);
+    schedules.set_enabled(&s1.account, true).await.unwrap();
+    assert!(schedules.get(&s1.account).await.unwrap().unwrap().enabled);
+    let err = schedules
+        .set_enabled(&id("sched-none"), true)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SchedulesError::NotFound { .. }), "{err:?}");
+
+    let s2 = Schedule {
+        account: id("sched-2"),
+        interval: PollInterval::minutes(1).unwrap(),
+        enabled: false,
+    };
+    let s3 = Schedule {
+        account: id("sched-3"),
+        interval: PollInterval::minutes(60).unwrap(),
+        enabled: true,
+    };
+    schedules.put(&s2).await.unwrap();
+    schedules.put(&s3).await.unwrap();
+    assert_eq!(
+        schedules.list().await.unwrap(),
+        vec![s1_slow, s2.clone(), s3.clone()]
+    );
+
+    schedules.delete(&s1.account).await.unwrap();
+    assert_eq!(schedules.get(&s1.account).await.unwrap(), None);
+    schedules
+        .delete(&s1.account)
+        .await
+        .expect("deleting twice is fine");
+    assert_eq!(schedules.list().await.unwrap(), vec![s2, s3]);
+}
+
+// ----- deleting an account -----
+
+/// Gives an account every kind of state, a password and a schedule.
+pub async fn populate(env: &Env, raw_id: &str, password: &str) -> Account {
+    let store = &*env.store;
+    let a = account(raw_id);
+    env.secrets
+        .put(&a.password_secret_name(), &SecretString::from(password))
+        .await
+        .unwrap();
+    store.create_account(&a).await.unwrap();
+    env.schedules
+        .put(&Schedule {
+            account: a.id.clone(),
+            interval: a.poll_interval,
+            enabled: true,
+        })
+        .await
+        .unwrap();
+    let l = lease(store, &a.id, "poller-1").await;
+    store
+        .advance_cursor(&l, None, &Cursor::first_activation(uv(3), 10))
+        .await
+        .unwrap();
+    for u in 10..13 {
+        let r = record(
+            &a.id,
+            3,
+            u,
+            Some(&format!("m{u}.{raw_id}@pec.it")),
+            500 + u64::from(u),
+        );
+        store.record_message(&l, &r).await.unwrap();
+    }
+    let ours = mid(&format!("sent.{raw_id}@example.it"));
+    store
+        .record_outbound(&OutboundRecord::sent(
+            a.id.clone(),
+            ours.clone(),
+            ticket(77),
+            vec![addr("dest@pec.it")],
+            now(),
+        ))
+        .await
+        .unwrap();
+    store
+        .set_identificativo(&a.id, &ours, &mid(&format!("opec.{raw_id}@pec.it")))
+        .await
+        .unwrap();
+    store
+        .enqueue_outbox(&OutboxEntry::new(
+            a.id.clone(),
+            OutboxId::parse("retry-1").unwrap(),
+            ticket(77),
+            serde_json::json!({"ticket": 77}),
+            now(),
+        ))
+        .await
+        .unwrap();
+    // Leave the lease held, as a crashed poller would.
+    a
+}
+
+pub async fn delete_account_leaves_nothing(env: &Env) {
+    let gone = populate(env, "gone-1", "gone-password").await;
+    let kept = populate(env, "kept-1", "kept-password").await;
+    let before = env.raw.state().await;
+    assert!(before.iter().any(|r| r.contains("gone-1")));
+
+    let existed = remove_account(&*env.store, &*env.secrets, &*env.schedules, &gone.id)
+        .await
+        .expect("remove account");
+    assert!(existed);
+
+    let state = env.raw.state().await;
+    let secrets = env.raw.secrets().await;
+    let schedules = env.raw.schedules().await;
+    eprintln!(
+        "after deleting {}: {} stored items/rows, secrets {secrets:?}, schedules {schedules:?}",
+        gone.id,
+        state.len()
+    );
+    let orphans: Vec<&String> = state.iter().filter(|r| r.contains("gone-1")).collect();
+    assert!(orphans.is_empty(), "state left behind: {orphans:#?}");
+    assert!(
+        secrets.iter().all(|s| !s.contains("gone-1")),
+        "secret left behind: {secrets:?}"
+    );
+    assert!(
+        schedules.iter().all(|s| !s.contains("gone-1")),
+        "schedule left behind: {schedules:?}"
+    );
+    // The other account is untouched.
+    assert!(state.iter().any(|r| r.contains("kept-1")));
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    assert_eq!(schedules.len(), 1, "{schedules:?}");
+    assert_eq!(env.store.list_accounts().await.unwrap(), vec![kept.clone()]);
+    assert_eq!(
+        env.secrets
+            .get(&kept.password_secret_name())
+            .await
+            .unwrap()
+            .expose_secret(),
+        "kept-password"
+    );
+
+    // Through the ports, too.
+    assert_eq!(env.store.get_account(&gone.id).await.unwrap(), None);
+    assert!(matches!(
+        env.secrets
+            .get(&gone.password_secret_name())
+            .await
+            .unwrap_err(),
+        SecretsError::NotFound { .. }
+    ));
+    assert_eq!(env.schedules.get(&gone.id).await.unwrap(), None);
+    // Removing again is harmless.
+    assert!(
+        !remove_account(&*env.store, &*env.secrets, &*env.schedules, &gone.id)
+            .await
+            .unwrap()
+    );
+}
+
+// ----- the poll's store protocol, for measuring -----
+
+/// The store calls one poll of an account makes, in order: take the lease (which returns the
+/// cursor), read the account, record each new message (recording moves the cursor), release.
+pub async fn poll_once(store: &dyn Store, account: &AccountId, new: &[MessageRecord]) {
+    let holder = LeaseHolder::unique("poll");
+    let lease = match store
+        .take_lease(account, &holder, now(), TTL)
+        .await
+        .expect("take lease")
+    {
+        LeaseOutcome::Acquired(l) => l,
+        other => panic!("{other:?}"),
+    };
+    assert!(lease.cursor.is_some(), "the lease carries the cursor");
+    let settings = store.get_account(account).await.expect("read account");
+    assert!(settings.is_some());
+    for r in new {
+        let outcome = store.record_message(&lease, r).await.expect("record");
+        assert_eq!(outcome, RecordOutcome::Recorded);
+    }
+    store.release_lease(&lease).await.expect("release");
+}
+
+/// An account with a baseline cursor (uidvalidity 5, nothing processed yet), ready for
+/// [`poll_once`].
+pub async fn ready_to_poll(store: &dyn Store, raw_id: &str) -> AccountId {
+    let a = account(raw_id);
+    store.create_account(&a).await.unwrap();
+    let l = lease(store, &a.id, "setup").await;
+    store
+        .advance_cursor(&l, None, &Cursor::first_activation(uv(5), 1))
+        .await
+        .unwrap();
+    store.release_lease(&l).await.unwrap();
+    a.id
+}

@@ -1,0 +1,318 @@
+//! Isolated adapter sets for tests, and a raw view of what they keep.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use connector::ports::{Schedules, Secrets, Store};
+use connector::schedules::eventbridge::EventBridgeSchedules;
+use connector::schedules::local::LocalScheduler;
+use connector::secrets::aws::AwsSecrets;
+use connector::secrets::file::FileSecrets;
+use connector::store::dynamo::{DynamoStore, TableDefinition};
+use connector::store::sqlite::SqliteStore;
+
+/// The ARN the EventBridge adapter targets in tests (moto does not check it exists).
+pub const POLLER_ARN: &str = "arn:aws:lambda:eu-south-1:123456789012:function:pec-connector-poller";
+
+/// One test's adapters, and a way to see what they keep underneath.
+pub struct Env {
+    pub store: Arc<dyn Store>,
+    pub secrets: Arc<dyn Secrets>,
+    pub schedules: Arc<dyn Schedules>,
+    pub raw: Box<dyn Raw>,
+    /// Keeps the embedded environment's directory alive.
+    pub _dir: Option<tempfile::TempDir>,
+    /// The local scheduler's poll requests (nobody runs polls in these tests).
+    pub polls: Option<tokio::sync::mpsc::Receiver<connector::domain::PollRequest>>,
+}
+
+/// What an environment's backends hold, read around the adapters.
+#[async_trait]
+pub trait Raw: Send + Sync {
+    /// Every stored item / row, rendered as text.
+    async fn state(&self) -> Vec<String>;
+    /// The raw bytes behind the state (database files), if any.
+    fn state_bytes(&self) -> Vec<u8>;
+    /// The names of the secrets kept.
+    async fn secrets(&self) -> Vec<String>;
+    /// Every schedule and what it triggers, rendered as text.
+    async fn schedules(&self) -> Vec<String>;
+}
+
+/// A short name unique to this test run and test: `t` + 8 hex digits.
+pub fn unique_name() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let mix = (std::process::id().wrapping_mul(2_654_435_761)) ^ nanos ^ n.wrapping_mul(40_503);
+    format!("t{mix:08x}{n:x}")
+}
+
+// ----- embedded -----
+
+/// The embedded adapters in a fresh temporary directory: `state.db` and `secrets/`.
+pub async fn embedded() -> Env {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db = dir.path().join("state.db");
+    let store = SqliteStore::open(&db).expect("open sqlite store");
+    let secrets = FileSecrets::open(&dir.path().join("secrets")).expect("open secrets dir");
+    let (scheduler, polls) = LocalScheduler::new(16);
+    let scheduler = Arc::new(scheduler);
+    Env {
+        store: Arc::new(store),
+        secrets: Arc::new(secrets),
+        schedules: scheduler.clone(),
+        raw: Box::new(EmbeddedRaw {
+            db,
+            secrets_dir: dir.path().join("secrets"),
+            scheduler,
+        }),
+        _dir: Some(dir),
+        polls: Some(polls),
+    }
+}
+
+struct EmbeddedRaw {
+    db: PathBuf,
+    secrets_dir: PathBuf,
+    scheduler: Arc<LocalScheduler>,
+}
+
+#[async_trait]
+impl Raw for EmbeddedRaw {
+    async fn state(&self) -> Vec<String> {
+        dump_sqlite(&self.db)
+    }
+
+    fn state_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let path = PathBuf::from(format!("{}{suffix}", self.db.display()));
+            if let Ok(b) = std::fs::read(&path) {
+                bytes.extend(b);
+            }
+        }
+        bytes
+    }
+
+    async fn secrets(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.secrets_dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    async fn schedules(&self) -> Vec<String> {
+        self.scheduler
+            .list()
+            .await
+            .expect("list local schedules")
+            .into_iter()
+            .map(|s| format!("{s:?}"))
+            .collect()
+    }
+}
+
+/// Every row of every table of a SQLite file, as `table: col=value, ...`.
+pub fn dump_sqlite(db: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).expect("open sqlite file");
+    let tables: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .expect("list tables");
+        stmt.query_map([], |r| r.get(0))
+            .expect("list tables")
+            .map(|r| r.expect("table name"))
+            .collect()
+    };
+    let mut rows = Vec::new();
+    for table in tables {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM \"{table}\""))
+            .expect("select");
+        let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+        let mut q = stmt.query([]).expect("query");
+        while let Some(row) = q.next().expect("row") {
+            let cells: Vec<String> = (0..columns.len())
+                .map(|i| {
+                    let v: rusqlite::types::Value = row.get(i).expect("cell");
+                    format!("{}={v:?}", columns[i])
+                })
+                .collect();
+            rows.push(format!("{table}: {}", cells.join(", ")));
+        }
+    }
+    rows
+}
+
+// ----- AWS through moto -----
+
+/// The moto endpoint the AWS tests use.
+pub fn moto_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
+}
+
+/// An SDK config aimed at moto, after checking moto answers. Panics with how to start it.
+pub async fn moto_config() -> SdkConfig {
+    let endpoint = moto_endpoint();
+    let hostport = endpoint
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_owned();
+    let reachable = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect(hostport.clone()),
+    )
+    .await;
+    if !matches!(reachable, Ok(Ok(_))) {
+        panic!(
+            "moto server not reachable at {endpoint}; run infra/moto.sh start \
+             (or bash infra/test.sh, which starts it)"
+        );
+    }
+    let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "static");
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("eu-south-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .load()
+        .await
+}
+
+/// The AWS adapters on moto, with a fresh table, secret prefix and rule prefix.
+pub async fn aws() -> Env {
+    aws_with(|b| b).await
+}
+
+/// Like [`aws`], letting the caller adjust the DynamoDB client (e.g. add a counting interceptor).
+pub async fn aws_with(
+    ddb: impl FnOnce(aws_sdk_dynamodb::config::Builder) -> aws_sdk_dynamodb::config::Builder,
+) -> Env {
+    let conf = moto_config().await;
+    let name = unique_name();
+    let ddb = aws_sdk_dynamodb::Client::from_conf(
+        ddb(aws_sdk_dynamodb::config::Builder::from(&conf)).build(),
+    );
+    TableDefinition::create(&ddb, &name)
+        .await
+        .expect("create the test table on moto");
+    let sm = aws_sdk_secretsmanager::Client::new(&conf);
+    let eb = aws_sdk_eventbridge::Client::new(&conf);
+    let schedules = EventBridgeSchedules::new(eb.clone(), name.clone(), POLLER_ARN)
+        .expect("eventbridge schedules");
+    Env {
+        store: Arc::new(DynamoStore::new(ddb.clone(), name.clone())),
+        secrets: Arc::new(AwsSecrets::new(sm.clone(), name.clone())),
+        schedules: Arc::new(schedules),
+        raw: Box::new(AwsRaw { ddb, sm, eb, name }),
+        _dir: None,
+        polls: None,
+    }
+}
+
+struct AwsRaw {
+    ddb: aws_sdk_dynamodb::Client,
+    sm: aws_sdk_secretsmanager::Client,
+    eb: aws_sdk_eventbridge::Client,
+    name: String,
+}
+
+#[async_trait]
+impl Raw for AwsRaw {
+    async fn state(&self) -> Vec<String> {
+        let mut rows = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .ddb
+                .scan()
+                .table_name(&self.name)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .expect("scan the test table");
+            for item in out.items.unwrap_or_default() {
+                let mut attrs: Vec<String> =
+                    item.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+                attrs.sort();
+                rows.push(attrs.join(", "));
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        rows
+    }
+
+    fn state_bytes(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    async fn secrets(&self) -> Vec<String> {
+        // Everything on moto whose name carries this test's prefix, deleted-pending included.
+        let out = self
+            .sm
+            .list_secrets()
+            .include_planned_deletion(true)
+            .max_results(100)
+            .send()
+            .await
+            .expect("list secrets");
+        let mut names: Vec<String> = out
+            .secret_list
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| s.name)
+            .filter(|n| n.starts_with(&format!("{}/", self.name)))
+            .collect();
+        names.sort();
+        names
+    }
+
+    async fn schedules(&self) -> Vec<String> {
+        let out = self
+            .eb
+            .list_rules()
+            .name_prefix(&self.name)
+            .send()
+            .await
+            .expect("list rules");
+        let mut found = Vec::new();
+        for rule in out.rules.unwrap_or_default() {
+            let name = rule.name.unwrap_or_default();
+            let targets = self
+                .eb
+                .list_targets_by_rule()
+                .rule(&name)
+                .send()
+                .await
+                .expect("list targets")
+                .targets
+                .unwrap_or_default();
+            found.push(format!(
+                "rule {name} {:?} {:?} targets {:?}",
+                rule.schedule_expression,
+                rule.state,
+                targets
+                    .iter()
+                    .map(|t| (&t.id, &t.input))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        found
+    }
+}
