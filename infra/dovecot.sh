@@ -10,7 +10,7 @@
 set -euo pipefail
 
 cmd="${1:-start}"
-dir="${2:-${DOVECOT_DIR:-/tmp/pec-connector-dovecot}}"
+dir="${2:-${DOVECOT_DIR:-${TMPDIR:-/tmp}/pec-connector-dovecot-$(id -u)}}"
 port="${IMAPS_PORT:-10993}"
 
 install() {

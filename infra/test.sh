@@ -11,8 +11,21 @@ if bash infra/moto.sh status 2>/dev/null; then
   echo "using the moto server already answering on port $MOTO_PORT"
 else
   bash infra/moto.sh start
-  trap 'bash infra/moto.sh stop' EXIT
+  stop_moto=1
 fi
 export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:$MOTO_PORT}"
+
+# Dovecot (a real IMAPS server) on loopback for the IMAP and inbound tests; installs itself with
+# apt-get when missing. Any user name logs in with the password "secret".
+export DOVECOT_DIR="${DOVECOT_DIR:-${TMPDIR:-/tmp}/pec-connector-dovecot-$(id -u)}"
+export IMAPS_PORT="${IMAPS_PORT:-10993}"
+bash infra/dovecot.sh start "$DOVECOT_DIR"
+export IMAP_HOST=localhost IMAP_PORT="$IMAPS_PORT" IMAP_CA_PEM="$DOVECOT_DIR/cert.pem"
+
+cleanup() {
+  bash infra/dovecot.sh stop "$DOVECOT_DIR" || true
+  if [ -n "${stop_moto:-}" ]; then bash infra/moto.sh stop || true; fi
+}
+trap cleanup EXIT
 
 cargo test --workspace

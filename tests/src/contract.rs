@@ -64,6 +64,7 @@ pub fn account(raw_id: &str) -> Account {
         password_secret: SecretName::AccountPassword(id.clone()).key(),
         subject_template: "{{ticket.title}}".into(),
         message_template: "{{ticket.latest_comment_html}}".into(),
+        receipt_mode: Default::default(),
         created_at: at,
         updated_at: at,
         id,

@@ -454,8 +454,26 @@ pub struct Account {
     /// Outbound template: subject and message, rendered by Zendesk from ticket placeholders.
     pub subject_template: String,
     pub message_template: String,
+    /// Where the receipts of PEC sent from this account go.
+    #[serde(default)]
+    pub receipt_mode: ReceiptMode,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Where a receipt for a PEC we sent is recorded. A receipt that matches nothing we sent always
+/// opens a ticket of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiptMode {
+    /// An internal note on the ticket of the PEC it is about.
+    #[default]
+    Note,
+    /// A new ticket per receipt, whose first comment is an internal note (as the established
+    /// product does).
+    Ticket,
+    /// Both.
+    Both,
 }
 
 impl Account {

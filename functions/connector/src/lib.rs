@@ -22,6 +22,8 @@
 
 pub mod accounts;
 pub mod domain;
+pub mod inbound;
+pub mod mailbox;
 pub mod ports;
 pub mod schedules;
 pub mod secrets;

@@ -1,0 +1,732 @@
+//! Inbound: every new message in an account's PEC mailbox becomes the right Zendesk ticket,
+//! comment or note, exactly once.
+//!
+//! One [`Inbound::poll`] of one account:
+//!
+//! 1. take the account's lease (a conditional write that also returns the cursor), so two
+//!    overlapping runs never work the same mailbox;
+//! 2. open the INBOX read-only; on first activation record the baseline (UIDVALIDITY, UIDNEXT)
+//!    and import nothing that was already there;
+//! 3. for each message above the cursor, in UID order and in batches: parse it, decide what it
+//!    is ([`render`]), act in Zendesk, then record it — one atomic write of the message record
+//!    and the cursor;
+//! 4. stop before the deadline with the cursor at the last fully handled message.
+//!
+//! Exactly once, whatever fails: a message is recorded only after Zendesk has it, so a crash
+//! means it is handled again; handling it again never doubles it, because every ticket carries
+//! the message's marker as `external_id` (looked up before creating; creation also sends it as
+//! `Idempotency-Key`) and every note or comment carries it in its text (looked up among the
+//! ticket's latest comments before adding). A message whose Message-ID was already recorded
+//! (a new UIDVALIDITY, a second copy) is recorded as a duplicate of the first.
+
+pub mod render;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use pec::{Kind, PecMessage, ReceiptKind, TrustAnchors};
+use tracing::{info, warn};
+use zendesk::{
+    Comment, NewTicket, Requester, TicketUpdate, UploadToken, ZendeskClient, ZendeskError,
+};
+
+use crate::domain::{
+    Account, AccountId, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome, MessageId,
+    MessageOutcome, MessageRecord, OutboundRecord, PecAddress, ReceiptMode, RecordOutcome,
+    TicketId, Uid, UidValidity,
+};
+use crate::mailbox::{FetchedMessage, MailboxError, MailboxProvider, MailboxSession, MessageRef};
+use crate::ports::{Secrets, Store};
+use crate::secrets::SecretsError;
+use crate::store::StoreError;
+use render::{CommentDraft, TicketDraft, UploadFile};
+
+/// Tuning of a poll.
+#[derive(Debug, Clone)]
+pub struct PollOptions {
+    /// Most messages fetched in one IMAP round trip.
+    pub batch_messages: usize,
+    /// Most bytes fetched in one round trip (a larger single message is fetched alone).
+    pub batch_bytes: u64,
+    /// Time kept free before the deadline: no new message is started after it.
+    pub margin: Duration,
+    /// How long the lease outlives the deadline (a crashed run frees the mailbox after it).
+    pub lease_slack: Duration,
+}
+
+impl Default for PollOptions {
+    fn default() -> Self {
+        PollOptions {
+            batch_messages: 20,
+            batch_bytes: 32 * 1024 * 1024,
+            margin: Duration::from_secs(10),
+            lease_slack: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A step boundary of the handling of one message, where tests inject crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    AfterFetch,
+    AfterUploads,
+    AfterTicketCreate,
+    BeforeRecord,
+    AfterRecord,
+}
+
+/// Called at every step boundary with the message's UID; an `Err` aborts the poll there, as a
+/// crash would (tests only).
+pub type StepHook = Arc<dyn Fn(Step, u32) -> Result<(), ()> + Send + Sync>;
+
+/// What one poll did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollOutcome {
+    /// Another run holds the mailbox: nothing was done.
+    pub busy: bool,
+    /// First activation: the baseline was recorded and nothing was imported.
+    pub baseline: bool,
+    pub tickets_created: u32,
+    pub comments_added: u32,
+    pub receipts_noted: u32,
+    pub duplicates: u32,
+    /// Messages that could not be parsed (each became a ticket with the raw message attached).
+    pub unreadable: u32,
+    /// New messages left for the next run (the deadline came first).
+    pub remaining: u32,
+}
+
+/// Why a poll stopped early. Handled messages stay recorded; the next run continues.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("cannot poll account {0}: no such account")]
+    AccountNotFound(String),
+    #[error("cannot poll: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot poll: {0}")]
+    Secrets(#[from] SecretsError),
+    #[error("cannot read the mailbox: {0}")]
+    Mailbox(#[from] MailboxError),
+    #[error("cannot write to Zendesk: {0}")]
+    Zendesk(#[from] ZendeskError),
+    #[error("zendesk returned an unusable ticket id {0}")]
+    BadTicketId(u64),
+    #[error("stopped at {0:?} of UID {1} (injected crash)")]
+    Crash(Step, u32),
+}
+
+impl PollError {
+    /// Whether the next scheduled run may succeed without anyone acting.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PollError::Store(e) => e.is_transient(),
+            PollError::Secrets(e) => e.is_transient(),
+            PollError::Mailbox(e) => e.is_transient(),
+            PollError::Zendesk(e) => e.is_transient(),
+            PollError::AccountNotFound(_) | PollError::BadTicketId(_) => false,
+            PollError::Crash(..) => true,
+        }
+    }
+}
+
+/// The inbound use case and the ports it needs.
+#[derive(Clone)]
+pub struct Inbound {
+    pub store: Arc<dyn Store>,
+    pub secrets: Arc<dyn Secrets>,
+    pub mailboxes: Arc<dyn MailboxProvider>,
+    pub zendesk: Arc<ZendeskClient>,
+    pub anchors: TrustAnchors,
+    pub options: PollOptions,
+    pub hook: Option<StepHook>,
+}
+
+/// What to do with one parsed message.
+enum Action {
+    NewTicket(TicketDraft),
+    Comment(TicketId, CommentDraft, MessageOutcome),
+    /// A receipt noted on the ticket of what we sent, and also given a ticket of its own.
+    NoteAndTicket(TicketId, CommentDraft, TicketDraft),
+}
+
+impl Inbound {
+    /// Polls one account until its mailbox is done or `deadline` is near.
+    pub async fn poll(&self, id: &AccountId, deadline: Instant) -> Result<PollOutcome, PollError> {
+        let holder = LeaseHolder::unique("poll");
+        let ttl = deadline.saturating_duration_since(Instant::now()) + self.options.lease_slack;
+        let lease = match self.store.take_lease(id, &holder, Utc::now(), ttl).await? {
+            LeaseOutcome::Acquired(lease) => lease,
+            LeaseOutcome::Held { holder, expires_at } => {
+                info!(account = %id.as_str(), holder = %holder.as_str(), %expires_at, "mailbox busy: another run holds it");
+                return Ok(PollOutcome {
+                    busy: true,
+                    ..PollOutcome::default()
+                });
+            }
+        };
+        let result = self.poll_leased(&lease, deadline).await;
+        if let Err(e) = self.store.release_lease(&lease).await {
+            warn!(account = %id.as_str(), error = %e, "cannot release the lease; it expires by itself");
+        }
+        result
+    }
+
+    async fn poll_leased(
+        &self,
+        lease: &Lease,
+        deadline: Instant,
+    ) -> Result<PollOutcome, PollError> {
+        let id = &lease.account;
+        let account = self
+            .store
+            .get_account(id)
+            .await?
+            .ok_or_else(|| PollError::AccountNotFound(id.as_str().to_owned()))?;
+        let password = self.secrets.get(&account.password_secret_name()).await?;
+        let mailbox = self.mailboxes.mailbox(&account, password);
+        let mut session = mailbox.open().await?;
+        let result = self
+            .read_mailbox(lease, &account, session.as_mut(), deadline)
+            .await;
+        session.close().await;
+        result
+    }
+
+    async fn read_mailbox(
+        &self,
+        lease: &Lease,
+        account: &Account,
+        session: &mut dyn MailboxSession,
+        deadline: Instant,
+    ) -> Result<PollOutcome, PollError> {
+        let mut outcome = PollOutcome::default();
+        let status = session.status();
+        let uid_validity = UidValidity::new(status.uid_validity).map_err(|e| {
+            PollError::Mailbox(MailboxError::Server {
+                server: account.imap.host.clone(),
+                command: "EXAMINE INBOX",
+                reason: format!("unusable UIDVALIDITY: {}", e.reason),
+            })
+        })?;
+        let mut cursor = match lease.cursor {
+            None => {
+                let baseline = Cursor::first_activation(uid_validity, status.uid_next);
+                self.store.advance_cursor(lease, None, &baseline).await?;
+                info!(account = %account.id.as_str(), uid_next = status.uid_next, "first activation: baseline recorded, nothing imported");
+                outcome.baseline = true;
+                return Ok(outcome);
+            }
+            Some(c) if c.uid_validity != uid_validity => {
+                // The server renumbered the mailbox: read it all again; what was already
+                // imported is recognised by its Message-ID and recorded as a duplicate.
+                warn!(account = %account.id.as_str(), old = c.uid_validity.get(), new = uid_validity.get(), "UIDVALIDITY changed: rereading the mailbox");
+                let restart = Cursor {
+                    uid_validity,
+                    last_uid: 0,
+                    baseline_uid_next: 0,
+                };
+                self.store.advance_cursor(lease, Some(&c), &restart).await?;
+                restart
+            }
+            Some(c) => c,
+        };
+
+        let refs = session.list_above(cursor.last_uid).await?;
+        let mut next = 0;
+        while next < refs.len() {
+            if Instant::now() + self.options.margin >= deadline {
+                break;
+            }
+            let batch = self.next_batch(&refs[next..]);
+            let uids: Vec<u32> = batch.iter().map(|r| r.uid).collect();
+            next += batch.len();
+            let messages = session.fetch(&uids).await?;
+            for message in messages {
+                if Instant::now() + self.options.margin >= deadline {
+                    break;
+                }
+                self.step(Step::AfterFetch, message.uid)?;
+                let recorded = self
+                    .handle(lease, account, uid_validity, &mut cursor, message, deadline)
+                    .await?;
+                match recorded {
+                    MessageOutcome::TicketCreated => outcome.tickets_created += 1,
+                    MessageOutcome::CommentAdded => outcome.comments_added += 1,
+                    MessageOutcome::ReceiptNoted => outcome.receipts_noted += 1,
+                    MessageOutcome::Duplicate => outcome.duplicates += 1,
+                }
+            }
+        }
+        outcome.remaining = refs.iter().filter(|r| r.uid > cursor.last_uid).count() as u32;
+        Ok(outcome)
+    }
+
+    /// The next batch: at most `batch_messages` and `batch_bytes`, at least one message.
+    fn next_batch<'r>(&self, refs: &'r [MessageRef]) -> &'r [MessageRef] {
+        let mut bytes = 0u64;
+        let mut n = 0;
+        for r in refs.iter().take(self.options.batch_messages.max(1)) {
+            bytes += u64::from(r.size);
+            if n > 0 && bytes > self.options.batch_bytes {
+                break;
+            }
+            n += 1;
+        }
+        &refs[..n.max(1).min(refs.len())]
+    }
+
+    fn step(&self, step: Step, uid: u32) -> Result<(), PollError> {
+        match &self.hook {
+            Some(hook) => hook(step, uid).map_err(|()| PollError::Crash(step, uid)),
+            None => Ok(()),
+        }
+    }
+
+    /// Handles one message and records it (moving the cursor past it).
+    async fn handle(
+        &self,
+        lease: &Lease,
+        account: &Account,
+        uid_validity: UidValidity,
+        cursor: &mut Cursor,
+        message: FetchedMessage,
+        deadline: Instant,
+    ) -> Result<MessageOutcome, PollError> {
+        let uid = Uid::new(message.uid).map_err(|e| {
+            PollError::Mailbox(MailboxError::Server {
+                server: account.imap.host.clone(),
+                command: "UID FETCH",
+                reason: e.reason,
+            })
+        })?;
+        let marker = format!(
+            "pec:{}:{}:{}",
+            account.id.as_str(),
+            uid_validity.get(),
+            uid.get()
+        );
+        let raw = message.raw;
+        let parsed = PecMessage::parse_with(&raw, &pec::Limits::default(), &self.anchors);
+        let message_id = Some(dedup_key(parsed.as_ref().ok(), &raw));
+
+        // A message already imported under another UID (a new UIDVALIDITY, a second copy).
+        if let Some(mid) = &message_id
+            && let Some(first) = self
+                .store
+                .find_message_by_message_id(&account.id, mid)
+                .await?
+        {
+            info!(account = %account.id.as_str(), uid = uid.get(), ticket = first.ticket.get(), "already imported: recorded as a duplicate");
+            return self
+                .record(
+                    lease,
+                    cursor,
+                    uid_validity,
+                    uid,
+                    message_id,
+                    first.ticket,
+                    MessageOutcome::Duplicate,
+                )
+                .await;
+        }
+
+        let action = match parsed {
+            Ok(msg) => self.decide(account, msg, raw, &marker).await?,
+            Err(e) => {
+                warn!(account = %account.id.as_str(), uid = uid.get(), error = %e, "unreadable message: imported with the raw message attached");
+                Action::NewTicket(render::unreadable_ticket(
+                    raw,
+                    &e.to_string(),
+                    account.address.as_str(),
+                    &marker,
+                ))
+            }
+        };
+        let (ticket, outcome) = match action {
+            Action::NewTicket(draft) => {
+                let ticket = self
+                    .create_ticket(draft, &marker, uid.get(), deadline)
+                    .await?;
+                (ticket, MessageOutcome::TicketCreated)
+            }
+            Action::Comment(ticket, draft, outcome) => {
+                self.add_comment(ticket, draft, &marker, uid.get(), deadline)
+                    .await?;
+                (ticket, outcome)
+            }
+            Action::NoteAndTicket(ticket, note, draft) => {
+                self.add_comment(ticket, note, &marker, uid.get(), deadline)
+                    .await?;
+                self.create_ticket(draft, &marker, uid.get(), deadline)
+                    .await?;
+                (ticket, MessageOutcome::ReceiptNoted)
+            }
+        };
+        self.step(Step::BeforeRecord, uid.get())?;
+        let outcome = self
+            .record(
+                lease,
+                cursor,
+                uid_validity,
+                uid,
+                message_id,
+                ticket,
+                outcome,
+            )
+            .await?;
+        self.step(Step::AfterRecord, uid.get())?;
+        info!(account = %account.id.as_str(), uid = uid.get(), ticket = ticket.get(), ?outcome, "message handled");
+        Ok(outcome)
+    }
+
+    /// What a parsed message becomes: a receipt goes to the ticket of the PEC it certifies, a
+    /// reply to the ticket of the PEC it answers, anything else opens a ticket.
+    async fn decide(
+        &self,
+        account: &Account,
+        msg: PecMessage,
+        raw: Vec<u8>,
+        marker: &str,
+    ) -> Result<Action, PollError> {
+        let mailbox = account.address.as_str();
+        if let Kind::Receipt(kind) = msg.kind {
+            let sent = match self.find_sent(account, &msg).await? {
+                Some(sent) => sent,
+                None => {
+                    return Ok(Action::NewTicket(render::new_ticket(
+                        msg, raw, mailbox, marker,
+                    )));
+                }
+            };
+            self.update_delivery(account, &sent, &msg, kind).await?;
+            return Ok(match account.receipt_mode {
+                ReceiptMode::Note => Action::Comment(
+                    sent.ticket,
+                    render::receipt_note(&msg, raw, marker),
+                    MessageOutcome::ReceiptNoted,
+                ),
+                ReceiptMode::Ticket => {
+                    Action::NewTicket(render::receipt_ticket(&msg, raw, mailbox, marker, true))
+                }
+                ReceiptMode::Both => Action::NoteAndTicket(
+                    sent.ticket,
+                    render::receipt_note(&msg, raw.clone(), marker),
+                    render::receipt_ticket(&msg, raw, mailbox, marker, true),
+                ),
+            });
+        }
+        if let Some(ticket) = self.answered_ticket(account, &msg).await? {
+            return Ok(Action::Comment(
+                ticket,
+                render::reply_comment(msg, raw, marker),
+                MessageOutcome::CommentAdded,
+            ));
+        }
+        Ok(Action::NewTicket(render::new_ticket(
+            msg, raw, mailbox, marker,
+        )))
+    }
+
+    /// The PEC we sent that a receipt is about: by our Message-ID (daticert `msgid`,
+    /// `X-Riferimento-Message-ID`), else by the provider's identificativo.
+    async fn find_sent(
+        &self,
+        account: &Account,
+        msg: &PecMessage,
+    ) -> Result<Option<OutboundRecord>, PollError> {
+        let Some(facts) = msg.receipt() else {
+            return Ok(None);
+        };
+        let candidates = [
+            facts.msgid.map(str::to_owned),
+            msg.riferimento_message_id
+                .as_deref()
+                .map(|m| pec::normalize_msgid(m).to_owned()),
+            facts.identificativo.map(str::to_owned),
+        ];
+        for id in candidates.into_iter().flatten() {
+            let Ok(id) = MessageId::parse(&id) else {
+                continue;
+            };
+            if let Some(sent) = self.store.find_outbound(&account.id, &id).await? {
+                return Ok(Some(sent));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records what the receipt says about delivery, and learns the identificativo.
+    async fn update_delivery(
+        &self,
+        account: &Account,
+        sent: &OutboundRecord,
+        msg: &PecMessage,
+        kind: ReceiptKind,
+    ) -> Result<(), PollError> {
+        let facts = msg.receipt();
+        if kind == ReceiptKind::Accettazione
+            && sent.identificativo.is_none()
+            && let Some(id) = facts
+                .as_ref()
+                .and_then(|f| f.identificativo)
+                .and_then(|i| MessageId::parse(i).ok())
+        {
+            self.store
+                .set_identificativo(&account.id, &sent.message_id, &id)
+                .await?;
+        }
+        let state = match kind {
+            ReceiptKind::Accettazione => DeliveryState::Accepted,
+            ReceiptKind::AvvenutaConsegna => DeliveryState::Delivered,
+            ReceiptKind::NonAccettazione => DeliveryState::NotAccepted,
+            ReceiptKind::ErroreConsegna => DeliveryState::NotDelivered,
+            _ => return Ok(()),
+        };
+        let named: Vec<PecAddress> = facts
+            .map(|f| {
+                f.consegna
+                    .iter()
+                    .filter_map(|c| PecAddress::parse(c).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Per-recipient receipts name their recipient; the others are about every recipient.
+        let recipients = if named.is_empty() {
+            sent.recipients.clone()
+        } else {
+            named
+        };
+        for recipient in recipients {
+            if !sent.recipients.contains(&recipient) {
+                continue;
+            }
+            // Never move a delivered recipient back to "accepted" (receipts can arrive late).
+            if state == DeliveryState::Accepted
+                && sent
+                    .delivery
+                    .get(&recipient)
+                    .is_some_and(|s| *s != DeliveryState::Pending)
+            {
+                continue;
+            }
+            self.store
+                .set_delivery(&account.id, &sent.message_id, &recipient, state)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The ticket a message answers: a PEC we sent (by our Message-ID or its identificativo) or
+    /// an earlier inbound message, named in In-Reply-To / References.
+    async fn answered_ticket(
+        &self,
+        account: &Account,
+        msg: &PecMessage,
+    ) -> Result<Option<TicketId>, PollError> {
+        let Some(original) = &msg.original else {
+            return Ok(None);
+        };
+        for id in original
+            .in_reply_to
+            .iter()
+            .chain(original.references.iter().rev())
+        {
+            let Ok(id) = MessageId::parse(id) else {
+                continue;
+            };
+            if let Some(sent) = self.store.find_outbound(&account.id, &id).await? {
+                return Ok(Some(sent.ticket));
+            }
+            if let Some(earlier) = self
+                .store
+                .find_message_by_message_id(&account.id, &id)
+                .await?
+            {
+                return Ok(Some(earlier.ticket));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn upload(
+        &self,
+        files: Vec<UploadFile>,
+        deadline: Instant,
+    ) -> Result<Vec<UploadToken>, PollError> {
+        let mut token: Option<UploadToken> = None;
+        for file in files {
+            let t = self
+                .zendesk
+                .upload(
+                    &file.filename,
+                    &file.content_type,
+                    file.data,
+                    token.as_ref(),
+                    deadline,
+                )
+                .await?;
+            token = Some(t);
+        }
+        Ok(token.into_iter().collect())
+    }
+
+    /// Creates the ticket (or finds the one an interrupted run created) and its PEC-facts note.
+    async fn create_ticket(
+        &self,
+        draft: TicketDraft,
+        marker: &str,
+        uid: u32,
+        deadline: Instant,
+    ) -> Result<TicketId, PollError> {
+        let existing = self.zendesk.find_by_external_id(marker, deadline).await?;
+        let resumed = existing.is_some();
+        let ticket = match existing {
+            Some(t) => t.id,
+            None => {
+                let uploads = self.upload(draft.files, deadline).await?;
+                self.step(Step::AfterUploads, uid)?;
+                let new = NewTicket {
+                    subject: draft.subject,
+                    requester: Requester {
+                        email: draft.requester_email,
+                        name: draft.requester_name,
+                    },
+                    comment: Comment {
+                        html_body: draft.html_body,
+                        public: draft.public,
+                        uploads,
+                        author_id: None,
+                    },
+                    external_id: Some(marker.to_owned()),
+                    tags: draft.tags,
+                    custom_fields: Vec::new(),
+                };
+                let t = self.zendesk.create_ticket(&new, marker, deadline).await?;
+                self.step(Step::AfterTicketCreate, uid)?;
+                t.id
+            }
+        };
+        let ticket = TicketId::new(ticket.0).map_err(|_| PollError::BadTicketId(ticket.0))?;
+        if let Some(note) = draft.note_html {
+            let note = CommentDraft {
+                html_body: note,
+                public: false,
+                files: Vec::new(),
+                tags: Vec::new(),
+            };
+            if resumed {
+                self.add_comment(ticket, note, marker, uid, deadline)
+                    .await?;
+            } else {
+                // A ticket created just now has no note yet: no need to look.
+                self.put_comment(ticket, note, uid, deadline).await?;
+            }
+        }
+        Ok(ticket)
+    }
+
+    /// Adds a comment unless the ticket already carries this message's marker.
+    async fn add_comment(
+        &self,
+        ticket: TicketId,
+        draft: CommentDraft,
+        marker: &str,
+        uid: u32,
+        deadline: Instant,
+    ) -> Result<(), PollError> {
+        let zticket = zendesk::TicketId(ticket.get());
+        let recent = self.zendesk.latest_comments(zticket, 50, deadline).await?;
+        let wanted_public = draft.public;
+        if recent.iter().any(|c| {
+            c.public == wanted_public && (c.html_body.contains(marker) || c.body.contains(marker))
+        }) {
+            return Ok(());
+        }
+        self.put_comment(ticket, draft, uid, deadline).await
+    }
+
+    async fn put_comment(
+        &self,
+        ticket: TicketId,
+        draft: CommentDraft,
+        uid: u32,
+        deadline: Instant,
+    ) -> Result<(), PollError> {
+        let zticket = zendesk::TicketId(ticket.get());
+        let uploads = self.upload(draft.files, deadline).await?;
+        self.step(Step::AfterUploads, uid)?;
+        let update = TicketUpdate {
+            comment: Some(Comment {
+                html_body: draft.html_body,
+                public: draft.public,
+                uploads,
+                author_id: None,
+            }),
+            additional_tags: draft.tags,
+            remove_tags: Vec::new(),
+        };
+        self.zendesk
+            .update_ticket(zticket, &update, deadline)
+            .await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        lease: &Lease,
+        cursor: &mut Cursor,
+        uid_validity: UidValidity,
+        uid: Uid,
+        message_id: Option<MessageId>,
+        ticket: TicketId,
+        outcome: MessageOutcome,
+    ) -> Result<MessageOutcome, PollError> {
+        let record = MessageRecord {
+            account: lease.account.clone(),
+            uid_validity,
+            uid,
+            message_id,
+            ticket,
+            outcome,
+            recorded_at: Utc::now(),
+        };
+        match self.store.record_message(lease, &record).await? {
+            RecordOutcome::Recorded => {
+                *cursor = cursor.advanced_to(uid);
+                Ok(outcome)
+            }
+            RecordOutcome::AlreadyRecorded(first) => {
+                // Recorded before (by UID or Message-ID): only the cursor has to move.
+                let next = cursor.advanced_to(uid);
+                if next.last_uid > cursor.last_uid {
+                    self.store
+                        .advance_cursor(lease, Some(cursor), &next)
+                        .await?;
+                    *cursor = next;
+                }
+                Ok(if first.uid == uid && first.uid_validity == uid_validity {
+                    first.outcome
+                } else {
+                    MessageOutcome::Duplicate
+                })
+            }
+        }
+    }
+}
+
+/// The key that recognises the same message under another UID: its Message-ID (for a PEC
+/// envelope, the provider's identificativo), else a digest of its bytes.
+fn dedup_key(msg: Option<&PecMessage>, raw: &[u8]) -> MessageId {
+    if let Some(id) = msg.and_then(|m| m.message_id.as_deref())
+        && let Ok(id) = MessageId::parse(id)
+    {
+        return id;
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(raw);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    MessageId::parse(&format!("sha256-{hex}@pec-connector.invalid"))
+        .expect("a hex digest is a valid id")
+}

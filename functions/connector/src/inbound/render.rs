@@ -1,0 +1,799 @@
+//! What an inbound message becomes in Zendesk, as pure functions: a parsed message (or the raw
+//! bytes of one that could not be parsed) in, ticket drafts and notes out. Agents read these
+//! texts, so they are in Italian. Everything taken from a message is HTML-escaped and has its
+//! `{{` placeholders neutralised before it reaches Zendesk.
+
+use pec::{Kind, PecMessage, ReceiptKind, Verdict};
+use zendesk::{escape_placeholders, text_to_html};
+
+/// Zendesk cuts comment bodies at 64 kB; stay under it with room for our own notice.
+pub const COMMENT_LIMIT: usize = 60 * 1024;
+/// Zendesk's largest attachment.
+pub const FILE_LIMIT: usize = 50 * 1024 * 1024;
+
+/// A file to upload and attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadFile {
+    pub filename: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+/// A new ticket: the first comment is the requester's message; the note holds the PEC facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketDraft {
+    pub subject: String,
+    pub requester_email: String,
+    pub requester_name: Option<String>,
+    /// The first comment, HTML: the requester's message (public), or for a receipt an internal
+    /// note.
+    pub html_body: String,
+    pub public: bool,
+    /// Files attached to the first comment.
+    pub files: Vec<UploadFile>,
+    pub tags: Vec<String>,
+    /// The internal note that follows (PEC facts, files too large to attach, problems).
+    pub note_html: Option<String>,
+}
+
+/// A comment on an existing ticket (a reply from the citizen, or a receipt note).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommentDraft {
+    pub html_body: String,
+    pub public: bool,
+    pub files: Vec<UploadFile>,
+    pub tags: Vec<String>,
+}
+
+/// Tag on every ticket the connector makes.
+pub const TAG: &str = "pec_connector";
+
+/// `pec_connector_<address without @>`: the tag of one account's tickets.
+pub fn account_tag(address: &str) -> String {
+    format!("{TAG}_{}", address.replace('@', ""))
+}
+
+/// The tag for a signature verdict.
+pub fn signature_tag(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Valid => "pec_firma_valida",
+        Verdict::Invalid => "pec_firma_non_valida",
+        Verdict::Untrusted => "pec_firma_non_attendibile",
+        Verdict::Missing => "pec_firma_assente",
+    }
+}
+
+/// The tag for a message kind (new tickets) or a receipt (delivery state on a ticket).
+pub fn kind_tag(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Envelope => "pec_messaggio",
+        Kind::Anomaly => "pec_anomalia",
+        Kind::NonPec => "pec_posta_ordinaria",
+        Kind::Receipt(r) => match r {
+            ReceiptKind::Accettazione => "pec_accettata",
+            ReceiptKind::NonAccettazione => "pec_non_accettata",
+            ReceiptKind::PresaInCarico => "pec_presa_in_carico",
+            ReceiptKind::AvvenutaConsegna => "pec_consegnata",
+            ReceiptKind::ErroreConsegna => "pec_mancata_consegna",
+            ReceiptKind::PreavvisoErroreConsegna => "pec_preavviso_mancata_consegna",
+            ReceiptKind::RilevazioneVirus => "pec_virus",
+        },
+    }
+}
+
+/// Tag of a message that could not be read at all.
+pub const UNREADABLE_TAG: &str = "pec_non_leggibile";
+
+/// HTML-escapes text from a message and neutralises Zendesk placeholders.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            _ => out.push(c),
+        }
+    }
+    escape_placeholders(&out)
+}
+
+fn verdict_it(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Valid => "valida (firma del gestore PEC verificata)",
+        Verdict::Invalid => "NON valida: il messaggio è stato alterato o la firma è danneggiata",
+        Verdict::Untrusted => {
+            "integra ma non attendibile: il firmatario non è un gestore PEC accreditato"
+        }
+        Verdict::Missing => "assente",
+    }
+}
+
+fn kind_it(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Envelope => "PEC ricevuta (busta di trasporto)",
+        Kind::Anomaly => "Messaggio non certificato arrivato nella casella PEC (busta di anomalia)",
+        Kind::NonPec => "Messaggio di posta ordinaria (non PEC)",
+        Kind::Receipt(r) => match r {
+            ReceiptKind::Accettazione => "Ricevuta di accettazione",
+            ReceiptKind::NonAccettazione => "Avviso di non accettazione",
+            ReceiptKind::PresaInCarico => "Ricevuta di presa in carico",
+            ReceiptKind::AvvenutaConsegna => "Ricevuta di avvenuta consegna",
+            ReceiptKind::ErroreConsegna => "Avviso di mancata consegna",
+            ReceiptKind::PreavvisoErroreConsegna => "Preavviso di mancata consegna",
+            ReceiptKind::RilevazioneVirus => "Avviso di rilevazione virus",
+        },
+    }
+}
+
+/// The name the signed original gets as an attachment.
+fn evidence_name(kind: Kind) -> String {
+    match kind {
+        Kind::Envelope => "messaggio-pec.eml".to_owned(),
+        Kind::Anomaly => "busta-anomalia.eml".to_owned(),
+        Kind::NonPec => "messaggio-originale.eml".to_owned(),
+        Kind::Receipt(r) => format!("{}.eml", r.as_str()),
+    }
+}
+
+/// The original message's body for the first comment, cut under Zendesk's limit at a clean
+/// point; when cut, the full body goes along as an `.html` file.
+fn body_html(msg: &PecMessage) -> (String, Option<UploadFile>) {
+    let original = msg.original.as_ref();
+    let html = original
+        .and_then(|o| o.html.as_deref())
+        .filter(|h| !h.trim().is_empty());
+    let text = original
+        .and_then(|o| o.text.as_deref())
+        .filter(|t| !t.trim().is_empty());
+    let full = match (html, text) {
+        (Some(h), _) => escape_placeholders(h),
+        (None, Some(t)) => text_to_html(t),
+        (None, None) => "<p><i>(messaggio senza testo)</i></p>".to_owned(),
+    };
+    if full.len() <= COMMENT_LIMIT {
+        return (full, None);
+    }
+    // Too long: show the text (or the HTML's text) cut at a line break, attach the full body.
+    let plain = text
+        .map(str::to_owned)
+        .unwrap_or_else(|| strip_tags(html.unwrap_or("")));
+    let cut = cut_at_line(&plain, COMMENT_LIMIT / 2);
+    let shown = format!(
+        "{}<p><i>[Testo troncato: il messaggio completo è nell'allegato testo-completo.html]</i></p>",
+        text_to_html(cut)
+    );
+    let file = UploadFile {
+        filename: "testo-completo.html".to_owned(),
+        content_type: "text/html".to_owned(),
+        data: match html {
+            Some(h) => h.as_bytes().to_vec(),
+            None => format!("<pre>{}</pre>", esc(text.unwrap_or(""))).into_bytes(),
+        },
+    };
+    (shown, Some(file))
+}
+
+/// The longest prefix of `text` within `limit` bytes that ends at a line break (or a char
+/// boundary when there is none).
+fn cut_at_line(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    match text[..end].rfind('\n') {
+        Some(i) if i > limit / 2 => &text[..i],
+        _ => &text[..end],
+    }
+}
+
+fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() / 2);
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Splits files into those Zendesk takes and a note line for each one it would refuse.
+fn within_limits(files: Vec<UploadFile>, too_big: &mut Vec<String>) -> Vec<UploadFile> {
+    within_limit(files, FILE_LIMIT, too_big)
+}
+
+fn within_limit(
+    files: Vec<UploadFile>,
+    limit: usize,
+    too_big: &mut Vec<String>,
+) -> Vec<UploadFile> {
+    files
+        .into_iter()
+        .filter_map(|f| {
+            if f.data.len() > limit {
+                too_big.push(format!(
+                    "{} ({})",
+                    esc(&f.filename),
+                    human_size(f.data.len())
+                ));
+                None
+            } else {
+                Some(f)
+            }
+        })
+        .collect()
+}
+
+fn human_size(bytes: usize) -> String {
+    if bytes >= 1024 * 1024 {
+        format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
+    } else {
+        format!("{:.1} kB", bytes as f64 / 1024.0)
+    }
+}
+
+/// The original's attachments, taken out of the message (large ones are not copied).
+fn take_attachments(msg: &mut PecMessage) -> Vec<UploadFile> {
+    let Some(original) = msg.original.as_mut() else {
+        return Vec::new();
+    };
+    std::mem::take(&mut original.attachments)
+        .into_iter()
+        .map(|a| UploadFile {
+            content_type: if a.content_type.is_empty() {
+                "application/octet-stream".to_owned()
+            } else {
+                a.content_type
+            },
+            filename: a.filename,
+            data: a.data,
+        })
+        .collect()
+}
+
+fn facts_list(msg: &PecMessage) -> String {
+    let mut items = Vec::new();
+    let mut item = |label: &str, value: Option<String>| {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            items.push(format!("<li>{label}: {}</li>", esc(&v)));
+        }
+    };
+    let d = msg.daticert.as_ref();
+    item("Mittente", msg.sender());
+    item("Destinatari", Some(msg.recipients().join(", ")));
+    item(
+        "Identificativo PEC",
+        msg.identificativo().map(str::to_owned),
+    );
+    item(
+        "Data di certificazione",
+        d.and_then(|d| d.data)
+            .map(|t| t.format("%d/%m/%Y %H:%M:%S (%z)").to_string()),
+    );
+    item("Gestore", d.and_then(|d| d.gestore_emittente.clone()));
+    if msg.kind.is_pec() || msg.signature.verdict != Verdict::Missing {
+        let mut firma = verdict_it(msg.signature.verdict).to_owned();
+        if let Some(signer) = &msg.signature.signer {
+            firma.push_str(&format!(" — firmatario: {signer}"));
+        }
+        item("Firma", Some(firma));
+    }
+    format!("<ul>{}</ul>", items.concat())
+}
+
+fn reference(marker: &str) -> String {
+    format!("<p><small>Rif. connettore: {}</small></p>", esc(marker))
+}
+
+/// A new ticket from an envelope, an anomaly, ordinary mail, or a receipt that matches nothing
+/// we sent. `mailbox` is the account's PEC address; `marker` identifies this message on the
+/// ticket. `raw` is the message as received, attached as evidence.
+pub fn new_ticket(mut msg: PecMessage, raw: Vec<u8>, mailbox: &str, marker: &str) -> TicketDraft {
+    if matches!(msg.kind, Kind::Receipt(_)) {
+        return receipt_ticket(&msg, raw, mailbox, marker, false);
+    }
+    let (body, full_body) = body_html(&msg);
+    let mut files = take_attachments(&mut msg);
+    files.extend(full_body);
+    files.push(UploadFile {
+        filename: evidence_name(msg.kind),
+        content_type: "message/rfc822".to_owned(),
+        data: raw,
+    });
+    let mut too_big = Vec::new();
+    let files = within_limits(files, &mut too_big);
+
+    let name = msg
+        .original
+        .as_ref()
+        .and_then(|o| o.from.as_ref())
+        .and_then(|m| m.name.clone());
+    let (requester_email, requester_name) = match msg.sender().filter(|s| s.contains('@')) {
+        Some(s) => (s, name),
+        None => (mailbox.to_owned(), Some("Mittente sconosciuto".to_owned())),
+    };
+    let subject = msg.subject();
+    let subject = if subject.trim().is_empty() {
+        "(senza oggetto)".to_owned()
+    } else {
+        subject
+    };
+
+    let mut note = format!("<p><b>{}</b></p>{}", kind_it(msg.kind), facts_list(&msg));
+    note.push_str(&too_big_note(&too_big));
+    for w in &msg.warnings {
+        note.push_str(&format!("<p>Nota: {}</p>", esc(w)));
+    }
+    note.push_str(&reference(marker));
+
+    let mut tags = vec![
+        TAG.to_owned(),
+        account_tag(mailbox),
+        kind_tag(msg.kind).to_owned(),
+    ];
+    if msg.kind.is_pec() {
+        tags.push(signature_tag(msg.signature.verdict).to_owned());
+    }
+    TicketDraft {
+        subject,
+        requester_email,
+        requester_name,
+        html_body: body,
+        public: true,
+        files,
+        tags,
+        note_html: Some(note),
+    }
+}
+
+fn too_big_note(too_big: &[String]) -> String {
+    if too_big.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<p>Allegati non caricati perché superano il limite di Zendesk ({}): {}. Si trovano nel messaggio originale nella casella PEC.</p>",
+        human_size(FILE_LIMIT),
+        too_big.join(", ")
+    )
+}
+
+/// A ticket of its own for a receipt, whose first comment is an internal note (the behaviour of
+/// the established product). `matched` says whether it is about a PEC we sent.
+pub fn receipt_ticket(
+    msg: &PecMessage,
+    raw: Vec<u8>,
+    mailbox: &str,
+    marker: &str,
+    matched: bool,
+) -> TicketDraft {
+    let mut too_big = Vec::new();
+    let files = within_limits(
+        vec![UploadFile {
+            filename: evidence_name(msg.kind),
+            content_type: "message/rfc822".to_owned(),
+            data: raw,
+        }],
+        &mut too_big,
+    );
+    let mut html = format!(
+        "<p><b>{}</b></p>{}{}",
+        kind_it(msg.kind),
+        receipt_sentence(msg),
+        facts_list(msg)
+    );
+    if !matched {
+        html.push_str("<p>Non è stato trovato il messaggio inviato a cui si riferisce.</p>");
+    }
+    html.push_str(&too_big_note(&too_big));
+    html.push_str(&reference(marker));
+    let subject = msg.raw_subject.trim();
+    TicketDraft {
+        subject: if subject.is_empty() {
+            kind_it(msg.kind).to_owned()
+        } else {
+            subject.to_owned()
+        },
+        requester_email: msg
+            .from
+            .as_ref()
+            .map(|m| m.address.clone())
+            .filter(|a| a.contains('@'))
+            .unwrap_or_else(|| mailbox.to_owned()),
+        requester_name: Some("Gestore PEC".to_owned()),
+        html_body: html,
+        public: false,
+        files,
+        tags: vec![
+            TAG.to_owned(),
+            account_tag(mailbox),
+            kind_tag(msg.kind).to_owned(),
+            signature_tag(msg.signature.verdict).to_owned(),
+        ],
+        note_html: None,
+    }
+}
+
+/// A new ticket for a message that could not be parsed at all: the raw message attached and the
+/// reason, so nothing is lost.
+pub fn unreadable_ticket(raw: Vec<u8>, reason: &str, mailbox: &str, marker: &str) -> TicketDraft {
+    let mut too_big = Vec::new();
+    let files = within_limits(
+        vec![UploadFile {
+            filename: "messaggio-non-leggibile.eml".to_owned(),
+            content_type: "message/rfc822".to_owned(),
+            data: raw,
+        }],
+        &mut too_big,
+    );
+    let mut note = format!(
+        "<p><b>Messaggio non leggibile</b></p><p>Il connettore non è riuscito a leggere questo messaggio: {}. Il messaggio originale è allegato così come è arrivato.</p>",
+        esc(reason)
+    );
+    if !too_big.is_empty() {
+        note.push_str(&format!(
+            "<p>Il messaggio ({}) supera il limite di Zendesk e non è allegato: si trova nella casella PEC.</p>",
+            too_big.join(", ")
+        ));
+    }
+    note.push_str(&reference(marker));
+    TicketDraft {
+        subject: "Messaggio PEC non leggibile".to_owned(),
+        requester_email: mailbox.to_owned(),
+        requester_name: Some("Casella PEC".to_owned()),
+        html_body: "<p>Messaggio arrivato nella casella PEC che il connettore non è riuscito a leggere: vedi la nota interna e l'allegato.</p>".to_owned(),
+        public: true,
+        files,
+        tags: vec![TAG.to_owned(), account_tag(mailbox), UNREADABLE_TAG.to_owned()],
+        note_html: Some(note),
+    }
+}
+
+/// A reply from the citizen on the ticket of the PEC it answers: a public comment with the
+/// message, its attachments and the signed original; the PEC facts in a short footer.
+pub fn reply_comment(mut msg: PecMessage, raw: Vec<u8>, marker: &str) -> CommentDraft {
+    let (body, full_body) = body_html(&msg);
+    let mut files = take_attachments(&mut msg);
+    files.extend(full_body);
+    files.push(UploadFile {
+        filename: evidence_name(msg.kind),
+        content_type: "message/rfc822".to_owned(),
+        data: raw,
+    });
+    let mut too_big = Vec::new();
+    let files = within_limits(files, &mut too_big);
+    let mut html = body;
+    html.push_str(&format!(
+        "<hr><p><small>{}</small></p>{}",
+        kind_it(msg.kind),
+        facts_list(&msg)
+    ));
+    if !too_big.is_empty() {
+        html.push_str(&format!(
+            "<p><small>Allegati non caricati (oltre {}): {}</small></p>",
+            human_size(FILE_LIMIT),
+            too_big.join(", ")
+        ));
+    }
+    html.push_str(&reference(marker));
+    let mut tags = vec![kind_tag(msg.kind).to_owned()];
+    if msg.kind.is_pec() {
+        tags.push(signature_tag(msg.signature.verdict).to_owned());
+    }
+    CommentDraft {
+        html_body: html,
+        public: true,
+        files,
+        tags,
+    }
+}
+
+/// What a receipt says, in one Italian sentence.
+fn receipt_sentence(msg: &PecMessage) -> String {
+    let Some(r) = msg.receipt() else {
+        return String::new();
+    };
+    let when = r
+        .data
+        .map(|t| format!(" il {}", t.format("%d/%m/%Y alle %H:%M:%S (%z)")))
+        .unwrap_or_default();
+    let to = if r.consegna.is_empty() {
+        msg.recipients().join(", ")
+    } else {
+        r.consegna.join(", ")
+    };
+    let reason = r
+        .errore_esteso
+        .map(str::to_owned)
+        .or_else(|| r.errore.filter(|e| *e != "nessuno").map(str::to_owned))
+        .unwrap_or_else(|| "motivo non indicato".to_owned());
+    let virus = if r.virus { " (rilevato un virus)" } else { "" };
+    let sentence = match r.kind {
+        ReceiptKind::Accettazione => {
+            format!("La PEC è stata accettata dal gestore{when} per l'invio a {to}.")
+        }
+        ReceiptKind::NonAccettazione => {
+            format!(
+                "La PEC NON è stata accettata dal gestore e non è stata inviata{virus}: {reason}."
+            )
+        }
+        ReceiptKind::PresaInCarico => {
+            format!("Il gestore del destinatario ha preso in carico la PEC{when}.")
+        }
+        ReceiptKind::AvvenutaConsegna => format!("La PEC è stata consegnata a {to}{when}."),
+        ReceiptKind::ErroreConsegna => {
+            format!("Mancata consegna a {to}{when}{virus}: {reason}.")
+        }
+        ReceiptKind::PreavvisoErroreConsegna => format!(
+            "Entro 12 ore dall'invio non è arrivata la conferma di consegna a {to}: la consegna potrebbe non riuscire ({reason})."
+        ),
+        ReceiptKind::RilevazioneVirus => {
+            format!("Il gestore ha rilevato un virus nella PEC per {to}{when}.")
+        }
+    };
+    format!("<p>{}</p>", esc(&sentence))
+}
+
+/// The internal note recording a receipt on the ticket of the PEC it is about, with the receipt
+/// attached as evidence and the delivery-state tag.
+pub fn receipt_note(msg: &PecMessage, raw: Vec<u8>, marker: &str) -> CommentDraft {
+    let mut too_big = Vec::new();
+    let files = within_limits(
+        vec![UploadFile {
+            filename: evidence_name(msg.kind),
+            content_type: "message/rfc822".to_owned(),
+            data: raw,
+        }],
+        &mut too_big,
+    );
+    let mut html = format!(
+        "<p><b>{}</b></p>{}",
+        kind_it(msg.kind),
+        receipt_sentence(msg)
+    );
+    let d = msg.daticert.as_ref();
+    let mut facts = Vec::new();
+    if let Some(id) = msg.receipt().and_then(|r| r.identificativo) {
+        facts.push(format!("<li>Identificativo PEC: {}</li>", esc(id)));
+    }
+    if let Some(g) = d.and_then(|d| d.gestore_emittente.as_deref()) {
+        facts.push(format!("<li>Gestore: {}</li>", esc(g)));
+    }
+    facts.push(format!(
+        "<li>Firma: {}</li>",
+        esc(verdict_it(msg.signature.verdict))
+    ));
+    html.push_str(&format!("<ul>{}</ul>", facts.concat()));
+    html.push_str(&reference(marker));
+    CommentDraft {
+        html_body: html,
+        public: false,
+        files,
+        tags: vec![kind_tag(msg.kind).to_owned()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+    use pec::build::{MailBuilder, PecBuilder, Provider, daticert_from_original};
+
+    const MAILBOX: &str = "protocollo@pec.comune.test";
+
+    fn original(text: &str) -> Vec<u8> {
+        MailBuilder::new()
+            .from(pec::build::Address::named(
+                "Mario Rossi",
+                "mario.rossi@pec.cittadino.test",
+            ))
+            .to(MAILBOX)
+            .subject("Richiesta {{ticket.id}} accesso atti")
+            .message_id("orig-1@client.test")
+            .text(text)
+            .attachment("domanda.pdf", "application/pdf", b"%PDF-1.4 domanda")
+            .build()
+    }
+
+    fn provider_message(
+        kind: Kind,
+        original: &[u8],
+        consegna: &[&str],
+        errore: Option<(&str, &str)>,
+    ) -> Vec<u8> {
+        let mut d = daticert_from_original(original);
+        d.identificativo = Some("opec1.20261127.1@pec.sandbox.test".to_owned());
+        d.gestore_emittente = Some("Gestore Sandbox S.p.A.".to_owned());
+        d.data = DateTime::parse_from_rfc3339("2026-11-27T10:15:00+01:00").ok();
+        d.consegna = consegna.iter().map(|c| (*c).to_owned()).collect();
+        if let Some((e, esteso)) = errore {
+            d.errore = e.to_owned();
+            d.errore_esteso = Some(esteso.to_owned());
+        }
+        PecBuilder::new(
+            kind,
+            Provider::new("Gestore Sandbox S.p.A.", "pec.sandbox.test"),
+            d,
+        )
+        .original(original)
+        .build()
+        .unwrap()
+    }
+
+    #[test]
+    fn an_envelope_becomes_a_ticket_from_the_real_sender_with_evidence_and_facts() {
+        let raw = provider_message(
+            Kind::Envelope,
+            &original("Buongiorno, chiedo {{ticket.requester.name}}"),
+            &[],
+            None,
+        );
+        let msg = PecMessage::parse(&raw).unwrap();
+        let draft = new_ticket(msg, raw.clone(), MAILBOX, "pec:acc:1:7");
+        let note = draft.note_html.clone().unwrap();
+        assert!(draft.public);
+        assert_eq!(draft.subject, "Richiesta {{ticket.id}} accesso atti");
+        assert_eq!(draft.requester_email, "mario.rossi@pec.cittadino.test");
+        assert_eq!(draft.requester_name.as_deref(), Some("Mario Rossi"));
+        assert!(draft.html_body.contains("Buongiorno"));
+        assert!(!draft.html_body.contains("{{"), "{}", draft.html_body);
+        let names: Vec<&str> = draft.files.iter().map(|f| f.filename.as_str()).collect();
+        assert_eq!(names, vec!["domanda.pdf", "messaggio-pec.eml"]);
+        assert_eq!(
+            draft.files[1].data, raw,
+            "the signed original is attached byte for byte"
+        );
+        assert_eq!(
+            draft.tags,
+            vec![
+                "pec_connector",
+                "pec_connector_protocollopec.comune.test",
+                "pec_messaggio",
+                "pec_firma_non_valida"
+            ]
+        );
+        assert!(note.contains("opec1.20261127.1@pec.sandbox.test"));
+        assert!(note.contains("Gestore Sandbox S.p.A."));
+        assert!(note.contains("27/11/2026 10:15:00 (+0100)"));
+        assert!(note.contains("Firma: NON valida"));
+        assert!(note.contains("pec:acc:1:7"));
+    }
+
+    #[test]
+    fn a_body_over_the_comment_limit_is_cut_cleanly_and_attached_whole() {
+        let line = "Questa è una riga di testo abbastanza lunga per riempire il corpo.\n";
+        let text = line.repeat(COMMENT_LIMIT / line.len() + 100);
+        let raw = provider_message(Kind::Envelope, &original(&text), &[], None);
+        let draft = new_ticket(PecMessage::parse(&raw).unwrap(), raw.clone(), MAILBOX, "m");
+        assert!(
+            draft.html_body.len() <= COMMENT_LIMIT,
+            "{}",
+            draft.html_body.len()
+        );
+        assert!(draft.html_body.contains("Testo troncato"));
+        let full = draft
+            .files
+            .iter()
+            .find(|f| f.filename == "testo-completo.html")
+            .unwrap();
+        assert!(full.data.len() > text.len());
+    }
+
+    #[test]
+    fn files_over_the_limit_are_listed_not_uploaded() {
+        let mut too_big = Vec::new();
+        let files = vec![
+            UploadFile {
+                filename: "small.pdf".into(),
+                content_type: "application/pdf".into(),
+                data: vec![0; 10],
+            },
+            UploadFile {
+                filename: "huge <1>.zip".into(),
+                content_type: "application/zip".into(),
+                data: vec![0; 2048],
+            },
+        ];
+        let kept = within_limit(files, 1024, &mut too_big);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(too_big, vec!["huge &lt;1&gt;.zip (2.0 kB)"]);
+    }
+
+    #[test]
+    fn receipts_become_italian_notes_with_the_receipt_attached() {
+        let orig = original("testo");
+        let raw = provider_message(
+            Kind::Receipt(ReceiptKind::AvvenutaConsegna),
+            &orig,
+            &["mario.rossi@pec.cittadino.test"],
+            None,
+        );
+        let msg = PecMessage::parse(&raw).unwrap();
+        let note = receipt_note(&msg, raw.clone(), "pec:acc:1:9");
+        assert!(!note.public);
+        assert!(note.html_body.contains("Ricevuta di avvenuta consegna"));
+        assert!(
+            note.html_body
+                .contains("consegnata a mario.rossi@pec.cittadino.test il 27/11/2026")
+        );
+        assert_eq!(note.tags, vec!["pec_consegnata"]);
+        assert_eq!(note.files[0].filename, "avvenuta-consegna.eml");
+        assert_eq!(note.files[0].data, raw);
+
+        let raw = provider_message(
+            Kind::Receipt(ReceiptKind::ErroreConsegna),
+            &orig,
+            &["x@pec.altro.test"],
+            Some(("no-dest", "5.1.1 - Gestore - indirizzo non valido")),
+        );
+        let note = receipt_note(&PecMessage::parse(&raw).unwrap(), raw.clone(), "m");
+        assert!(
+            note.html_body
+                .contains("Mancata consegna a x@pec.altro.test")
+        );
+        assert!(
+            note.html_body
+                .contains("5.1.1 - Gestore - indirizzo non valido")
+        );
+        assert_eq!(note.tags, vec!["pec_mancata_consegna"]);
+    }
+
+    #[test]
+    fn an_unmatched_receipt_opens_a_ticket_saying_so() {
+        let raw = provider_message(
+            Kind::Receipt(ReceiptKind::Accettazione),
+            &original("t"),
+            &[],
+            None,
+        );
+        let draft = new_ticket(PecMessage::parse(&raw).unwrap(), raw.clone(), MAILBOX, "m");
+        assert_eq!(draft.requester_email, "posta-certificata@pec.sandbox.test");
+        assert!(
+            !draft.public,
+            "the first comment of a receipt ticket is an internal note"
+        );
+        assert!(draft.note_html.is_none());
+        assert!(
+            draft
+                .html_body
+                .contains("Non è stato trovato il messaggio inviato")
+        );
+        assert!(draft.html_body.contains("accettata dal gestore"));
+        assert!(draft.tags.contains(&"pec_accettata".to_owned()));
+    }
+
+    #[test]
+    fn an_unreadable_message_keeps_its_raw_bytes() {
+        let raw = b"\xff\xfe garbage";
+        let draft = unreadable_ticket(
+            raw.to_vec(),
+            "cannot read message: bad MIME <structure>",
+            MAILBOX,
+            "m",
+        );
+        assert_eq!(draft.files[0].data, raw);
+        assert_eq!(draft.requester_email, MAILBOX);
+        assert!(draft.tags.contains(&UNREADABLE_TAG.to_owned()));
+        assert!(
+            draft
+                .note_html
+                .unwrap()
+                .contains("bad MIME &lt;structure&gt;")
+        );
+    }
+
+    #[test]
+    fn account_tags_drop_the_at_sign() {
+        assert_eq!(
+            account_tag("uffici@pec.comune.it"),
+            "pec_connector_ufficipec.comune.it"
+        );
+    }
+}
