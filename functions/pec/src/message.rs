@@ -78,6 +78,7 @@ impl OriginalMessage {
     /// Parses raw message bytes as an original message.
     pub fn parse(raw: &[u8], limits: &Limits) -> Result<OriginalMessage, ParseError> {
         limits.check_size(raw.len())?;
+        limits.check_encoded_words(raw)?;
         let mail = mailparse::parse_mail(raw).map_err(|e| ParseError::Mime(e.to_string()))?;
         Ok(OriginalMessage::from_parsed(&mail, limits))
     }

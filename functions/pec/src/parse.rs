@@ -34,7 +34,50 @@ impl Default for Limits {
     }
 }
 
+/// Work units (encoded-word starts × logical header line length) a message may cost to decode.
+/// `mailparse` decodes RFC 2047 words in time quadratic in the line: about 2 ns a unit, so the
+/// budget bounds a hostile message to a fraction of a second, while real headers (a few words
+/// in a line of a few hundred bytes) use thousands.
+const ENCODED_WORD_BUDGET: u64 = 100_000_000;
+
 impl Limits {
+    /// Refuses messages whose headers would cost `mailparse` unbounded time: many `=?` in very
+    /// long (folded) header lines. Scans every logical line, bodies included (base64 and
+    /// quoted-printable bodies never contain `=?`), in one pass.
+    pub(crate) fn check_encoded_words(&self, raw: &[u8]) -> Result<(), ParseError> {
+        let mut total: u64 = 0;
+        let (mut words, mut len) = (0u64, 0u64);
+        let mut i = 0;
+        while i < raw.len() {
+            match raw[i] {
+                b'\n' => {
+                    let continued = matches!(raw.get(i + 1), Some(b' ' | b'\t'));
+                    if !continued {
+                        total = total.saturating_add(words.saturating_mul(len));
+                        if total > ENCODED_WORD_BUDGET {
+                            return Err(ParseError::Hostile(
+                                "header lines with too many RFC 2047 encoded words".to_owned(),
+                            ));
+                        }
+                        words = 0;
+                        len = 0;
+                    }
+                }
+                b'=' if raw.get(i + 1) == Some(&b'?') => words += 1,
+                _ => {}
+            }
+            len += 1;
+            i += 1;
+        }
+        total = total.saturating_add(words.saturating_mul(len));
+        if total > ENCODED_WORD_BUDGET {
+            return Err(ParseError::Hostile(
+                "header lines with too many RFC 2047 encoded words".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn check_size(&self, size: usize) -> Result<(), ParseError> {
         if size > self.max_message_bytes {
             return Err(ParseError::TooLarge {
@@ -58,6 +101,8 @@ pub enum ParseError {
     Empty,
     #[error("cannot read message: bad MIME structure: {0}")]
     Mime(String),
+    #[error("cannot read message: it would take unbounded time to decode: {0}")]
+    Hostile(String),
 }
 
 /// A parsed message: what it is, what it certifies, and what the human sent.
@@ -130,6 +175,7 @@ impl PecMessage {
         anchors: &TrustAnchors,
     ) -> Result<PecMessage, ParseError> {
         limits.check_size(raw.len())?;
+        limits.check_encoded_words(raw)?;
         let mail = mailparse::parse_mail(raw).map_err(|e| ParseError::Mime(e.to_string()))?;
         let signed = mime::find_signed(&mail);
         let mut warnings = Vec::new();
@@ -190,7 +236,12 @@ impl PecMessage {
             if let Cow::Borrowed(slice) = &bytes {
                 postacert_span = span_of(raw, slice);
             }
-            match mailparse::parse_mail(&bytes) {
+            let inner = match limits.check_encoded_words(&bytes) {
+                // A base64 postacert.eml was not covered by the scan of the whole message.
+                Err(e) => Err(e.to_string()),
+                Ok(()) => mailparse::parse_mail(&bytes).map_err(|e| e.to_string()),
+            };
+            match inner {
                 Ok(inner) => Some(OriginalMessage::from_parsed(&inner, limits)),
                 Err(e) => {
                     warnings.push(format!("cannot read postacert.eml: {e}"));

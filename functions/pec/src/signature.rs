@@ -689,16 +689,53 @@ fn signed_by(cert: &Certificate, issuer: &Certificate) -> bool {
     if cert.tbs_certificate.signature.oid != oid {
         return false;
     }
-    let (Some(digest), Some(key), Some(signature), Ok(tbs)) = (
-        DigestAlgorithm::from_rsa_signature_oid(&oid),
-        rsa_key(issuer),
-        cert.signature.as_bytes(),
-        cert.tbs_certificate.to_der(),
-    ) else {
+    let (Some(signature), Ok(tbs)) = (cert.signature.as_bytes(), cert.tbs_certificate.to_der())
+    else {
         return false;
     };
-    key.verify(digest.pkcs1v15(), &digest.digest(&tbs), signature)
-        .is_ok()
+    // The same provider and AgID certificates sign every message: verify each link once per
+    // process. The key covers everything the answer depends on.
+    let issuer_key = issuer
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
+    let mut hasher = Sha256::new();
+    for part in [&tbs[..], signature, issuer_key, oid.as_bytes()] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    let link: [u8; 32] = hasher.finalize().into();
+    if let Some(known) = link_cache(|cache| cache.get(&link).copied()) {
+        return known;
+    }
+    let verified = match (
+        DigestAlgorithm::from_rsa_signature_oid(&oid),
+        rsa_key(issuer),
+    ) {
+        (Some(digest), Some(key)) => key
+            .verify(digest.pkcs1v15(), &digest.digest(&tbs), signature)
+            .is_ok(),
+        _ => false,
+    };
+    link_cache(|cache| {
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(link, verified);
+    });
+    verified
+}
+
+/// Verified (or refuted) certificate-signature links, process-wide.
+fn link_cache<T>(f: impl FnOnce(&mut std::collections::HashMap<[u8; 32], bool>) -> T) -> T {
+    static CACHE: OnceLock<std::sync::Mutex<std::collections::HashMap<[u8; 32], bool>>> =
+        OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut guard = cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(&mut guard)
 }
 
 fn rsa_key(cert: &Certificate) -> Option<RsaPublicKey> {

@@ -14,7 +14,11 @@ fuzz_target!(|raw: &[u8]| {
     let known = ["envelope", "anomaly", "non-pec"]
         .into_iter()
         .chain(ReceiptKind::ALL.map(ReceiptKind::as_str));
-    assert!(known.into_iter().any(|k| k == report.kind), "unknown kind {}", report.kind);
+    assert!(
+        known.into_iter().any(|k| k == report.kind),
+        "unknown kind {}",
+        report.kind
+    );
     if msg.header_kind.is_none() {
         assert_eq!(msg.kind, Kind::NonPec);
     }
