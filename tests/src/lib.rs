@@ -6,14 +6,20 @@
 //! * [`env`] — how each test gets its own isolated adapters (a temporary directory, or a fresh
 //!   table / secret prefix / rule prefix on moto) and a view of everything they left behind;
 //! * [`counting`] — counters of store I/O: a DynamoDB interceptor that counts items on the wire,
-//!   and a [`Store`](connector::ports::Store) wrapper that counts calls.
+//!   and a [`Store`](connector::ports::Store) wrapper that counts calls;
+//! * [`inbound_env`] — the inbound acceptance tests' world: a Dovecot mailbox, a Zendesk
+//!   simulator, embedded store and secrets, and the `Inbound` use case wired to them, plus
+//!   builders of the messages a PEC mailbox receives.
 //!
 //! The AWS tests need moto server (`infra/moto.sh start`, done by `infra/test.sh`); they reach it
 //! at `AWS_ENDPOINT_URL` (default `http://127.0.0.1:5000`) and fail, never skip, without it.
+//! The inbound tests need Dovecot (`infra/dovecot.sh start`, also done by `infra/test.sh`) and
+//! likewise fail without it.
 
 pub mod contract;
 pub mod counting;
 pub mod env;
+pub mod inbound_env;
 
 pub use env::Env;
 

@@ -81,7 +81,7 @@ pub enum Step {
 pub type StepHook = Arc<dyn Fn(Step, u32) -> Result<(), ()> + Send + Sync>;
 
 /// What one poll did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PollOutcome {
     /// Another run holds the mailbox: nothing was done.
     pub busy: bool,
@@ -247,9 +247,12 @@ impl Inbound {
                     break;
                 }
                 self.step(Step::AfterFetch, message.uid)?;
-                let recorded = self
+                let (recorded, unreadable) = self
                     .handle(lease, account, uid_validity, &mut cursor, message, deadline)
                     .await?;
+                if unreadable {
+                    outcome.unreadable += 1;
+                }
                 match recorded {
                     MessageOutcome::TicketCreated => outcome.tickets_created += 1,
                     MessageOutcome::CommentAdded => outcome.comments_added += 1,
@@ -283,7 +286,8 @@ impl Inbound {
         }
     }
 
-    /// Handles one message and records it (moving the cursor past it).
+    /// Handles one message and records it (moving the cursor past it). Also says whether the
+    /// message could not be parsed.
     async fn handle(
         &self,
         lease: &Lease,
@@ -292,7 +296,7 @@ impl Inbound {
         cursor: &mut Cursor,
         message: FetchedMessage,
         deadline: Instant,
-    ) -> Result<MessageOutcome, PollError> {
+    ) -> Result<(MessageOutcome, bool), PollError> {
         let uid = Uid::new(message.uid).map_err(|e| {
             PollError::Mailbox(MailboxError::Server {
                 server: account.imap.host.clone(),
@@ -328,9 +332,11 @@ impl Inbound {
                     first.ticket,
                     MessageOutcome::Duplicate,
                 )
-                .await;
+                .await
+                .map(|outcome| (outcome, false));
         }
 
+        let unreadable = parsed.is_err();
         let action = match parsed {
             Ok(msg) => self.decide(account, msg, raw, &marker).await?,
             Err(e) => {
@@ -377,7 +383,7 @@ impl Inbound {
             .await?;
         self.step(Step::AfterRecord, uid.get())?;
         info!(account = %account.id.as_str(), uid = uid.get(), ticket = ticket.get(), ?outcome, "message handled");
-        Ok(outcome)
+        Ok((outcome, unreadable))
     }
 
     /// What a parsed message becomes: a receipt goes to the ticket of the PEC it certifies, a

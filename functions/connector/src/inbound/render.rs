@@ -127,6 +127,13 @@ fn kind_it(kind: Kind) -> &'static str {
     }
 }
 
+/// Whether Zendesk can take `address` as a requester's e-mail: a sender it refuses (a local
+/// `MAILER-DAEMON@localhost`, a malformed header) would make the ticket creation fail on every
+/// run, so such a message gets the mailbox as requester instead (the note keeps the real sender).
+fn usable_email(address: &str) -> bool {
+    crate::domain::PecAddress::parse(address).is_ok()
+}
+
 /// The name the signed original gets as an attachment.
 fn evidence_name(kind: Kind) -> String {
     match kind {
@@ -316,7 +323,7 @@ pub fn new_ticket(mut msg: PecMessage, raw: Vec<u8>, mailbox: &str, marker: &str
         .as_ref()
         .and_then(|o| o.from.as_ref())
         .and_then(|m| m.name.clone());
-    let (requester_email, requester_name) = match msg.sender().filter(|s| s.contains('@')) {
+    let (requester_email, requester_name) = match msg.sender().filter(|s| usable_email(s)) {
         Some(s) => (s, name),
         None => (mailbox.to_owned(), Some("Mittente sconosciuto".to_owned())),
     };
@@ -405,7 +412,7 @@ pub fn receipt_ticket(
             .from
             .as_ref()
             .map(|m| m.address.clone())
-            .filter(|a| a.contains('@'))
+            .filter(|a| usable_email(a))
             .unwrap_or_else(|| mailbox.to_owned()),
         requester_name: Some("Gestore PEC".to_owned()),
         html_body: html,
@@ -786,6 +793,24 @@ mod tests {
                 .note_html
                 .unwrap()
                 .contains("bad MIME &lt;structure&gt;")
+        );
+    }
+
+    #[test]
+    fn a_sender_zendesk_would_refuse_gives_way_to_the_mailbox() {
+        let raw =
+            b"From: MAILER-DAEMON@localhost\r\nSubject: Undelivered\r\n\r\nbounce\r\n".to_vec();
+        let draft = new_ticket(PecMessage::parse(&raw).unwrap(), raw, MAILBOX, "m");
+        assert_eq!(draft.requester_email, MAILBOX);
+        assert_eq!(
+            draft.requester_name.as_deref(),
+            Some("Mittente sconosciuto")
+        );
+        assert!(
+            draft
+                .note_html
+                .unwrap()
+                .contains("Mittente: MAILER-DAEMON@localhost")
         );
     }
 
