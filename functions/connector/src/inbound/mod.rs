@@ -232,7 +232,14 @@ impl Inbound {
             Some(c) => c,
         };
 
-        let refs = session.list_above(cursor.last_uid).await?;
+        let mut refs = session.list_above(cursor.last_uid).await?;
+        if cursor.baseline_uid_next == 0 && cursor.last_uid == 0 {
+            // Reading a renumbered mailbox again: what arrived before the account was activated
+            // was never imported, and is not now (the server's arrival time tells).
+            refs = self
+                .skip_before_activation(lease, account, &mut cursor, refs)
+                .await?;
+        }
         let mut next = 0;
         while next < refs.len() {
             if Instant::now() + self.options.margin >= deadline {
@@ -263,6 +270,39 @@ impl Inbound {
         }
         outcome.remaining = refs.iter().filter(|r| r.uid > cursor.last_uid).count() as u32;
         Ok(outcome)
+    }
+
+    /// Moves the cursor over the leading messages that arrived before the account existed.
+    async fn skip_before_activation(
+        &self,
+        lease: &Lease,
+        account: &Account,
+        cursor: &mut Cursor,
+        refs: Vec<MessageRef>,
+    ) -> Result<Vec<MessageRef>, PollError> {
+        // INTERNALDATE has whole seconds: only what is a full second older is surely older.
+        let activated = account.created_at - chrono::Duration::seconds(1);
+        let old = refs
+            .iter()
+            .take_while(|r| r.arrived.is_some_and(|t| t < activated))
+            .count();
+        if old == 0 {
+            return Ok(refs);
+        }
+        let last = Uid::new(refs[old - 1].uid).map_err(|e| {
+            PollError::Mailbox(MailboxError::Server {
+                server: account.imap.host.clone(),
+                command: "UID FETCH",
+                reason: e.reason,
+            })
+        })?;
+        let next = cursor.advanced_to(last);
+        self.store
+            .advance_cursor(lease, Some(cursor), &next)
+            .await?;
+        *cursor = next;
+        info!(account = %account.id.as_str(), skipped = old, "renumbered mailbox: messages older than the account skipped");
+        Ok(refs[old..].to_vec())
     }
 
     /// The next batch: at most `batch_messages` and `batch_bytes`, at least one message.
@@ -338,7 +378,7 @@ impl Inbound {
 
         let unreadable = parsed.is_err();
         let action = match parsed {
-            Ok(msg) => self.decide(account, msg, raw, &marker).await?,
+            Ok(msg) => self.decide(account, msg, raw, &marker, deadline).await?,
             Err(e) => {
                 warn!(account = %account.id.as_str(), uid = uid.get(), error = %e, "unreadable message: imported with the raw message attached");
                 Action::NewTicket(render::unreadable_ticket(
@@ -394,6 +434,7 @@ impl Inbound {
         msg: PecMessage,
         raw: Vec<u8>,
         marker: &str,
+        deadline: Instant,
     ) -> Result<Action, PollError> {
         let mailbox = account.address.as_str();
         if let Kind::Receipt(kind) = msg.kind {
@@ -406,6 +447,16 @@ impl Inbound {
                 }
             };
             self.update_delivery(account, &sent, &msg, kind).await?;
+            if account.receipt_mode != ReceiptMode::Ticket
+                && !self.ticket_open(sent.ticket, deadline).await?
+            {
+                // Closed tickets refuse comments: the receipt gets a ticket of its own.
+                let mut draft = render::receipt_ticket(&msg, raw, mailbox, marker, true);
+                draft
+                    .html_body
+                    .push_str(&render::closed_ticket_line(sent.ticket.get()));
+                return Ok(Action::NewTicket(draft));
+            }
             return Ok(match account.receipt_mode {
                 ReceiptMode::Note => Action::Comment(
                     sent.ticket,
@@ -423,6 +474,13 @@ impl Inbound {
             });
         }
         if let Some(ticket) = self.answered_ticket(account, &msg).await? {
+            if !self.ticket_open(ticket, deadline).await? {
+                let mut draft = render::new_ticket(msg, raw, mailbox, marker);
+                if let Some(note) = draft.note_html.as_mut() {
+                    note.push_str(&render::closed_ticket_line(ticket.get()));
+                }
+                return Ok(Action::NewTicket(draft));
+            }
             return Ok(Action::Comment(
                 ticket,
                 render::reply_comment(msg, raw, marker),
@@ -432,6 +490,19 @@ impl Inbound {
         Ok(Action::NewTicket(render::new_ticket(
             msg, raw, mailbox, marker,
         )))
+    }
+
+    /// Whether a ticket still takes comments (Zendesk refuses them on closed or deleted tickets).
+    async fn ticket_open(&self, ticket: TicketId, deadline: Instant) -> Result<bool, PollError> {
+        match self
+            .zendesk
+            .get_ticket(zendesk::TicketId(ticket.get()), deadline)
+            .await
+        {
+            Ok(t) => Ok(t.status.as_deref() != Some("closed")),
+            Err(ZendeskError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The PEC we sent that a receipt is about: by our Message-ID (daticert `msgid`,

@@ -428,6 +428,13 @@ pub fn receipt_ticket(
     }
 }
 
+/// Said on a new ticket made for a message whose ticket is closed or deleted.
+pub fn closed_ticket_line(ticket: u64) -> String {
+    format!(
+        "<p>Si riferisce al ticket #{ticket}, che è chiuso o eliminato: il messaggio è registrato in questo nuovo ticket.</p>"
+    )
+}
+
 /// A new ticket for a message that could not be parsed at all: the raw message attached and the
 /// reason, so nothing is lost.
 pub fn unreadable_ticket(raw: Vec<u8>, reason: &str, mailbox: &str, marker: &str) -> TicketDraft {

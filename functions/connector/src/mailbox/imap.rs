@@ -169,14 +169,16 @@ impl MailboxSession for ImapSession {
         }
         let first = after.saturating_add(1);
         let mut refs = self
-            .with_session("UID FETCH (RFC822.SIZE)", move |s| {
-                let fetches = s.uid_fetch(format!("{first}:*"), "(UID RFC822.SIZE)")?;
+            .with_session("UID FETCH (RFC822.SIZE INTERNALDATE)", move |s| {
+                let fetches =
+                    s.uid_fetch(format!("{first}:*"), "(UID RFC822.SIZE INTERNALDATE)")?;
                 Ok(fetches
                     .iter()
                     .filter_map(|f| {
                         Some(MessageRef {
                             uid: f.uid?,
                             size: f.size.unwrap_or(0),
+                            arrived: f.internal_date().map(|d| d.with_timezone(&chrono::Utc)),
                         })
                     })
                     .collect::<Vec<_>>())

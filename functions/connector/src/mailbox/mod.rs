@@ -21,11 +21,13 @@ pub struct MailboxStatus {
     pub exists: u32,
 }
 
-/// A message's UID and size, as listed before fetching.
+/// A message's UID, size and arrival time, as listed before fetching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageRef {
     pub uid: u32,
     pub size: u32,
+    /// When the server received it (IMAP INTERNALDATE), if it said.
+    pub arrived: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A fetched message: its UID and raw RFC 5322 bytes, exactly as stored.
