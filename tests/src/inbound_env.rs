@@ -452,6 +452,8 @@ pub struct EnvOptions {
     pub simulator: Option<Arc<ZendeskSimulator>>,
     /// Another IMAP server than the shared test server (e.g. a [`PrivateDovecot`]).
     pub dovecot: Option<Dovecot>,
+    /// The account's id (default: a unique one); each environment has its own store.
+    pub account_id: Option<String>,
 }
 
 /// One test's isolated world; see the module documentation.
@@ -500,7 +502,13 @@ impl InboundEnv {
             Arc::new(SqliteStore::open(&dir.path().join("state.db")).expect("sqlite store"));
         let secrets: Arc<dyn Secrets> =
             Arc::new(FileSecrets::open(&dir.path().join("secrets")).expect("file secrets"));
-        let id = AccountId::parse(&format!("acc-{name}")).expect("account id");
+        let id = AccountId::parse(
+            &options
+                .account_id
+                .clone()
+                .unwrap_or_else(|| format!("acc-{name}")),
+        )
+        .expect("account id");
         let now = Utc::now();
         let account = Account {
             id: id.clone(),
