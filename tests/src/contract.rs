@@ -65,6 +65,7 @@ pub fn account(raw_id: &str) -> Account {
         subject_template: "{{ticket.title}}".into(),
         message_template: "{{ticket.latest_comment_html}}".into(),
         receipt_mode: Default::default(),
+        health: Default::default(),
         created_at: at,
         updated_at: at,
         id,

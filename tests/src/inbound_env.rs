@@ -522,6 +522,7 @@ impl InboundEnv {
             subject_template: "{{ticket.title}}".to_owned(),
             message_template: "{{ticket.latest_comment_html}}".to_owned(),
             receipt_mode: options.receipt_mode,
+            health: Default::default(),
             created_at: now,
             updated_at: now,
         };

@@ -457,8 +457,45 @@ pub struct Account {
     /// Where the receipts of PEC sent from this account go.
     #[serde(default)]
     pub receipt_mode: ReceiptMode,
+    /// The mailbox's health as the last polls saw it (written only when it changes).
+    #[serde(default)]
+    pub health: AccountHealth,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What is wrong with an account's mailbox, if anything. One incident lasts from the first failed
+/// poll to the next successful one; admins get one alert ticket per incident.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountHealth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<AccountProblem>,
+}
+
+/// An ongoing incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountProblem {
+    pub kind: ProblemKind,
+    /// What the server or the network said (never a secret).
+    pub message: String,
+    pub since: DateTime<Utc>,
+    /// The Zendesk ticket that alerted the admins, once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_ticket: Option<TicketId>,
+}
+
+/// The kinds of mailbox trouble an admin must hear about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// The server refused the login: wrong or expired (app) password, access not enabled.
+    LoginRefused,
+    /// The server's certificate is not trusted, or TLS failed.
+    Tls,
+    /// The server could not be reached or the connection broke.
+    Unreachable,
+    /// The password secret is missing or unreadable.
+    Credentials,
 }
 
 /// Where a receipt for a PEC we sent is recorded. A receipt that matches nothing we sent always

@@ -32,9 +32,9 @@ use zendesk::{
 };
 
 use crate::domain::{
-    Account, AccountId, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome, MessageId,
-    MessageOutcome, MessageRecord, OutboundRecord, PecAddress, ReceiptMode, RecordOutcome,
-    TicketId, Uid, UidValidity,
+    Account, AccountId, AccountProblem, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome,
+    MessageId, MessageOutcome, MessageRecord, OutboundRecord, PecAddress, ProblemKind, ReceiptMode,
+    RecordOutcome, TicketId, Uid, UidValidity,
 };
 use crate::mailbox::{FetchedMessage, MailboxError, MailboxProvider, MailboxSession, MessageRef};
 use crate::ports::{Secrets, Store};
@@ -53,6 +53,9 @@ pub struct PollOptions {
     pub margin: Duration,
     /// How long the lease outlives the deadline (a crashed run frees the mailbox after it).
     pub lease_slack: Duration,
+    /// How long a mailbox may stay unreachable before the admins get an alert ticket (network
+    /// blips heal by themselves; a refused login does not and is alerted at once).
+    pub unreachable_grace: Duration,
 }
 
 impl Default for PollOptions {
@@ -62,6 +65,7 @@ impl Default for PollOptions {
             batch_bytes: 32 * 1024 * 1024,
             margin: Duration::from_secs(10),
             lease_slack: Duration::from_secs(30),
+            unreachable_grace: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -183,14 +187,114 @@ impl Inbound {
             .get_account(id)
             .await?
             .ok_or_else(|| PollError::AccountNotFound(id.as_str().to_owned()))?;
+        let result = self.poll_account(lease, &account, deadline).await;
+        self.track_health(&account, &result, deadline).await;
+        result
+    }
+
+    async fn poll_account(
+        &self,
+        lease: &Lease,
+        account: &Account,
+        deadline: Instant,
+    ) -> Result<PollOutcome, PollError> {
         let password = self.secrets.get(&account.password_secret_name()).await?;
-        let mailbox = self.mailboxes.mailbox(&account, password);
+        let mailbox = self.mailboxes.mailbox(account, password);
         let mut session = mailbox.open().await?;
         let result = self
-            .read_mailbox(lease, &account, session.as_mut(), deadline)
+            .read_mailbox(lease, account, session.as_mut(), deadline)
             .await;
         session.close().await;
         result
+    }
+
+    /// Records mailbox trouble on the account, logs each change once, and alerts the admins
+    /// with one Zendesk ticket per incident (at once for a refused login or TLS failure, after
+    /// [`PollOptions::unreachable_grace`] for network trouble). Best effort: a failure here is
+    /// logged and the next poll tries again.
+    async fn track_health(
+        &self,
+        account: &Account,
+        result: &Result<PollOutcome, PollError>,
+        deadline: Instant,
+    ) {
+        let now = Utc::now();
+        let current = account.health.problem.as_ref();
+        let mut next = match result {
+            Ok(_) => None,
+            Err(e) => match problem_of(e) {
+                Some((kind, message)) => Some(match current {
+                    Some(p) if p.kind == kind => p.clone(),
+                    _ => AccountProblem {
+                        kind,
+                        message,
+                        since: now,
+                        alert_ticket: None,
+                    },
+                }),
+                // Not the mailbox's fault (Zendesk, the store): keep what is known.
+                None => return,
+            },
+        };
+        let grace = chrono::Duration::from_std(self.options.unreachable_grace).unwrap_or_default();
+        if let Some(problem) = next.as_mut()
+            && problem.alert_ticket.is_none()
+            && (problem.kind != ProblemKind::Unreachable || now - problem.since >= grace)
+        {
+            match self.alert(account, problem, deadline).await {
+                Ok(ticket) => problem.alert_ticket = Some(ticket),
+                Err(e) => {
+                    warn!(account = %account.id.as_str(), error = %e, "cannot open the alert ticket; the next poll tries again")
+                }
+            }
+        }
+        if next.as_ref() == current {
+            return;
+        }
+        match (&next, current) {
+            (Some(p), None) => {
+                warn!(account = %account.id.as_str(), kind = ?p.kind, problem = %p.message, "mailbox problem")
+            }
+            (Some(p), Some(_)) => {
+                info!(account = %account.id.as_str(), kind = ?p.kind, alert = ?p.alert_ticket, "mailbox problem updated")
+            }
+            (None, Some(p)) => {
+                info!(account = %account.id.as_str(), since = %p.since, "mailbox readable again");
+                if let Some(ticket) = p.alert_ticket {
+                    let note = CommentDraft {
+                        html_body: render::recovered_note(now),
+                        public: false,
+                        files: Vec::new(),
+                        tags: Vec::new(),
+                    };
+                    if let Err(e) = self.put_comment(ticket, note, 0, deadline).await {
+                        warn!(account = %account.id.as_str(), error = %e, "cannot note the recovery on the alert ticket");
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        let mut updated = account.clone();
+        updated.health.problem = next;
+        if let Err(e) = self.store.update_account(&updated).await {
+            warn!(account = %account.id.as_str(), error = %e, "cannot record the mailbox health");
+        }
+    }
+
+    /// Opens the alert ticket of an incident (idempotent: one per account and incident start).
+    async fn alert(
+        &self,
+        account: &Account,
+        problem: &AccountProblem,
+        deadline: Instant,
+    ) -> Result<TicketId, PollError> {
+        let draft = render::alert_ticket(account, problem);
+        let marker = format!(
+            "pec-alert:{}:{}",
+            account.id.as_str(),
+            problem.since.timestamp()
+        );
+        self.create_ticket(draft, &marker, 0, deadline).await
     }
 
     async fn read_mailbox(
@@ -806,4 +910,22 @@ fn dedup_key(msg: Option<&PecMessage>, raw: &[u8]) -> MessageId {
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     MessageId::parse(&format!("sha256-{hex}@pec-connector.invalid"))
         .expect("a hex digest is a valid id")
+}
+
+/// The mailbox trouble an error shows, if it is the mailbox's (or its credentials').
+fn problem_of(e: &PollError) -> Option<(ProblemKind, String)> {
+    match e {
+        PollError::Mailbox(m) => Some((
+            match m {
+                MailboxError::LoginRefused { .. } => ProblemKind::LoginRefused,
+                MailboxError::Tls { .. } => ProblemKind::Tls,
+                _ => ProblemKind::Unreachable,
+            },
+            m.to_string(),
+        )),
+        PollError::Secrets(s) if !s.is_transient() => {
+            Some((ProblemKind::Credentials, s.to_string()))
+        }
+        _ => None,
+    }
 }

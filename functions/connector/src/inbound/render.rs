@@ -428,6 +428,61 @@ pub fn receipt_ticket(
     }
 }
 
+/// The ticket that tells the admins an account's mailbox cannot be read, and what to do.
+pub fn alert_ticket(
+    account: &crate::domain::Account,
+    problem: &crate::domain::AccountProblem,
+) -> TicketDraft {
+    use crate::domain::ProblemKind;
+    let address = account.address.as_str();
+    let (subject, advice) = match problem.kind {
+        ProblemKind::LoginRefused => (
+            format!("Connettore PEC: accesso rifiutato alla casella {address}"),
+            "Il gestore ha rifiutato la password. Le password per i programmi di posta scadono (Aruba: ogni 3 mesi) e con la verifica in due passaggi serve una password dedicata; in alcuni casi l'accesso da programmi di posta va abilitato nella webmail. Generare una nuova password e aggiornare l'account nel connettore.",
+        ),
+        ProblemKind::Tls => (
+            format!("Connettore PEC: connessione sicura non riuscita con la casella {address}"),
+            "Il certificato del server non è stato accettato o la connessione TLS non è riuscita. Verificare il nome del server IMAP configurato per l'account.",
+        ),
+        ProblemKind::Unreachable => (
+            format!("Connettore PEC: la casella {address} non è raggiungibile"),
+            "Il server IMAP non risponde da un po'. Verificare nome e porta del server; se il problema persiste, il gestore potrebbe bloccare l'indirizzo IP del connettore.",
+        ),
+        ProblemKind::Credentials => (
+            format!("Connettore PEC: password mancante per la casella {address}"),
+            "La password dell'account non è disponibile nel connettore. Registrare di nuovo la password dell'account.",
+        ),
+    };
+    let html = format!(
+        "<p><b>La casella PEC {} non viene letta dal {}.</b></p><p>{}</p><p>Dettaglio: {}</p><p>I messaggi non vanno persi: saranno importati appena la casella sarà di nuovo leggibile. Questo ticket riceverà una nota quando il problema sarà risolto.</p>",
+        esc(address),
+        problem.since.format("%d/%m/%Y %H:%M UTC"),
+        esc(advice),
+        esc(&problem.message)
+    );
+    TicketDraft {
+        subject,
+        requester_email: address.to_owned(),
+        requester_name: Some("Connettore PEC".to_owned()),
+        html_body: html,
+        public: false,
+        files: Vec::new(),
+        tags: vec![TAG.to_owned(), account_tag(address), ALERT_TAG.to_owned()],
+        note_html: None,
+    }
+}
+
+/// Tag of the connector's alert tickets.
+pub const ALERT_TAG: &str = "pec_connector_avviso";
+
+/// The note that closes an incident on its alert ticket.
+pub fn recovered_note(at: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "<p><b>Risolto</b>: la casella è di nuovo leggibile dal {}. I messaggi arrivati nel frattempo vengono importati.</p>",
+        at.format("%d/%m/%Y %H:%M UTC")
+    )
+}
+
 /// Said on a new ticket made for a message whose ticket is closed or deleted.
 pub fn closed_ticket_line(ticket: u64) -> String {
     format!(
