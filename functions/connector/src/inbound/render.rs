@@ -300,15 +300,12 @@ fn reference(marker: &str) -> String {
     format!("<p><small>Rif. connettore: {}</small></p>", esc(marker))
 }
 
-/// A new ticket from an envelope, an anomaly, ordinary mail, or a receipt that matches nothing
-/// we sent. `mailbox` is the account's PEC address; `marker` identifies this message on the
-/// ticket. `raw` is the message as received, attached as evidence.
-pub fn new_ticket(mut msg: PecMessage, raw: Vec<u8>, mailbox: &str, marker: &str) -> TicketDraft {
-    if matches!(msg.kind, Kind::Receipt(_)) {
-        return receipt_ticket(&msg, raw, mailbox, marker, false);
-    }
-    let (body, full_body) = body_html(&msg);
-    let mut files = take_attachments(&mut msg);
+/// The body to show, and the files to attach: the original's attachments, the full body when it
+/// was cut, and the message as received (the evidence), with those over Zendesk's limit listed
+/// apart.
+fn message_parts(msg: &mut PecMessage, raw: Vec<u8>) -> (String, Vec<UploadFile>, Vec<String>) {
+    let (body, full_body) = body_html(msg);
+    let mut files = take_attachments(msg);
     files.extend(full_body);
     files.push(UploadFile {
         filename: evidence_name(msg.kind),
@@ -317,6 +314,17 @@ pub fn new_ticket(mut msg: PecMessage, raw: Vec<u8>, mailbox: &str, marker: &str
     });
     let mut too_big = Vec::new();
     let files = within_limits(files, &mut too_big);
+    (body, files, too_big)
+}
+
+/// A new ticket from an envelope, an anomaly, ordinary mail, or a receipt that matches nothing
+/// we sent. `mailbox` is the account's PEC address; `marker` identifies this message on the
+/// ticket. `raw` is the message as received, attached as evidence.
+pub fn new_ticket(mut msg: PecMessage, raw: Vec<u8>, mailbox: &str, marker: &str) -> TicketDraft {
+    if matches!(msg.kind, Kind::Receipt(_)) {
+        return receipt_ticket(&msg, raw, mailbox, marker, false);
+    }
+    let (body, files, too_big) = message_parts(&mut msg, raw);
 
     let name = msg
         .original
@@ -528,16 +536,7 @@ pub fn unreadable_ticket(raw: Vec<u8>, reason: &str, mailbox: &str, marker: &str
 /// A reply from the citizen on the ticket of the PEC it answers: a public comment with the
 /// message, its attachments and the signed original; the PEC facts in a short footer.
 pub fn reply_comment(mut msg: PecMessage, raw: Vec<u8>, marker: &str) -> CommentDraft {
-    let (body, full_body) = body_html(&msg);
-    let mut files = take_attachments(&mut msg);
-    files.extend(full_body);
-    files.push(UploadFile {
-        filename: evidence_name(msg.kind),
-        content_type: "message/rfc822".to_owned(),
-        data: raw,
-    });
-    let mut too_big = Vec::new();
-    let files = within_limits(files, &mut too_big);
+    let (body, files, too_big) = message_parts(&mut msg, raw);
     let mut html = body;
     html.push_str(&format!(
         "<hr><p><small>{}</small></p>{}",
