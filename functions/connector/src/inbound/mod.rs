@@ -42,6 +42,9 @@ use crate::secrets::SecretsError;
 use crate::store::StoreError;
 use render::{CommentDraft, TicketDraft, UploadFile};
 
+/// Message ids of In-Reply-To / References looked up to thread a reply.
+const MAX_THREAD_LOOKUPS: usize = 8;
+
 /// Tuning of a poll.
 #[derive(Debug, Clone)]
 pub struct PollOptions {
@@ -708,10 +711,12 @@ impl Inbound {
         let Some(original) = &msg.original else {
             return Ok(None);
         };
+        // The nearest ancestors first; a long References chain costs at most a few lookups.
         for id in original
             .in_reply_to
             .iter()
             .chain(original.references.iter().rev())
+            .take(MAX_THREAD_LOOKUPS)
         {
             let Ok(id) = MessageId::parse(id) else {
                 continue;
