@@ -22,8 +22,17 @@ export IMAPS_PORT="${IMAPS_PORT:-10993}"
 bash infra/dovecot.sh start "$DOVECOT_DIR"
 export IMAP_HOST=localhost IMAP_PORT="$IMAPS_PORT" IMAP_CA_PEM="$DOVECOT_DIR/cert.pem"
 
+# aiosmtpd (a real SMTPS server, implicit TLS + AUTH) on loopback for the SMTP tests, with
+# Dovecot's certificate; installs itself with pip when missing. Faults are chosen by user name.
+export SMTPD_DIR="${SMTPD_DIR:-${TMPDIR:-/tmp}/pec-connector-smtpd-$(id -u)}"
+export SMTPS_PORT="${SMTPS_PORT:-10465}"
+bash infra/smtpd.sh start "$SMTPD_DIR"
+export SMTP_HOST=localhost SMTP_PORT="$SMTPS_PORT" SMTP_CA_PEM="$DOVECOT_DIR/cert.pem" \
+  SMTP_SPOOL="$SMTPD_DIR/spool"
+
 cleanup() {
   bash infra/dovecot.sh stop "$DOVECOT_DIR" || true
+  bash infra/smtpd.sh stop "$SMTPD_DIR" || true
   if [ -n "${stop_moto:-}" ]; then bash infra/moto.sh stop || true; fi
 }
 trap cleanup EXIT

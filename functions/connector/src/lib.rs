@@ -24,6 +24,8 @@ pub mod accounts;
 pub mod domain;
 pub mod inbound;
 pub mod mailbox;
+pub mod mailer;
+pub mod outbound;
 pub mod ports;
 pub mod schedules;
 pub mod secrets;

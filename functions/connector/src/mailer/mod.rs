@@ -1,0 +1,242 @@
+//! The mailer port: hand a composed PEC message to the provider's SMTP server.
+//!
+//! The message is raw RFC 5322 bytes, sent as they are; the envelope (MAIL FROM, RCPT TO) is
+//! given apart, as SMTP wants it. A failure says plainly what went wrong ([`SendError`]),
+//! whether trying again later may help ([`SendError::is_transient`]: the outbox retries those),
+//! and explains it to agents in Italian ([`SendError::explain_it`]).
+
+#[cfg(feature = "smtp")]
+pub mod smtp;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// The server's answer to the end of DATA: the message is now the provider's responsibility.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendReceipt {
+    /// e.g. `250 2.0.0 OK queued as 4a7f...`
+    pub server_reply: String,
+}
+
+/// Something that can send messages from one account.
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    /// Sends `message` (raw RFC 5322) from `envelope_from` to every one of `recipients`, or to
+    /// none: a refused recipient fails the whole send.
+    async fn send(
+        &self,
+        envelope_from: &str,
+        recipients: &[String],
+        message: &[u8],
+    ) -> Result<SendReceipt, SendError>;
+}
+
+/// Opens the mailer of an account (the SMTP adapter in production; tests may trust a test CA).
+pub trait MailerProvider: Send + Sync {
+    fn mailer(
+        &self,
+        account: &crate::domain::Account,
+        password: secrecy::SecretString,
+    ) -> Box<dyn Mailer>;
+}
+
+/// Why a message could not be sent. Messages name the server and the (masked) user, never the
+/// password; `reply` is the server's own answer, code and text.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(
+        "cannot log in to {server} as {user}: the server refused the credentials ({reply}); the password may be wrong or expired"
+    )]
+    AuthRejected {
+        server: String,
+        user: String,
+        reply: String,
+    },
+    #[error(
+        "cannot send through {server} as {user}: the provider refuses the sending IP address ({reply})"
+    )]
+    SenderBlocked {
+        server: String,
+        user: String,
+        reply: String,
+    },
+    #[error("cannot send through {server}: the message is too large ({reply})")]
+    MessageTooLarge { server: String, reply: String },
+    #[error("cannot send to {recipient} through {server}: the recipient was refused ({reply})")]
+    RecipientRejected {
+        server: String,
+        recipient: String,
+        reply: String,
+    },
+    #[error("cannot send through {server} now: the server asked to try again later ({reply})")]
+    Transient { server: String, reply: String },
+    #[error("cannot send through {server}: no answer to {stage} within {} s", .after.as_secs_f32())]
+    Timeout {
+        server: String,
+        stage: &'static str,
+        after: Duration,
+    },
+    #[error("cannot connect to {server}: {reason}")]
+    Connect { server: String, reason: String },
+    #[error("cannot establish TLS with {server}: {reason}")]
+    Tls { server: String, reason: String },
+    #[error("cannot send through {server}: {reason}")]
+    Other { server: String, reason: String },
+}
+
+impl SendError {
+    /// Whether trying again later may help (4xx replies, timeouts, network trouble), as opposed
+    /// to a refusal that needs a person (password, blocked IP, size, recipient, TLS setup).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            SendError::Transient { .. } | SendError::Timeout { .. } | SendError::Connect { .. }
+        )
+    }
+
+    /// A one-paragraph explanation in Italian for the agents who see the failure on the ticket.
+    pub fn explain_it(&self) -> String {
+        match self {
+            SendError::AuthRejected { server, reply, .. } => format!(
+                "Il gestore ha rifiutato la password della casella PEC ({server} ha risposto: \
+                 {reply}). Le password per programmi di posta scadono (Aruba: ogni 3 mesi) o \
+                 vengono cambiate dal webmail: l'amministratore deve aggiornare la password \
+                 dell'account nel connettore. Il messaggio non è stato inviato."
+            ),
+            SendError::SenderBlocked { server, reply, .. } => format!(
+                "Il gestore PEC blocca l'indirizzo IP da cui il connettore invia ({server} ha \
+                 risposto: {reply}). Chiedere al gestore di autorizzare l'IP del connettore \
+                 (o configurare un IP di uscita fisso e comunicarlo al gestore), poi inviare di \
+                 nuovo. Il messaggio non è stato inviato."
+            ),
+            SendError::MessageTooLarge { reply, .. } => format!(
+                "Il messaggio supera la dimensione massima accettata dal gestore PEC \
+                 ({reply}). Ridurre o togliere gli allegati (molti gestori accettano al massimo \
+                 30-100 MB, contando l'aumento dovuto alla codifica) e inviare di nuovo. Il \
+                 messaggio non è stato inviato."
+            ),
+            SendError::RecipientRejected {
+                recipient, reply, ..
+            } => format!(
+                "Il gestore ha rifiutato il destinatario {recipient} ({reply}). Verificare che \
+                 l'indirizzo sia scritto correttamente e sia una casella PEC attiva (ad esempio \
+                 su INI-PEC o IPA), poi inviare di nuovo. Il messaggio non è stato inviato a \
+                 nessun destinatario."
+            ),
+            SendError::Transient { reply, .. } => format!(
+                "Il gestore PEC non può accettare il messaggio in questo momento ({reply}). Il \
+                 connettore riproverà automaticamente più tardi: non serve fare nulla."
+            ),
+            SendError::Timeout { server, .. } => format!(
+                "Il server di posta del gestore ({server}) non ha risposto in tempo. Il \
+                 connettore riproverà automaticamente più tardi: non serve fare nulla."
+            ),
+            SendError::Connect { server, .. } => format!(
+                "Non è stato possibile collegarsi al server di posta del gestore ({server}). \
+                 Il connettore riproverà automaticamente più tardi; se il problema continua, \
+                 verificare host e porta SMTP dell'account."
+            ),
+            SendError::Tls { server, .. } => format!(
+                "Non è stato possibile stabilire una connessione sicura con {server}: il \
+                 certificato del server non è valido o non è attendibile. L'amministratore deve \
+                 verificare host e porta SMTP dell'account (di norma la porta 465). Il \
+                 messaggio non è stato inviato."
+            ),
+            SendError::Other { server, reason } => format!(
+                "L'invio tramite {server} non è riuscito: {reason}. Il messaggio non è stato \
+                 inviato; se il problema continua, contattare l'amministratore del connettore."
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<SendError> {
+        let server = || "smtps.pec.aruba.it:465".to_owned();
+        vec![
+            SendError::AuthRejected {
+                server: server(),
+                user: "m***@pec.it".into(),
+                reply: "535 5.7.8 Authentication failed".into(),
+            },
+            SendError::SenderBlocked {
+                server: server(),
+                user: "m***@pec.it".into(),
+                reply: "554 5.7.1 IP bloccato".into(),
+            },
+            SendError::MessageTooLarge {
+                server: server(),
+                reply: "552 5.3.4 too big".into(),
+            },
+            SendError::RecipientRejected {
+                server: server(),
+                recipient: "nessuno@pec.it".into(),
+                reply: "550 5.1.1 unknown".into(),
+            },
+            SendError::Transient {
+                server: server(),
+                reply: "452 4.3.1 Insufficient system storage".into(),
+            },
+            SendError::Timeout {
+                server: server(),
+                stage: "DATA",
+                after: Duration::from_secs(2),
+            },
+            SendError::Connect {
+                server: server(),
+                reason: "connection refused".into(),
+            },
+            SendError::Tls {
+                server: server(),
+                reason: "invalid peer certificate: UnknownIssuer".into(),
+            },
+            SendError::Other {
+                server: server(),
+                reason: "no common AUTH mechanism".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn only_retryable_failures_are_transient() {
+        let transient: Vec<bool> = all().iter().map(SendError::is_transient).collect();
+        assert_eq!(
+            transient,
+            [false, false, false, false, true, true, true, false, false]
+        );
+    }
+
+    #[test]
+    fn messages_are_lower_case_and_name_the_server() {
+        for e in all() {
+            let text = e.to_string();
+            assert!(text.starts_with("cannot "), "{text}");
+            assert!(text.contains("smtps.pec.aruba.it:465"), "{text}");
+        }
+    }
+
+    #[test]
+    fn italian_explanations_say_what_to_do() {
+        let explained: Vec<String> = all().iter().map(SendError::explain_it).collect();
+        assert!(explained[0].contains("password") && explained[0].contains("scadono"));
+        assert!(explained[0].contains("Aruba: ogni 3 mesi"));
+        assert!(explained[1].contains("blocca l'indirizzo IP"));
+        assert!(
+            explained[1].contains("554 5.7.1 IP bloccato"),
+            "keeps the server's text"
+        );
+        assert!(explained[2].contains("dimensione massima"));
+        assert!(explained[3].contains("nessuno@pec.it"));
+        for retried in &explained[4..7] {
+            assert!(retried.contains("riproverà automaticamente"), "{retried}");
+        }
+        assert!(explained[7].contains("connessione sicura"));
+        for e in &explained {
+            assert!(!e.contains('\n') && e.len() > 80, "one paragraph: {e}");
+        }
+    }
+}

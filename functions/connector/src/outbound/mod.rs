@@ -1,0 +1,13 @@
+//! Outbound: a Zendesk trigger calls our webhook, and the connector sends a PEC.
+//!
+//! * [`webhook`] — what arrives: [`webhook::verify`] checks a call is Zendesk's (size, bearer
+//!   token, `X-Zendesk-Webhook-Signature`, timestamp window) before anything reads the body, and
+//!   [`webhook::parse`] turns the verified body into an [`OutboundRequest`]: a template send
+//!   ("Reply by PEC Connector [address]") or an agent's public reply. Both are pure and never
+//!   panic; every refusal is a [`WebhookError`] with a 4xx status and a plain message.
+
+pub mod webhook;
+
+pub use webhook::{
+    OutboundRequest, VerifiedWebhook, WebhookError, WebhookLimits, WebhookSecrets, parse, verify,
+};

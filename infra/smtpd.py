@@ -1,0 +1,110 @@
+"""A real SMTPS server for tests: aiosmtpd with implicit TLS and AUTH PLAIN/LOGIN.
+
+Any user logs in with the password "secret". Each accepted message is stored in SPOOL as
+<id>.eml (the raw bytes) with <id>.env.json beside it (mail_from, rcpt_tos, auth_user), written
+last so that a reader never sees an envelope without its message.
+
+Faults are chosen by the AUTH user name, so that parallel tests, each with its own user, never
+interfere:
+  fail535   any password is refused: 535 5.7.8 at AUTH
+  block571  554 5.7.1 at MAIL FROM (the provider blocks the sending IP address)
+  busy452   452 4.3.1 at MAIL FROM on the first attempt of that user, then accepted
+  stall     no answer to the end of DATA for --stall seconds
+  toobig    552 5.3.4 at the end of DATA
+and by recipient: an address containing "unknown" gets 550 5.1.1 at RCPT TO.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import ssl
+import uuid
+import warnings
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--host", default="127.0.0.1")
+ap.add_argument("--port", type=int, default=10465)
+ap.add_argument("--cert", required=True)
+ap.add_argument("--key", required=True)
+ap.add_argument("--spool", required=True)
+ap.add_argument("--stall", type=float, default=30.0)
+args = ap.parse_args()
+os.makedirs(args.spool, exist_ok=True)
+busy_seen = set()
+
+
+def user_of(session):
+    auth = session.auth_data
+    return auth.login.decode("utf-8", "replace") if isinstance(auth, LoginPassword) else ""
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and "fail535" not in auth_data.login.decode("utf-8", "replace")
+        and auth_data.password == b"secret"
+    )
+    return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+
+class Handler:
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        user = user_of(session)
+        if "block571" in user:
+            return "554 5.7.1 Indirizzo IP bloccato: connessione rifiutata dal gestore"
+        if "busy452" in user and user not in busy_seen:
+            busy_seen.add(user)
+            return "452 4.3.1 Insufficient system storage"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if "unknown" in address:
+            return f"550 5.1.1 <{address}>: utente sconosciuto"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        user = user_of(session)
+        if "stall" in user:
+            await asyncio.sleep(args.stall)
+        if "toobig" in user:
+            return "552 5.3.4 Message size exceeds fixed maximum message size"
+        key = uuid.uuid4().hex
+        with open(os.path.join(args.spool, key + ".eml"), "wb") as f:
+            f.write(envelope.original_content or envelope.content)
+        meta = {"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos, "auth_user": user}
+        tmp = os.path.join(args.spool, key + ".env.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(meta, f)
+        os.rename(tmp, os.path.join(args.spool, key + ".env.json"))
+        return "250 2.0.0 OK queued as " + key
+
+
+# aiosmtpd counts only STARTTLS as TLS: with implicit TLS, auth_require_tls must be False (the
+# socket is TLS anyway), and it warns about that on every connection.
+warnings.simplefilter("ignore")
+logging.getLogger("mail.log").setLevel(logging.ERROR)
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(args.cert, args.key)
+controller = Controller(
+    Handler(),
+    hostname=args.host,
+    port=args.port,
+    ssl_context=ctx,
+    server_hostname="localhost",
+    authenticator=authenticator,
+    auth_required=True,
+    auth_require_tls=False,
+)
+controller.start()
+print(f"SMTPS listening on {args.host}:{args.port}, spool {args.spool}", flush=True)
+signal.sigwait({signal.SIGINT, signal.SIGTERM})
+controller.stop()
