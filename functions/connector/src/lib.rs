@@ -15,7 +15,13 @@
 //!   * [`secrets`] — Secrets Manager ([`secrets::aws`]) and owner-only files ([`secrets::file`]);
 //!   * [`schedules`] — EventBridge rules ([`schedules::eventbridge`]) and an in-process
 //!     scheduler ([`schedules::local`]);
-//! * [`accounts`] — use cases across ports (removing an account and all it left behind).
+//!   * [`mailbox`] — the mailbox port and its IMAPS adapter (read-only: EXAMINE, BODY.PEEK);
+//!   * [`mailer`] — the mailer port and its SMTP adapter (implicit TLS, AUTH, typed refusals);
+//! * use cases:
+//!   * [`inbound`] — the poll: every new message in the mailbox becomes the right Zendesk
+//!     ticket, comment or note, exactly once ([`inbound::render`] says what agents see);
+//!   * [`outbound`] — sending PEC from Zendesk (so far: the webhook's verification and payload);
+//!   * [`accounts`] — removing an account and all it left behind.
 //!
 //! On AWS, the poller and api Lambdas wire the `aws` adapters; `pec-connector serve` wires the
 //! `embedded` ones. Both pass the same contract suite (the `e2e` crate).
