@@ -25,8 +25,10 @@ MOTO_SPEC="${MOTO_SPEC:-moto[server]>=5.0,<6}"
 say() { echo "moto: $*" >&2; }
 
 answers() {
-  # moto's own API, not just any HTTP server on the port.
-  curl -sf -o /dev/null --max-time 2 "$URL/moto-api/" 2>/dev/null
+  # moto's own API, not just any HTTP server on the port (python3, not curl: a fresh Debian
+  # machine may have no curl).
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+    "$URL/moto-api/" >/dev/null 2>&1
 }
 
 moto_bin() {
