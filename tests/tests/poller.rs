@@ -3,8 +3,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use connector::domain::SecretName;
 use e2e::inbound_env::{EnvOptions, InboundEnv, mail};
 use lambda_runtime::{Context, LambdaEvent};
+use poller::Response;
+use secrecy::SecretString;
 use serde_json::Value;
 
 fn event_file(name: &str) -> Value {
@@ -44,6 +47,9 @@ async fn the_scheduled_poll_event_drives_the_poller() {
     let first = poller::handle(&env.inbound, LambdaEvent::new(event.clone(), context(30)))
         .await
         .expect("first invocation");
+    let Response::Polled(first) = first else {
+        panic!("{first:?}")
+    };
     assert!(first.baseline, "{first:?}");
 
     env.append(vec![mail::envelope(
@@ -51,11 +57,31 @@ async fn the_scheduled_poll_event_drives_the_poller() {
         "opec-poller-1@pec.sandbox.test",
     )])
     .await;
-    let second = poller::handle(&env.inbound, LambdaEvent::new(event, context(30)))
+    let second = poller::handle(&env.inbound, LambdaEvent::new(event.clone(), context(30)))
         .await
         .expect("second invocation");
+    let Response::Polled(second) = second else {
+        panic!("{second:?}")
+    };
     assert_eq!(second.tickets_created, 1, "{second:?}");
     assert_eq!(env.tickets().len(), 1);
+
+    // A refused password is the admins' to fix: answered (and alerted once), not an error.
+    env.secrets
+        .put(
+            &SecretName::AccountPassword(env.account.id.clone()),
+            &SecretString::from("scaduta"),
+        )
+        .await
+        .unwrap();
+    let third = poller::handle(&env.inbound, LambdaEvent::new(event, context(30)))
+        .await
+        .expect("a mailbox problem is not an invocation error");
+    let Response::MailboxProblem(problem) = third else {
+        panic!("{third:?}")
+    };
+    assert!(problem.contains("refused"), "{problem}");
+    assert!(!problem.contains("scaduta"), "{problem}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

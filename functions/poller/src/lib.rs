@@ -110,19 +110,37 @@ pub fn account_of(event: &Value) -> Result<AccountId, String> {
     AccountId::parse(id).map_err(|e| format!("the event's account_id is not valid: {e}"))
 }
 
+/// What one invocation answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// The mailbox was read.
+    Polled(PollOutcome),
+    /// The mailbox could not be read for a reason only an admin can fix (a refused password, a
+    /// TLS problem, an unreachable server). The use case recorded it on the account and opened
+    /// an alert ticket once per incident, so it is not an invocation error: the poller's error
+    /// alarm stays for trouble in the connector itself (the store, Zendesk, a bad event).
+    MailboxProblem(String),
+}
+
 /// Handles one invocation: polls the account until shortly before the Lambda deadline.
 pub async fn handle(
     inbound: &Inbound,
     event: LambdaEvent<Value>,
-) -> Result<PollOutcome, lambda_runtime::Error> {
+) -> Result<Response, lambda_runtime::Error> {
     let account = account_of(&event.payload)?;
     let deadline = instant_of(event.context.deadline);
-    let outcome = inbound.poll(&account, deadline).await.map_err(|e| {
-        tracing::error!(account = %account.as_str(), transient = e.is_transient(), error = %e, "poll failed");
-        e
-    })?;
-    tracing::info!(account = %account.as_str(), ?outcome, "poll done");
-    Ok(outcome)
+    match inbound.poll(&account, deadline).await {
+        Ok(outcome) => {
+            tracing::info!(account = %account.as_str(), ?outcome, "poll done");
+            Ok(Response::Polled(outcome))
+        }
+        Err(e) if e.is_mailbox_problem() => Ok(Response::MailboxProblem(e.to_string())),
+        Err(e) => {
+            tracing::error!(account = %account.as_str(), transient = e.is_transient(), error = %e, "poll failed");
+            Err(e.into())
+        }
+    }
 }
 
 /// The Lambda deadline (milliseconds since the epoch) as an `Instant`; 60 s from now when absent.

@@ -124,6 +124,12 @@ pub enum PollError {
 }
 
 impl PollError {
+    /// Whether the mailbox itself (or its credentials) is the problem: recorded on the account
+    /// and alerted by the poll, logged once per change of state.
+    pub fn is_mailbox_problem(&self) -> bool {
+        problem_of(self).is_some()
+    }
+
     /// Whether the next scheduled run may succeed without anyone acting.
     pub fn is_transient(&self) -> bool {
         match self {
