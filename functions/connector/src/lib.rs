@@ -20,7 +20,8 @@
 //! * use cases:
 //!   * [`inbound`] — the poll: every new message in the mailbox becomes the right Zendesk
 //!     ticket, comment or note, exactly once ([`inbound::render`] says what agents see);
-//!   * [`outbound`] — sending PEC from Zendesk (so far: the webhook's verification and payload);
+//!   * [`outbound`] — sending PEC from Zendesk (so far: the webhook's verification and payload,
+//!     and composing the message);
 //!   * [`accounts`] — removing an account and all it left behind.
 //!
 //! On AWS, the poller and api Lambdas wire the `aws` adapters; `pec-connector serve` wires the

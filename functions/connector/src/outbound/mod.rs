@@ -5,8 +5,18 @@
 //!   [`webhook::parse`] turns the verified body into an [`OutboundRequest`]: a template send
 //!   ("Reply by PEC Connector [address]") or an agent's public reply. Both are pure and never
 //!   panic; every refusal is a [`WebhookError`] with a 4xx status and a plain message.
+//! * [`compose`](mod@compose) — what leaves (feature `smtp`, for lettre): [`compose::compose`] turns an
+//!   [`OutboundMessage`] into the raw RFC 5322 bytes the mailer sends, with our
+//!   [`compose::message_id`]; a header injection or an oversized send is a [`ComposeError`].
 
+#[cfg(feature = "smtp")]
+pub mod compose;
 pub mod webhook;
+
+#[cfg(feature = "smtp")]
+pub use compose::{
+    ComposeError, ComposeLimits, OutboundFile, OutboundMessage, compose, compose_with, message_id,
+};
 
 pub use webhook::{
     OutboundRequest, VerifiedWebhook, WebhookError, WebhookLimits, WebhookSecrets, parse, verify,
