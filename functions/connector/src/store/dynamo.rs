@@ -172,6 +172,27 @@ impl DynamoStore {
         sdk(op, &self.table, e)
     }
 
+    /// The outcome of a write conditional on holding the lease: a refused condition is explained
+    /// from the stored state (lease lost, cursor moved, ...).
+    async fn leased_write<O, E, R>(
+        &self,
+        op: &str,
+        lease: &Lease,
+        result: Result<O, SdkError<E, R>>,
+    ) -> Result<(), StoreError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Err(self
+                .explain_state(op, &lease.account, lease.holder.as_str())
+                .await),
+            Err(e) => Err(self.err(op, e)),
+        }
+    }
+
     async fn get(&self, op: &str, pk: String, sk: String) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
@@ -708,7 +729,7 @@ impl Store for DynamoStore {
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         let op = format!("release the lease on account {}", lease.account);
-        match self
+        let result = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -720,14 +741,8 @@ impl Store for DynamoStore {
             .condition_expression("lease_holder = :h")
             .expression_attribute_values(":h", s(lease.holder.as_str()))
             .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Err(self
-                .explain_state(&op, &lease.account, lease.holder.as_str())
-                .await),
-            Err(e) => Err(self.err(&op, e)),
-        }
+            .await;
+        self.leased_write(&op, lease, result).await
     }
 
     async fn advance_cursor(
@@ -775,13 +790,8 @@ impl Store for DynamoStore {
                 .expression_attribute_values(":ebase", n(e.baseline_uid_next))
             }
         };
-        match req.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Err(self
-                .explain_state(&op, &lease.account, lease.holder.as_str())
-                .await),
-            Err(e) => Err(self.err(&op, e)),
-        }
+        let result = req.send().await;
+        self.leased_write(&op, lease, result).await
     }
 
     async fn record_message(
