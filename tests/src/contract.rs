@@ -9,7 +9,7 @@ use connector::accounts::remove_account;
 use connector::domain::{
     Account, AccountId, Cursor, DeliveryState, Endpoint, Lease, LeaseHolder, LeaseOutcome,
     MessageId, MessageOutcome, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress,
-    PollInterval, RecordOutcome, Schedule, SecretName, TicketId, Uid, UidValidity,
+    PollInterval, RecordOutcome, Schedule, SecretName, SendStatus, TicketId, Uid, UidValidity,
 };
 use connector::ports::Store;
 use connector::schedules::SchedulesError;
@@ -65,6 +65,7 @@ pub fn account(raw_id: &str) -> Account {
         subject_template: "{{ticket.title}}".into(),
         message_template: "{{ticket.latest_comment_html}}".into(),
         receipt_mode: Default::default(),
+        outbound_attachments: Default::default(),
         health: Default::default(),
         created_at: at,
         updated_at: at,
@@ -408,6 +409,112 @@ pub async fn outbound_found_by_either_id(env: &Env) {
     assert_eq!(store.find_outbound(&b.id, &ours).await.unwrap(), None);
 }
 
+pub async fn outbound_status_is_recorded_and_updated(env: &Env) {
+    let store = &*env.store;
+    let a = account("status-1");
+    store.create_account(&a).await.unwrap();
+    let ours = mid("<pecconn.43.1@acme.example.it>");
+    let ident = mid("<opec210.20240601120000.4321.56.7.89@pec.provider.it>");
+    let sending = OutboundRecord::sent(
+        a.id.clone(),
+        ours.clone(),
+        ticket(43),
+        vec![addr("uno@pec.it"), addr("due@pec.it")],
+        now(),
+    )
+    .with_status(SendStatus::Sending);
+    store
+        .record_outbound(&sending)
+        .await
+        .expect("record sending");
+    assert_eq!(
+        store.find_outbound(&a.id, &ours).await.unwrap(),
+        Some(sending.clone()),
+        "recorded as sending"
+    );
+
+    store
+        .set_outbound_status(&a.id, &ours, SendStatus::Sent)
+        .await
+        .expect("mark sent");
+    assert_eq!(
+        store.find_outbound(&a.id, &ours).await.unwrap(),
+        Some(sending.clone().with_status(SendStatus::Sent)),
+        "only the status changed"
+    );
+
+    // Unknown Message-ID, or the right one under another account: nothing to mark.
+    let err = store
+        .set_outbound_status(&a.id, &mid("unknown@x.it"), SendStatus::Sent)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains("status-1"), "{err}");
+    let b = account("status-2");
+    store.create_account(&b).await.unwrap();
+    let err = store
+        .set_outbound_status(&b.id, &ours, SendStatus::Failed)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    assert_eq!(store.find_outbound(&b.id, &ours).await.unwrap(), None);
+
+    // The status survives the receipts' updates, and is seen by either id.
+    store
+        .set_outbound_status(&a.id, &ours, SendStatus::Failed)
+        .await
+        .expect("mark failed");
+    store
+        .set_identificativo(&a.id, &ours, &ident)
+        .await
+        .expect("identificativo");
+    store
+        .set_delivery(&a.id, &ours, &addr("due@pec.it"), DeliveryState::Accepted)
+        .await
+        .expect("delivery");
+    let mut expected = sending.clone().with_status(SendStatus::Failed);
+    expected.identificativo = Some(ident.clone());
+    expected
+        .delivery
+        .insert(addr("due@pec.it"), DeliveryState::Accepted);
+    assert_eq!(
+        store.find_outbound(&a.id, &ours).await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        store.find_outbound(&a.id, &ident).await.unwrap(),
+        Some(expected.clone())
+    );
+    // And a change after the identificativo is seen through it too.
+    store
+        .set_outbound_status(&a.id, &ours, SendStatus::Sent)
+        .await
+        .expect("mark sent again");
+    assert_eq!(
+        store.find_outbound(&a.id, &ident).await.unwrap(),
+        Some(expected.with_status(SendStatus::Sent))
+    );
+
+    // Each status is recorded as given.
+    for (n, status) in [SendStatus::Sending, SendStatus::Sent, SendStatus::Failed]
+        .into_iter()
+        .enumerate()
+    {
+        let r = OutboundRecord::sent(
+            a.id.clone(),
+            mid(&format!("pecconn.44.{n}@acme.example.it")),
+            ticket(44),
+            vec![addr("tre@pec.it")],
+            now(),
+        )
+        .with_status(status);
+        store.record_outbound(&r).await.unwrap();
+        let found = store.find_outbound(&a.id, &r.message_id).await.unwrap();
+        assert_eq!(found.map(|f| f.status), Some(status));
+    }
+}
+
 // ----- outbox -----
 
 pub async fn outbox_enqueue_claim_complete(env: &Env) {
@@ -524,6 +631,161 @@ pub async fn outbox_enqueue_claim_complete(env: &Env) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+pub async fn outbox_enqueued_claimed(env: &Env) {
+    let store = &*env.store;
+    let a = account("claimed-1");
+    store.create_account(&a).await.unwrap();
+    let t0 = now();
+    let entry = |name: &str, attempts: u32| OutboxEntry {
+        attempts,
+        ..OutboxEntry::new(
+            a.id.clone(),
+            OutboxId::parse(name).unwrap(),
+            ticket(8),
+            serde_json::json!({"ticket": 8, "comment": 12}),
+            t0,
+        )
+    };
+    let (ha, hb) = (
+        LeaseHolder::parse("sender-a").unwrap(),
+        LeaseHolder::parse("sender-b").unwrap(),
+    );
+    let until = t0 + TimeDelta::minutes(2);
+    let ttl = Duration::from_secs(60);
+    let (retried, left, completed) = (entry("send-1", 1), entry("send-2", 0), entry("send-3", 3));
+    for e in [&retried, &left, &completed] {
+        store
+            .enqueue_outbox_claimed(e, &ha, until)
+            .await
+            .expect("enqueue claimed");
+    }
+
+    // Due (not_before t0) but claimed by A until t0+2min: nobody gets them before.
+    assert!(
+        store
+            .claim_outbox(&a.id, &hb, t0 + TimeDelta::minutes(1), ttl, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "claimed when queued"
+    );
+
+    // Queued twice, claimed or not: refused, and the first claim stands.
+    let err = store.enqueue_outbox(&retried).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyExists { .. }),
+        "unclaimed duplicate: {err:?}"
+    );
+    let err = store
+        .enqueue_outbox_claimed(&retried, &hb, t0 + TimeDelta::minutes(9))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyExists { .. }),
+        "claimed duplicate: {err:?}"
+    );
+    let err = store
+        .complete_outbox(&a.id, &retried.id, &hb)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseNotHeld { .. }),
+        "B does not hold it: {err:?}"
+    );
+
+    // A holds them as if it had claimed them.
+    store
+        .retry_outbox(
+            &a.id,
+            &retried.id,
+            &ha,
+            t0 + TimeDelta::minutes(5),
+            "421 4.7.0 try later",
+        )
+        .await
+        .expect("A retries");
+    store
+        .complete_outbox(&a.id, &completed.id, &ha)
+        .await
+        .expect("A completes");
+
+    // After its claim ran out, the entry A left alone is B's; the retried one is not due yet.
+    let got = store
+        .claim_outbox(&a.id, &hb, t0 + TimeDelta::minutes(3), ttl, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![OutboxEntry {
+            attempts: 1,
+            ..left.clone()
+        }],
+        "the claim ran out; attempts count from the given ones"
+    );
+    let err = store
+        .complete_outbox(&a.id, &left.id, &ha)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseNotHeld { .. }),
+        "A's claim ran out: {err:?}"
+    );
+    store.complete_outbox(&a.id, &left.id, &hb).await.unwrap();
+
+    let got = store
+        .claim_outbox(&a.id, &hb, t0 + TimeDelta::minutes(5), ttl, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![OutboxEntry {
+            attempts: 2,
+            not_before: t0 + TimeDelta::minutes(5),
+            last_error: Some("421 4.7.0 try later".into()),
+            ..retried.clone()
+        }]
+    );
+    store
+        .complete_outbox(&a.id, &retried.id, &hb)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_outbox(&a.id, &hb, t0 + TimeDelta::days(1), ttl, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "all done, the completed one included"
+    );
+
+    // No account, no entry.
+    let ghost = id("ghost-2");
+    let err = store
+        .enqueue_outbox_claimed(
+            &OutboxEntry::new(
+                ghost.clone(),
+                OutboxId::parse("s1").unwrap(),
+                ticket(1),
+                serde_json::json!({}),
+                t0,
+            ),
+            &ha,
+            until,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    assert!(err.to_string().contains("ghost-2"), "{err}");
+    assert!(
+        env.raw
+            .state()
+            .await
+            .iter()
+            .all(|row| !row.contains("ghost-2")),
+        "nothing created for a missing account"
     );
 }
 
@@ -669,6 +931,24 @@ pub async fn missing_account_is_a_typed_error(env: &Env) {
                 serde_json::json!({}),
                 now(),
             ))
+            .await
+            .unwrap_err(),
+        store
+            .enqueue_outbox_claimed(
+                &OutboxEntry::new(
+                    ghost.clone(),
+                    OutboxId::parse("s2").unwrap(),
+                    ticket(1),
+                    serde_json::json!({}),
+                    now(),
+                ),
+                &LeaseHolder::parse("p").unwrap(),
+                now() + TimeDelta::minutes(1),
+            )
+            .await
+            .unwrap_err(),
+        store
+            .set_outbound_status(&ghost, &mid("x@y.it"), SendStatus::Sent)
             .await
             .unwrap_err(),
         store.update_account(&account("ghost-1")).await.unwrap_err(),

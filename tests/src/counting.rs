@@ -24,8 +24,8 @@ use aws_sdk_dynamodb::operation::{
 use chrono::{DateTime, Utc};
 use connector::domain::{
     Account, AccountId, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome, MessageId,
-    MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome, Uid,
-    UidValidity,
+    MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome, SendStatus,
+    Uid, UidValidity,
 };
 use connector::ports::Store;
 use connector::store::StoreError;
@@ -249,6 +249,17 @@ impl Store for CountingStore {
         self.read();
         self.inner.find_outbound(account, id).await
     }
+    async fn set_outbound_status(
+        &self,
+        account: &AccountId,
+        message_id: &MessageId,
+        status: SendStatus,
+    ) -> Result<(), StoreError> {
+        self.write();
+        self.inner
+            .set_outbound_status(account, message_id, status)
+            .await
+    }
     async fn set_delivery(
         &self,
         account: &AccountId,
@@ -264,6 +275,17 @@ impl Store for CountingStore {
     async fn enqueue_outbox(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         self.write();
         self.inner.enqueue_outbox(entry).await
+    }
+    async fn enqueue_outbox_claimed(
+        &self,
+        entry: &OutboxEntry,
+        holder: &LeaseHolder,
+        claimed_until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write();
+        self.inner
+            .enqueue_outbox_claimed(entry, holder, claimed_until)
+            .await
     }
     async fn claim_outbox(
         &self,

@@ -444,6 +444,16 @@ impl MailboxSession for CountingSession {
 
 // ----- the environment -------------------------------------------------------------------------
 
+/// Where the SMTP test server listens (`SMTP_HOST`, `SMTP_PORT`, as infra/test.sh exports them).
+pub fn smtp_server() -> (String, u16) {
+    let host = std::env::var("SMTP_HOST").unwrap_or_else(|_| "localhost".to_owned());
+    let port = std::env::var("SMTP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(10465);
+    (host, port)
+}
+
 /// How to build an [`InboundEnv`].
 #[derive(Default)]
 pub struct EnvOptions {
@@ -514,7 +524,10 @@ impl InboundEnv {
             id: id.clone(),
             address: PecAddress::parse(&user).expect("the Dovecot user is a PEC address"),
             imap: Endpoint::parse("imap", &dovecot.host, dovecot.port).expect("imap endpoint"),
-            smtp: Endpoint::parse("smtp", "localhost", 10465).expect("smtp endpoint"),
+            smtp: {
+                let (host, port) = smtp_server();
+                Endpoint::parse("smtp", &host, port).expect("smtp endpoint")
+            },
             username: None,
             poll_interval: PollInterval::DEFAULT,
             enabled: true,
@@ -522,6 +535,7 @@ impl InboundEnv {
             subject_template: "{{ticket.title}}".to_owned(),
             message_template: "{{ticket.latest_comment_html}}".to_owned(),
             receipt_mode: options.receipt_mode,
+            outbound_attachments: Default::default(),
             health: Default::default(),
             created_at: now,
             updated_at: now,

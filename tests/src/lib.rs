@@ -9,17 +9,21 @@
 //!   and a [`Store`](connector::ports::Store) wrapper that counts calls;
 //! * [`inbound_env`] — the inbound acceptance tests' world: a Dovecot mailbox, a Zendesk
 //!   simulator, embedded store and secrets, and the `Inbound` use case wired to them, plus
-//!   builders of the messages a PEC mailbox receives.
+//!   builders of the messages a PEC mailbox receives;
+//! * [`outbound_env`] — the outbound tests' world: the same plus the SMTP test server, the
+//!   `Outbound` use case and the api router, called in-process as Zendesk's webhook would.
 //!
 //! The AWS tests need moto server (`infra/moto.sh start`, done by `infra/test.sh`); they reach it
 //! at `AWS_ENDPOINT_URL` (default `http://127.0.0.1:5000`) and fail, never skip, without it.
 //! The inbound tests need Dovecot (`infra/dovecot.sh start`, also done by `infra/test.sh`) and
-//! likewise fail without it.
+//! likewise fail without it, as the outbound tests do without the SMTP test server
+//! (`infra/smtpd.sh start`).
 
 pub mod contract;
 pub mod counting;
 pub mod env;
 pub mod inbound_env;
+pub mod outbound_env;
 
 pub use env::Env;
 

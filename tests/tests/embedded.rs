@@ -12,7 +12,9 @@ e2e::contract_tests!(e2e::env::embedded;
     cursor_is_monotonic_and_conditional,
     message_recorded_once,
     outbound_found_by_either_id,
+    outbound_status_is_recorded_and_updated,
     outbox_enqueue_claim_complete,
+    outbox_enqueued_claimed,
     lease_one_of_twenty_wins,
     lease_expired_can_be_taken_over,
     lease_released_only_by_holder,
@@ -98,4 +100,66 @@ async fn missing_table_is_named() {
         err.to_string(),
         "cannot list accounts: table accounts does not exist"
     );
+}
+
+/// A database file from before the outbound `status` column: opening it adds the column, old
+/// records read as sent, and new ones keep their status.
+#[tokio::test]
+async fn outbound_status_column_is_added_to_an_old_file() {
+    use connector::domain::{OutboundRecord, SendStatus};
+    use connector::ports::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let a = contract::account("old-1");
+    let old = OutboundRecord::sent(
+        a.id.clone(),
+        contract::mid("old.1@acme.example.it"),
+        contract::ticket(5),
+        vec![contract::addr("uno@pec.it")],
+        contract::now(),
+    );
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.create_account(&a).await.unwrap();
+        store.record_outbound(&old).await.unwrap();
+    }
+    // Back to the old schema.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("ALTER TABLE outbound DROP COLUMN status;")
+        .unwrap();
+    let columns = |path: &std::path::Path| -> Vec<String> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info('outbound')")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert!(!columns(&path).contains(&"status".to_owned()));
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(columns(&path).contains(&"status".to_owned()));
+    assert_eq!(
+        store.find_outbound(&a.id, &old.message_id).await.unwrap(),
+        Some(old.clone())
+    );
+    let new = OutboundRecord::sent(
+        a.id.clone(),
+        contract::mid("new.1@acme.example.it"),
+        contract::ticket(6),
+        vec![contract::addr("due@pec.it")],
+        contract::now(),
+    )
+    .with_status(SendStatus::Sending);
+    store.record_outbound(&new).await.unwrap();
+    assert_eq!(
+        store.find_outbound(&a.id, &new.message_id).await.unwrap(),
+        Some(new)
+    );
+    // Opening again leaves the schema as it is.
+    drop(store);
+    SqliteStore::open(&path).unwrap();
 }

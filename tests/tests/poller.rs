@@ -44,9 +44,13 @@ async fn the_scheduled_poll_event_drives_the_poller() {
     .await;
 
     // First invocation: activation, nothing imported.
-    let first = poller::handle(&env.inbound, LambdaEvent::new(event.clone(), context(30)))
-        .await
-        .expect("first invocation");
+    let first = poller::handle(
+        &env.inbound,
+        None,
+        LambdaEvent::new(event.clone(), context(30)),
+    )
+    .await
+    .expect("first invocation");
     let Response::Polled(first) = first else {
         panic!("{first:?}")
     };
@@ -57,9 +61,13 @@ async fn the_scheduled_poll_event_drives_the_poller() {
         "opec-poller-1@pec.sandbox.test",
     )])
     .await;
-    let second = poller::handle(&env.inbound, LambdaEvent::new(event.clone(), context(30)))
-        .await
-        .expect("second invocation");
+    let second = poller::handle(
+        &env.inbound,
+        None,
+        LambdaEvent::new(event.clone(), context(30)),
+    )
+    .await
+    .expect("second invocation");
     let Response::Polled(second) = second else {
         panic!("{second:?}")
     };
@@ -74,7 +82,7 @@ async fn the_scheduled_poll_event_drives_the_poller() {
         )
         .await
         .unwrap();
-    let third = poller::handle(&env.inbound, LambdaEvent::new(event, context(30)))
+    let third = poller::handle(&env.inbound, None, LambdaEvent::new(event, context(30)))
         .await
         .expect("a mailbox problem is not an invocation error");
     let Response::MailboxProblem(problem) = third else {
@@ -89,6 +97,7 @@ async fn a_bad_event_is_refused_with_a_clear_error() {
     let env = InboundEnv::new("poller-bad").await;
     let err = poller::handle(
         &env.inbound,
+        None,
         LambdaEvent::new(serde_json::json!({"foo": 1}), context(5)),
     )
     .await
@@ -96,6 +105,7 @@ async fn a_bad_event_is_refused_with_a_clear_error() {
     assert!(err.to_string().contains("account_id"), "{err}");
     let err = poller::handle(
         &env.inbound,
+        None,
         LambdaEvent::new(serde_json::json!({"account_id": "nobody"}), context(5)),
     )
     .await

@@ -400,6 +400,8 @@ pub enum SecretName {
     ZendeskApiToken,
     /// The secret Zendesk signs webhook calls with.
     WebhookSigningSecret,
+    /// The bearer token Zendesk's webhook calls must carry.
+    WebhookBearerToken,
     /// The bearer token admin calls must carry.
     AdminToken,
 }
@@ -411,6 +413,7 @@ impl SecretName {
             SecretName::AccountPassword(id) => format!("account/{id}"),
             SecretName::ZendeskApiToken => "zendesk-api-token".to_owned(),
             SecretName::WebhookSigningSecret => "webhook-signing-secret".to_owned(),
+            SecretName::WebhookBearerToken => "webhook-bearer-token".to_owned(),
             SecretName::AdminToken => "admin-token".to_owned(),
         }
     }
@@ -419,6 +422,7 @@ impl SecretName {
         match raw {
             "zendesk-api-token" => Ok(SecretName::ZendeskApiToken),
             "webhook-signing-secret" => Ok(SecretName::WebhookSigningSecret),
+            "webhook-bearer-token" => Ok(SecretName::WebhookBearerToken),
             "admin-token" => Ok(SecretName::AdminToken),
             other => match other.strip_prefix("account/") {
                 Some(id) => Ok(SecretName::AccountPassword(AccountId::parse(id)?)),
@@ -457,6 +461,9 @@ pub struct Account {
     /// Where the receipts of PEC sent from this account go.
     #[serde(default)]
     pub receipt_mode: ReceiptMode,
+    /// Whether the files of an agent's comment leave with the PEC.
+    #[serde(default)]
+    pub outbound_attachments: AttachmentsPolicy,
     /// The mailbox's health as the last polls saw it (written only when it changes).
     #[serde(default)]
     pub health: AccountHealth,
@@ -496,6 +503,20 @@ pub enum ProblemKind {
     Unreachable,
     /// The password secret is missing or unreadable.
     Credentials,
+}
+
+/// Whether the attachments of an agent's comment are sent with the PEC.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachmentsPolicy {
+    /// As Zendesk's own e-mails do: on when the setting "Include attachments in emails"
+    /// (`settings.tickets.email_attachments`) is on.
+    #[default]
+    Zendesk,
+    /// Always sent.
+    On,
+    /// Never sent (the note lists them instead).
+    Off,
 }
 
 /// Where a receipt for a PEC we sent is recorded. A receipt that matches nothing we sent always
@@ -664,6 +685,43 @@ pub enum DeliveryState {
     NotDelivered,
 }
 
+/// Where the sending of a PEC we compose stands. The record is written before the message is
+/// handed to SMTP (`Sending`) and marked after, so receipts find their ticket even when the
+/// process dies in between, and no later attempt sends a message already accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendStatus {
+    /// Recorded, being handed to the provider (or the attempt died before it could say).
+    Sending,
+    /// The provider's SMTP server accepted it (end of DATA answered 250).
+    #[default]
+    Sent,
+    /// Refused for good (password, blocked IP, size, recipient): a note says why.
+    Failed,
+}
+
+impl SendStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendStatus::Sending => "sending",
+            SendStatus::Sent => "sent",
+            SendStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        match raw {
+            "sending" => Ok(SendStatus::Sending),
+            "sent" => Ok(SendStatus::Sent),
+            "failed" => Ok(SendStatus::Failed),
+            other => Err(InvalidInput::new(
+                "send status",
+                format!("{other:?} is not one of sending, sent, failed"),
+            )),
+        }
+    }
+}
+
 /// A PEC we sent: found later by our Message-ID or by the provider's identificativo.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboundRecord {
@@ -673,7 +731,10 @@ pub struct OutboundRecord {
     pub ticket: TicketId,
     pub recipients: Vec<PecAddress>,
     pub delivery: BTreeMap<PecAddress, DeliveryState>,
+    /// When the record was written (just before the first hand-over to SMTP).
     pub sent_at: DateTime<Utc>,
+    #[serde(default)]
+    pub status: SendStatus,
 }
 
 impl OutboundRecord {
@@ -697,7 +758,21 @@ impl OutboundRecord {
             recipients,
             delivery,
             sent_at,
+            status: SendStatus::Sent,
         }
+    }
+
+    /// The same record in another [`SendStatus`].
+    pub fn with_status(mut self, status: SendStatus) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Whether the provider has shown, by any receipt, that it took the message: then it was
+    /// sent, whatever our own status says (e.g. the connection dropped after DATA).
+    pub fn provider_took_it(&self) -> bool {
+        self.identificativo.is_some()
+            || self.delivery.values().any(|d| *d != DeliveryState::Pending)
     }
 }
 

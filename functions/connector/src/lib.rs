@@ -20,11 +20,11 @@
 //! * use cases:
 //!   * [`inbound`] — the poll: every new message in the mailbox becomes the right Zendesk
 //!     ticket, comment or note, exactly once ([`inbound::render`] says what agents see);
-//!   * [`outbound`] — sending PEC from Zendesk (so far: the webhook's verification and payload,
-//!     and composing the message);
+//!   * [`outbound`] — sending PEC from Zendesk: the webhook's verification and payload,
+//!     composing the message, and the send use case with its outbox of retries;
 //!   * [`accounts`] — removing an account and all it left behind.
 //!
-//! On AWS, the poller and api Lambdas wire the `aws` adapters; `pec-connector serve` wires the
+//! On AWS, the poller and api Lambdas wire the `aws` adapters (`wiring`, feature `lambda`); `pec-connector serve` wires the
 //! `embedded` ones. Both pass the same contract suite (the `e2e` crate).
 
 pub mod accounts;
@@ -37,3 +37,5 @@ pub mod ports;
 pub mod schedules;
 pub mod secrets;
 pub mod store;
+#[cfg(feature = "lambda")]
+pub mod wiring;

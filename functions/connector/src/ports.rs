@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use crate::domain::{
     Account, AccountId, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome, MessageId,
     MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome, Schedule,
-    SecretName, Uid, UidValidity,
+    SecretName, SendStatus, Uid, UidValidity,
 };
 use crate::schedules::SchedulesError;
 use crate::secrets::SecretsError;
@@ -100,6 +100,14 @@ pub trait Store: Send + Sync {
         account: &AccountId,
         id: &MessageId,
     ) -> Result<Option<OutboundRecord>, StoreError>;
+    /// Marks how the sending of a recorded PEC ended ([`SendStatus`]).
+    /// [`StoreError::NotFound`] if no PEC with this Message-ID is recorded.
+    async fn set_outbound_status(
+        &self,
+        account: &AccountId,
+        message_id: &MessageId,
+        status: SendStatus,
+    ) -> Result<(), StoreError>;
     /// Sets the delivery state of one recipient of a PEC we sent.
     async fn set_delivery(
         &self,
@@ -111,6 +119,16 @@ pub trait Store: Send + Sync {
 
     /// Adds a send to retry. [`StoreError::AlreadyExists`] if its id is queued.
     async fn enqueue_outbox(&self, entry: &OutboxEntry) -> Result<(), StoreError>;
+    /// Adds a send that `holder` is about to try itself: the entry is queued already claimed by
+    /// `holder` until `claimed_until` (its `attempts` as given), so nobody else claims it
+    /// meanwhile, and `holder` can complete or retry it like a claimed one. One conditional write:
+    /// [`StoreError::AlreadyExists`] if its id is queued (the dedup of concurrent deliveries).
+    async fn enqueue_outbox_claimed(
+        &self,
+        entry: &OutboxEntry,
+        holder: &LeaseHolder,
+        claimed_until: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Claims up to `limit` due entries (not before `now`, unclaimed or with an expired claim)
     /// for `ttl`, oldest first; each claim counts as an attempt. Two claimers never get the same
     /// entry while a claim lasts.

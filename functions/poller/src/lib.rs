@@ -1,100 +1,25 @@
 //! # poller — the Lambda an EventBridge schedule invokes, once per account
 //!
 //! Wiring only: the event names an account; [`handle`] turns the invocation deadline into the
-//! poll's deadline and runs [`connector::inbound::Inbound::poll`]. [`Config::from_env`] reads the
-//! deployment's settings once, at start, and [`inbound_from_config`] builds the AWS adapters.
+//! poll's deadline and runs [`connector::inbound::Inbound::poll`], then retries the account's
+//! due sends ([`connector::outbound::Outbound::retry_due`]). [`Config::from_env`] reads the
+//! deployment's settings once, at start, and [`from_config`] builds the AWS adapters.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use connector::domain::{AccountId, SecretName};
-use connector::inbound::{Inbound, PollOptions, PollOutcome};
-use connector::mailbox::imap::{ImapProvider, tls_config};
-use connector::ports::Secrets;
-use connector::secrets::aws::AwsSecrets;
-use connector::store::dynamo::DynamoStore;
+use connector::domain::AccountId;
+use connector::inbound::{Inbound, PollOutcome};
+use connector::outbound::Outbound;
+use connector::wiring::AwsParts;
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
-use zendesk::{Auth, RetryPolicy, ZendeskClient, ZendeskConfig};
 
-/// The deployment's settings (environment variables set by the SAM template).
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// `TABLE_NAME`: the DynamoDB table.
-    pub table: String,
-    /// `SECRETS_PREFIX`: Secrets Manager names are `<prefix>/<name>` (default `pec`).
-    pub secrets_prefix: String,
-    /// `ZENDESK_URL` (e.g. `https://acme.zendesk.com`) or `ZENDESK_SUBDOMAIN`.
-    pub zendesk_url: String,
-    /// `ZENDESK_EMAIL`: the agent the API token belongs to.
-    pub zendesk_email: String,
-}
+pub use connector::wiring::{Config, ConfigError};
 
-/// A missing or unusable setting, named.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot start: {0}")]
-pub struct ConfigError(String);
-
-impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let need = |k: &str| {
-            get(k)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or_else(|| ConfigError(format!("the environment variable {k} is not set")))
-        };
-        let zendesk_url = match get("ZENDESK_URL").filter(|v| !v.trim().is_empty()) {
-            Some(url) => url,
-            None => format!(
-                "https://{}.zendesk.com",
-                need("ZENDESK_SUBDOMAIN").map_err(|_| {
-                    ConfigError("neither ZENDESK_URL nor ZENDESK_SUBDOMAIN is set".to_owned())
-                })?
-            ),
-        };
-        Ok(Config {
-            table: need("TABLE_NAME")?,
-            secrets_prefix: get("SECRETS_PREFIX").unwrap_or_else(|| "pec".to_owned()),
-            zendesk_url,
-            zendesk_email: need("ZENDESK_EMAIL")?,
-        })
-    }
-}
-
-/// The AWS-backed inbound use case.
-pub async fn inbound_from_config(config: &Config) -> anyhow::Result<Inbound> {
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let store = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&aws),
-        config.table.clone(),
-    ));
-    let secrets = Arc::new(AwsSecrets::new(
-        aws_sdk_secretsmanager::Client::new(&aws),
-        config.secrets_prefix.clone(),
-    ));
-    let token = secrets.get(&SecretName::ZendeskApiToken).await?;
-    let zendesk = ZendeskClient::new(ZendeskConfig {
-        base_url: config.zendesk_url.clone(),
-        auth: Auth::Basic {
-            email: config.zendesk_email.clone(),
-            api_token: token,
-        },
-        timeout: Duration::from_secs(30),
-        retry: RetryPolicy::default(),
-    })?;
-    let tls = tls_config(None).map_err(anyhow::Error::msg)?;
-    Ok(Inbound {
-        store,
-        secrets,
-        mailboxes: Arc::new(ImapProvider::new(tls)),
-        zendesk: Arc::new(zendesk),
-        anchors: pec::TrustAnchors::pec(),
-        options: PollOptions::default(),
-        hook: None,
-    })
+/// The AWS-backed inbound and outbound use cases.
+pub async fn from_config(config: &Config) -> anyhow::Result<(Inbound, Outbound)> {
+    let parts = AwsParts::from_config(config).await?;
+    Ok((parts.inbound()?, parts.outbound()))
 }
 
 /// The invocation's input: the target Input `{"account_id": "..."}` the schedule sends, or a
@@ -123,14 +48,29 @@ pub enum Response {
     MailboxProblem(String),
 }
 
-/// Handles one invocation: polls the account until shortly before the Lambda deadline.
+/// Handles one invocation: polls the account until shortly before the Lambda deadline, then
+/// (with `outbound`) tries again the account's sends that are due — after the poll, so that a
+/// receipt just read can show a send was accepted after all.
 pub async fn handle(
     inbound: &Inbound,
+    outbound: Option<&Outbound>,
     event: LambdaEvent<Value>,
 ) -> Result<Response, lambda_runtime::Error> {
     let account = account_of(&event.payload)?;
     let deadline = instant_of(event.context.deadline);
-    match inbound.poll(&account, deadline).await {
+    let polled = inbound.poll(&account, deadline).await;
+    if let Some(outbound) = outbound
+        && !matches!(&polled, Ok(o) if o.busy)
+    {
+        match outbound.retry_due(&account).await {
+            Ok(retried) if retried == Default::default() => {}
+            Ok(retried) => tracing::info!(account = %account.as_str(), ?retried, "outbox retried"),
+            Err(e) => {
+                tracing::error!(account = %account.as_str(), error = %e, "outbox retry failed")
+            }
+        }
+    }
+    match polled {
         Ok(outcome) => {
             tracing::info!(account = %account.as_str(), ?outcome, "poll done");
             Ok(Response::Polled(outcome))
@@ -175,35 +115,6 @@ mod tests {
                 .contains("account_id")
         );
         assert!(account_of(&serde_json::json!({"account_id": "bad id!"})).is_err());
-    }
-
-    #[test]
-    fn configuration_names_what_is_missing() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
-        let err = Config::from_lookup(env(&[
-            ("ZENDESK_SUBDOMAIN", "acme"),
-            ("ZENDESK_EMAIL", "a@b.it"),
-        ]))
-        .unwrap_err();
-        assert!(err.to_string().contains("TABLE_NAME"), "{err}");
-        let err = Config::from_lookup(env(&[("TABLE_NAME", "t"), ("ZENDESK_EMAIL", "a@b.it")]))
-            .unwrap_err();
-        assert!(err.to_string().contains("ZENDESK_SUBDOMAIN"), "{err}");
-        let ok = Config::from_lookup(env(&[
-            ("TABLE_NAME", "t"),
-            ("ZENDESK_SUBDOMAIN", "acme"),
-            ("ZENDESK_EMAIL", "a@b.it"),
-        ]))
-        .unwrap();
-        assert_eq!(ok.zendesk_url, "https://acme.zendesk.com");
-        assert_eq!(ok.secrets_prefix, "pec");
     }
 
     #[test]

@@ -12,10 +12,10 @@ async fn main() -> Result<(), Error> {
         .without_time()
         .init();
     let config = poller::Config::from_env()?;
-    let inbound = poller::inbound_from_config(&config).await?;
-    let inbound = &inbound;
+    let (inbound, outbound) = poller::from_config(&config).await?;
+    let (inbound, outbound) = (&inbound, &outbound);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        poller::handle(inbound, event).await
+        poller::handle(inbound, Some(outbound), event).await
     }))
     .await
 }

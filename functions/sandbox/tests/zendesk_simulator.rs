@@ -571,3 +571,162 @@ async fn shutdown_stops_serving() {
         .unwrap();
     assert!(client.get(url).send().await.is_err());
 }
+
+#[tokio::test]
+async fn users_show_the_api_agent_and_requesters_with_their_roles() {
+    let api = Api::start().await;
+    let agent_id = api.sim.agent_id();
+    let agent: Value = api
+        .get(&format!("/api/v2/users/{agent_id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(agent["user"]["id"], agent_id);
+    assert_eq!(agent["user"]["email"], "api@pec-connector.test");
+    assert_eq!(agent["user"]["role"], "agent");
+    assert!(agent["user"]["name"].is_string());
+
+    let ticket = api.create(&pec_ticket("pec:1")).await;
+    let requester_id = ticket["ticket"]["requester_id"].as_u64().unwrap();
+    let response = api
+        .get(&format!("/api/v2/users/{requester_id}.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let requester: Value = response.json().await.unwrap();
+    assert_eq!(requester["user"]["id"], requester_id);
+    assert_eq!(requester["user"]["name"], "SdI");
+    assert_eq!(requester["user"]["email"], "sdi03@pec.fatturapa.it");
+    assert_eq!(requester["user"]["role"], "end-user");
+
+    let missing = api.get("/api/v2/users/999999").send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.json::<Value>().await.unwrap(),
+        json!({"error": "RecordNotFound", "description": "Not found"})
+    );
+}
+
+#[tokio::test]
+async fn account_settings_report_the_email_attachments_setting() {
+    let api = Api::start().await;
+    let settings = |api: &Api| {
+        let request = api.get("/api/v2/account/settings");
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let on = settings(&api).await;
+    assert_eq!(on["settings"]["tickets"]["email_attachments"], true);
+    assert_eq!(on["settings"]["tickets"]["private_attachments"], false);
+    assert_eq!(
+        on["settings"]["tickets"]["comments_public_by_default"],
+        true
+    );
+    api.sim.set_email_attachments(false);
+    let off = settings(&api).await;
+    assert_eq!(off["settings"]["tickets"]["email_attachments"], false);
+}
+
+#[tokio::test]
+async fn users_and_settings_need_credentials() {
+    let api = Api::start().await;
+    let agent_id = api.sim.agent_id();
+    for path in [
+        format!("/api/v2/users/{agent_id}"),
+        "/api/v2/account/settings".to_string(),
+    ] {
+        let response = api.http.get(api.url(&path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"error": "Couldn't authenticate you"})
+        );
+        let wrong = api
+            .http
+            .get(api.url(&path))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn agent_replies_carry_downloadable_attachments_under_the_configured_base() {
+    let api = Api::start().await;
+    let id = api.create(&pec_ticket("pec:1")).await["ticket"]["id"]
+        .as_u64()
+        .unwrap();
+    let first = api.upload("risposta.pdf", b"%PDF-1.7 uno", None).await;
+    let reply = api
+        .put(&format!("/api/v2/tickets/{id}"))
+        .json(&json!({"ticket": {"comment": {
+            "html_body": "<p>In allegato la risposta.</p>",
+            "public": true,
+            "uploads": [first["upload"]["token"]],
+        }}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+
+    let comments: Value = api
+        .get(&format!("/api/v2/tickets/{id}/comments"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let last = &comments["comments"][1];
+    assert_eq!(last["author_id"], api.sim.agent_id());
+    assert_eq!(last["public"], true);
+    assert_eq!(last["html_body"], "<p>In allegato la risposta.</p>");
+    assert!(last["created_at"].is_string());
+    let attachment = &last["attachments"][0];
+    assert_eq!(attachment["file_name"], "risposta.pdf");
+    assert_eq!(attachment["content_type"], "application/pdf");
+    assert_eq!(attachment["size"], 12);
+    let url = attachment["content_url"].as_str().unwrap();
+    assert!(url.starts_with(api.sim.base_url()), "{url}");
+    let content = api.http.get(url).send().await.unwrap();
+    assert_eq!(content.status(), StatusCode::OK);
+    assert_eq!(content.headers()["content-type"], "application/pdf");
+    assert_eq!(content.bytes().await.unwrap().as_ref(), b"%PDF-1.7 uno");
+
+    // With another base, new uploads point there; the old ones keep theirs.
+    api.sim
+        .set_attachment_base_url(Some("https://storage.example.test/".into()));
+    let second = api.upload("altro.pdf", b"%PDF-1.7 due", None).await;
+    let elsewhere = second["upload"]["attachment"]["content_url"]
+        .as_str()
+        .unwrap();
+    assert!(
+        elsewhere.starts_with("https://storage.example.test/attachments/token/"),
+        "{elsewhere}"
+    );
+    assert!(elsewhere.ends_with("/?name=altro.pdf"), "{elsewhere}");
+    let again: Value = api
+        .get(&format!("/api/v2/tickets/{id}/comments"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["comments"][1]["attachments"][0]["content_url"], url);
+    api.sim.set_attachment_base_url(None);
+    let third = api.upload("terzo.pdf", b"3", None).await;
+    let back = third["upload"]["attachment"]["content_url"]
+        .as_str()
+        .unwrap();
+    assert!(back.starts_with(api.sim.base_url()), "{back}");
+}

@@ -1,11 +1,12 @@
 //! The HTTP client: one method per Zendesk operation, all through one retry loop bounded by the
 //! caller's deadline.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
-use reqwest::{Method, StatusCode};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 use crate::config::{Auth, RetryPolicy, ZendeskConfig};
 use crate::error::{FieldError, ZendeskError};
 use crate::model::{
-    Comment, NewTicket, Ticket, TicketComment, TicketId, TicketUpdate, UploadToken,
+    Comment, NewTicket, Ticket, TicketComment, TicketId, TicketUpdate, UploadToken, User,
 };
 
 /// Comment bodies longer than this are truncated by Zendesk without error (reference §2.5), so
@@ -24,11 +25,23 @@ pub const COMMENT_BODY_LIMIT: usize = 64 * 1024;
 /// Page size limit of list endpoints.
 const MAX_PAGE: usize = 100;
 
+/// Redirects followed by one attachment download (Zendesk sends at most one or two, to its
+/// attachment storage).
+const MAX_REDIRECTS: usize = 5;
+
+/// How much of an error answer to an attachment download is read to classify it.
+const ERROR_BODY_LIMIT: u64 = 64 * 1024;
+
 /// A Zendesk Support API client. Cheap to clone (shares the connection pool).
 #[derive(Clone)]
 pub struct ZendeskClient {
     http: reqwest::Client,
+    /// The same settings without automatic redirects: attachment downloads follow them by hand
+    /// so that credentials never leave `base` (see [`ZendeskClient::download_attachment`]).
+    download_http: reqwest::Client,
     base_url: String,
+    /// `base_url` parsed: its scheme, host and port are the only origin that gets credentials.
+    base: Url,
     auth: Auth,
     timeout: Duration,
     retry: RetryPolicy,
@@ -97,6 +110,29 @@ struct TicketsEnvelope {
 }
 
 #[derive(Deserialize)]
+struct UserEnvelope {
+    user: User,
+}
+
+#[derive(Deserialize)]
+struct SettingsEnvelope {
+    #[serde(default)]
+    settings: Settings,
+}
+
+#[derive(Default, Deserialize)]
+struct Settings {
+    #[serde(default)]
+    tickets: TicketSettings,
+}
+
+#[derive(Default, Deserialize)]
+struct TicketSettings {
+    #[serde(default)]
+    email_attachments: bool,
+}
+
+#[derive(Deserialize)]
 struct UploadEnvelope {
     upload: UploadBody,
 }
@@ -126,9 +162,9 @@ impl ZendeskClient {
     /// Builds the client (rustls with the platform's roots; plain `http` only for tests).
     pub fn new(config: ZendeskConfig) -> Result<Self, ZendeskError> {
         let base_url = config.base_url.trim_end_matches('/').to_string();
-        let parsed = reqwest::Url::parse(&base_url)
+        let base = Url::parse(&base_url)
             .map_err(|e| ZendeskError::Config(format!("base url {base_url:?}: {e}")))?;
-        if !matches!(parsed.scheme(), "https" | "http") {
+        if !matches!(base.scheme(), "https" | "http") || base.host_str().is_none() {
             return Err(ZendeskError::Config(format!(
                 "base url {base_url:?} is not http(s)"
             )));
@@ -138,13 +174,36 @@ impl ZendeskClient {
         {
             return Err(ZendeskError::Config("the API user e-mail is empty".into()));
         }
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("pec-connector/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ZendeskError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(concat!("pec-connector/", env!("CARGO_PKG_VERSION")))
+        };
+        let built = |r: Result<reqwest::Client, reqwest::Error>| {
+            r.map_err(|e| ZendeskError::Config(format!("cannot build the HTTP client: {e}")))
+        };
+        // API calls follow redirects only within the base origin, so the credentials they
+        // carry stay there; anything else comes back as the 3xx answer (an `Invalid` error).
+        let origin = base.clone();
+        let same_origin_only = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else if same_origin(attempt.url(), &origin) {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        });
+        let http = built(builder().redirect(same_origin_only).build())?;
+        let download_http = built(
+            builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build(),
+        )?;
         Ok(ZendeskClient {
             http,
+            download_http,
             base_url,
+            base,
             auth: config.auth,
             timeout: config.timeout,
             retry: config.retry,
@@ -314,6 +373,64 @@ impl ZendeskClient {
         Ok(comments)
     }
 
+    /// Reads a user (the API agent, another agent or an end user); [`ZendeskError::NotFound`]
+    /// if there is none with this id.
+    pub async fn get_user(&self, id: u64, deadline: Instant) -> Result<User, ZendeskError> {
+        let call = Call::new(Method::GET, format!("/api/v2/users/{id}"));
+        let envelope: UserEnvelope = self.call(call, deadline).await?;
+        Ok(envelope.user)
+    }
+
+    /// Whether the account includes attachments in e-mail notifications ("Include attachments
+    /// in emails", `settings.tickets.email_attachments` of `GET /api/v2/account/settings`);
+    /// false when Zendesk does not say.
+    pub async fn email_attachments_enabled(&self, deadline: Instant) -> Result<bool, ZendeskError> {
+        let call = Call::new(Method::GET, "/api/v2/account/settings".into());
+        let envelope: SettingsEnvelope = self.call(call, deadline).await?;
+        Ok(envelope.settings.tickets.email_attachments)
+    }
+
+    /// Downloads an attachment's `content_url`, at most `max_bytes` of it.
+    ///
+    /// - Only a URL on the configured `base_url`'s origin (scheme, host and port) is fetched,
+    ///   with the client's credentials; any other is [`ZendeskError::ForeignHost`] and nothing
+    ///   is sent (`content_url` may point outside the account, reference §3).
+    /// - Up to a few redirects are followed by hand. Credentials go only to hops on the base
+    ///   origin reached without leaving it; once a redirect leaves it, no later hop gets them.
+    ///   reqwest's own policy is not used for this: in reqwest 0.13.5,
+    ///   `redirect::remove_sensitive_headers` (src/redirect.rs) only compares the next URL with
+    ///   the *last* one, and tower-http 0.6 `FollowRedirect` (src/follow_redirect/mod.rs) puts
+    ///   the original headers back on every hop, so a second redirect within another host
+    ///   (`zendesk → cdn/a → cdn/b`) would carry `Authorization` to that host.
+    /// - A `Content-Length` above `max_bytes` fails before the body is read, and the body is
+    ///   counted as it streams: [`ZendeskError::AttachmentTooLarge`] either way.
+    /// - Server errors, timeouts and network failures are retried like every read, within
+    ///   `deadline`.
+    pub async fn download_attachment(
+        &self,
+        content_url: &str,
+        max_bytes: u64,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, ZendeskError> {
+        let url = Url::parse(content_url).map_err(|e| ZendeskError::AttachmentUrl {
+            reason: format!("content_url is not a url ({e})"),
+        })?;
+        if !same_origin(&url, &self.base) {
+            return Err(ZendeskError::ForeignHost {
+                url_host: host_and_port(&url),
+            });
+        }
+        // The path of a content URL is a bearer token: the op names the file instead.
+        let op = match url.query_pairs().find(|(k, _)| k == "name") {
+            Some((_, name)) => format!("GET attachment {name:?}"),
+            None => "GET attachment".to_string(),
+        };
+        self.retrying(&op, Replay::Always, deadline, |timeout| {
+            self.download_once(&url, &op, max_bytes, timeout)
+        })
+        .await
+    }
+
     // ----- the retry loop ---------------------------------------------------------------------
 
     async fn call<T: DeserializeOwned>(
@@ -322,27 +439,45 @@ impl ZendeskClient {
         deadline: Instant,
     ) -> Result<T, ZendeskError> {
         let op = call.op();
+        let body = self
+            .retrying(&op, call.replay, deadline, |timeout| {
+                self.send(&call, &op, timeout)
+            })
+            .await?;
+        serde_json::from_slice(&body).map_err(|source| ZendeskError::Decode { op, source })
+    }
+
+    /// Runs `attempt` (given the time it may take) until it succeeds, fails for good, runs out
+    /// of attempts or would pass `deadline`.
+    async fn retrying<T, F, Fut>(
+        &self,
+        op: &str,
+        replay: Replay,
+        deadline: Instant,
+        mut attempt: F,
+    ) -> Result<T, ZendeskError>
+    where
+        F: FnMut(Duration) -> Fut,
+        Fut: Future<Output = Result<T, ZendeskError>>,
+    {
         let mut attempts = 0;
         let mut last: Option<ZendeskError> = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(ZendeskError::DeadlineExceeded {
-                    op,
+                    op: op.to_string(),
                     attempts,
                     last: last.map(Box::new),
                 });
             }
             attempts += 1;
             let per_attempt = self.timeout.min(remaining);
-            let error = match self.send(&call, &op, per_attempt).await {
-                Ok(body) => {
-                    return serde_json::from_slice(&body)
-                        .map_err(|source| ZendeskError::Decode { op, source });
-                }
+            let error = match attempt(per_attempt).await {
+                Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            if !may_retry(&error, call.replay) || attempts >= self.retry.max_attempts {
+            if !may_retry(&error, replay) || attempts >= self.retry.max_attempts {
                 return Err(error);
             }
             let wait = match error.retry_after() {
@@ -354,7 +489,7 @@ impl ZendeskClient {
                 .is_none_or(|at| at >= deadline)
             {
                 return Err(ZendeskError::DeadlineExceeded {
-                    op,
+                    op: op.to_string(),
                     attempts,
                     last: Some(Box::new(error)),
                 });
@@ -365,24 +500,28 @@ impl ZendeskClient {
         }
     }
 
-    /// One HTTP attempt: the body of a 2xx answer, or the typed error.
-    async fn send(&self, call: &Call, op: &str, timeout: Duration) -> Result<Bytes, ZendeskError> {
-        let mut url = reqwest::Url::parse(&format!("{}{}", self.base_url, call.path))
-            .map_err(|e| ZendeskError::Config(format!("cannot build the url for {op}: {e}")))?;
-        if !call.query.is_empty() {
-            url.query_pairs_mut().extend_pairs(&call.query);
-        }
-        let mut request = self
-            .http
-            .request(call.method.clone(), url)
-            .timeout(timeout)
-            .header(reqwest::header::ACCEPT, "application/json");
-        request = match &self.auth {
+    fn authorize(&self, request: RequestBuilder) -> RequestBuilder {
+        match &self.auth {
             Auth::Basic { email, api_token } => {
                 request.basic_auth(format!("{email}/token"), Some(api_token.expose_secret()))
             }
             Auth::Bearer { token } => request.bearer_auth(token.expose_secret()),
-        };
+        }
+    }
+
+    /// One HTTP attempt: the body of a 2xx answer, or the typed error.
+    async fn send(&self, call: &Call, op: &str, timeout: Duration) -> Result<Bytes, ZendeskError> {
+        let mut url = Url::parse(&format!("{}{}", self.base_url, call.path))
+            .map_err(|e| ZendeskError::Config(format!("cannot build the url for {op}: {e}")))?;
+        if !call.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&call.query);
+        }
+        let request = self
+            .http
+            .request(call.method.clone(), url)
+            .timeout(timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
+        let mut request = self.authorize(request);
         if let Some(key) = &call.idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
@@ -393,21 +532,7 @@ impl ZendeskClient {
                 .header(CONTENT_TYPE, content_type)
                 .body(data.clone()),
         };
-        let transport = |source: reqwest::Error| {
-            if source.is_timeout() {
-                ZendeskError::Timeout {
-                    op: op.to_string(),
-                    after: timeout,
-                }
-            } else if source.is_builder() {
-                ZendeskError::Config(format!("cannot build the request for {op}"))
-            } else {
-                ZendeskError::Transport {
-                    op: op.to_string(),
-                    source,
-                }
-            }
-        };
+        let transport = |source| request_error(op, timeout, source);
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -416,6 +541,152 @@ impl ZendeskClient {
             Ok(body)
         } else {
             Err(classify(op, status, &headers, &body))
+        }
+    }
+}
+
+impl ZendeskClient {
+    /// One download attempt of `start` (on the base origin), following redirects by hand.
+    async fn download_once(
+        &self,
+        start: &Url,
+        op: &str,
+        max_bytes: u64,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ZendeskError> {
+        let transport = |source| request_error(op, timeout, source);
+        let bad_url = |reason: String| ZendeskError::AttachmentUrl { reason };
+        let attempt_deadline = Instant::now() + timeout;
+        let mut url = start.clone();
+        // True while every hop so far stayed on the base origin.
+        let mut authorized = same_origin(&url, &self.base);
+        let mut hops = 0;
+        let response = loop {
+            let remaining = attempt_deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ZendeskError::Timeout {
+                    op: op.to_string(),
+                    after: timeout,
+                });
+            }
+            let mut request = self.download_http.get(url.clone()).timeout(remaining);
+            if authorized {
+                request = self.authorize(request);
+            }
+            let response = request.send().await.map_err(transport)?;
+            let status = response.status();
+            let is_redirect = matches!(
+                status,
+                StatusCode::MOVED_PERMANENTLY
+                    | StatusCode::FOUND
+                    | StatusCode::SEE_OTHER
+                    | StatusCode::TEMPORARY_REDIRECT
+                    | StatusCode::PERMANENT_REDIRECT
+            );
+            if !is_redirect {
+                break response;
+            }
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(bad_url(format!("more than {MAX_REDIRECTS} redirects")));
+            }
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| bad_url(format!("redirect ({status}) without a location")))?;
+            let next = url
+                .join(location)
+                .map_err(|e| bad_url(format!("redirect to an invalid location ({e})")))?;
+            if !matches!(next.scheme(), "https" | "http") {
+                return Err(bad_url(format!("redirect to a {} url", next.scheme())));
+            }
+            if url.scheme() == "https" && next.scheme() == "http" {
+                return Err(bad_url("redirect from https to http".into()));
+            }
+            authorized = authorized && same_origin(&next, &self.base);
+            url = next;
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let headers = response.headers().clone();
+            let body = match read_capped(response, ERROR_BODY_LIMIT).await {
+                Ok(Capped::Complete(body)) => body,
+                Ok(Capped::Over(_)) | Err(_) => Vec::new(),
+            };
+            return Err(classify(op, status, &headers, &body));
+        }
+        if let Some(size) = response.content_length()
+            && size > max_bytes
+        {
+            return Err(ZendeskError::AttachmentTooLarge {
+                size,
+                limit: max_bytes,
+            });
+        }
+        match read_capped(response, max_bytes).await.map_err(transport)? {
+            Capped::Complete(data) => Ok(data),
+            Capped::Over(size) => Err(ZendeskError::AttachmentTooLarge {
+                size,
+                limit: max_bytes,
+            }),
+        }
+    }
+}
+
+/// A body read up to a limit.
+enum Capped {
+    Complete(Vec<u8>),
+    /// Reading stopped after this many bytes, more than the limit.
+    Over(u64),
+}
+
+/// Reads `response`'s body chunk by chunk, stopping as soon as it exceeds `limit` bytes.
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: u64,
+) -> Result<Capped, reqwest::Error> {
+    let expected = response.content_length().unwrap_or(0).min(limit);
+    let mut data = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+    while let Some(chunk) = response.chunk().await? {
+        let size = data.len() as u64 + chunk.len() as u64;
+        if size > limit {
+            return Ok(Capped::Over(size));
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(Capped::Complete(data))
+}
+
+/// Same scheme, host and port (the port the scheme implies when none is written).
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// `host` or `host:port` when the port is not the scheme's default.
+fn host_and_port(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+/// A failed request attempt: timeout, malformed request or network failure.
+fn request_error(op: &str, timeout: Duration, source: reqwest::Error) -> ZendeskError {
+    if source.is_timeout() {
+        ZendeskError::Timeout {
+            op: op.to_string(),
+            after: timeout,
+        }
+    } else if source.is_builder() {
+        ZendeskError::Config(format!("cannot build the request for {op}"))
+    } else {
+        ZendeskError::Transport {
+            op: op.to_string(),
+            source,
         }
     }
 }

@@ -60,6 +60,21 @@ pub enum ZendeskError {
     },
     #[error("comment body is {len} bytes; zendesk silently truncates it above {limit}")]
     CommentTooLarge { len: usize, limit: usize },
+    /// An attachment's `content_url` is not on the configured Zendesk origin (scheme, host and
+    /// port of `base_url`): the client sends nothing there, so no credential can leak.
+    #[error("attachment url is on {url_host}, not on the zendesk account: refusing to download")]
+    ForeignHost {
+        /// The URL's host, with the port when it is not the scheme's default.
+        url_host: String,
+    },
+    /// An attachment is larger than the caller's limit. `size` is the announced
+    /// `Content-Length`, or the bytes received when the download was cut.
+    #[error("attachment is at least {size} bytes, above the limit of {limit}")]
+    AttachmentTooLarge { size: u64, limit: u64 },
+    /// An attachment download that cannot be followed: an unparseable `content_url`, too many
+    /// redirects, a redirect without `Location`, to another scheme, or from `https` to `http`.
+    #[error("cannot download the attachment: {reason}")]
+    AttachmentUrl { reason: String },
 }
 
 impl ZendeskError {

@@ -1,10 +1,12 @@
 //! Zendesk Support API client for the PEC connector (see `reference/zendesk-api.md`).
 //!
 //! - [`ZendeskClient`] (`client`): create tickets with an `Idempotency-Key`, upload files, add
-//!   comments and internal notes, edit tags, find tickets by `external_id`, read tickets and
-//!   their latest comments. Every call takes a deadline (`std::time::Instant`, e.g. the Lambda's
-//!   remaining time): `429` waits for `Retry-After` (or `ratelimit-reset`), `5xx` and timeouts back
-//!   off exponentially with jitter, and no call ever sleeps past the deadline.
+//!   comments and internal notes, edit tags, find tickets by `external_id`, read tickets, their
+//!   latest comments, users and the "Include attachments in emails" setting, and download
+//!   attachment content (only from the account's own origin, size-capped). Every call takes a
+//!   deadline (`std::time::Instant`, e.g. the Lambda's remaining time): `429` waits for
+//!   `Retry-After` (or `ratelimit-reset`), `5xx` and timeouts back off exponentially with jitter,
+//!   and no call ever sleeps past the deadline.
 //! - [`ZendeskError`] (`error`): one typed error per failure class, with `is_transient()`.
 //! - `model`: the request and response shapes we use, read leniently.
 //! - `escape`: making PEC text inert in comments (`{{` placeholders, HTML).
@@ -25,5 +27,5 @@ pub use error::{FieldError, ZendeskError};
 pub use escape::{escape_placeholders, text_to_html};
 pub use model::{
     Attachment, Comment, CustomField, NewTicket, Requester, Ticket, TicketComment, TicketId,
-    TicketUpdate, UploadToken,
+    TicketUpdate, UploadToken, User,
 };

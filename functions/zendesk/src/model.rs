@@ -152,3 +152,16 @@ pub struct Attachment {
     #[serde(default)]
     pub size: u64,
 }
+
+/// A user as Zendesk returns it (`GET /api/v2/users/{id}`, OAS `UserObject`): the API agent,
+/// another agent or an end user (`role`: `end-user`, `agent` or `admin`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct User {
+    pub id: u64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+}

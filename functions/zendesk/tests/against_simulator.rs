@@ -1,9 +1,12 @@
 //! `ZendeskClient` against the loopback Zendesk simulator.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sandbox::ZendeskSimulator;
 use sandbox::zendesk::Fault;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 use zendesk::{
     Auth, Comment, CustomField, NewTicket, Requester, RetryPolicy, TicketId, TicketUpdate,
     ZendeskClient, ZendeskConfig, ZendeskError, text_to_html,
@@ -580,4 +583,389 @@ async fn escaped_pec_text_survives_placeholder_rendering_in_agent_notes() {
     // Escaped: the reader sees the original text (the zero-width space is invisible).
     let shown = comments[2].html_body.replace("&#8203;", "");
     assert_eq!(shown, pec_text);
+}
+
+// ----- users, account settings, attachment downloads --------------------------------------------
+
+#[tokio::test]
+async fn reads_the_api_agent_and_end_users_and_reports_missing_ones() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let agent = zd.get_user(sim.agent_id(), in_secs(5)).await.unwrap();
+    assert_eq!(agent.id, sim.agent_id());
+    assert_eq!(agent.email.as_deref(), Some("api@pec-connector.test"));
+    assert_eq!(agent.role.as_deref(), Some("agent"));
+
+    let ticket = zd
+        .create_ticket(&new_ticket("pec:1"), "k", in_secs(5))
+        .await
+        .unwrap();
+    let requester_id = ticket.requester_id.unwrap();
+    assert_ne!(requester_id, sim.agent_id());
+    let requester = zd.get_user(requester_id, in_secs(5)).await.unwrap();
+    assert_eq!(requester.id, requester_id);
+    assert_eq!(requester.name, "SdI");
+    assert_eq!(requester.email.as_deref(), Some("sdi03@pec.fatturapa.it"));
+    assert_eq!(requester.role.as_deref(), Some("end-user"));
+
+    let error = zd.get_user(424242, in_secs(5)).await.unwrap_err();
+    match &error {
+        ZendeskError::NotFound { op } => assert_eq!(op, "GET /api/v2/users/424242"),
+        other => panic!("{other:?}"),
+    }
+    assert!(error.is_permanent());
+}
+
+#[tokio::test]
+async fn reads_the_include_attachments_in_emails_setting() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    assert!(zd.email_attachments_enabled(in_secs(5)).await.unwrap());
+    sim.set_email_attachments(false);
+    assert!(!zd.email_attachments_enabled(in_secs(5)).await.unwrap());
+    sim.set_email_attachments(true);
+    assert!(zd.email_attachments_enabled(in_secs(5)).await.unwrap());
+    let log = sim.requests();
+    assert_eq!(log.len(), 3);
+    assert!(log.iter().all(|r| r.path == "/api/v2/account/settings"));
+}
+
+/// A ticket with a public agent reply carrying one file; returns the file's `content_url`.
+async fn agent_reply_with_file(sim: &ZendeskSimulator, zd: &ZendeskClient, data: &[u8]) -> String {
+    let ticket = zd
+        .create_ticket(&new_ticket("pec:1"), "k", in_secs(5))
+        .await
+        .unwrap();
+    let token = zd
+        .upload(
+            "risposta firmata.pdf",
+            "application/pdf",
+            data.to_vec(),
+            None,
+            in_secs(5),
+        )
+        .await
+        .unwrap();
+    let reply = Comment {
+        html_body: "<p>Gentile cliente, in allegato la risposta.</p>".into(),
+        public: true,
+        uploads: vec![token],
+        author_id: None,
+    };
+    zd.add_comment(ticket.id, &reply, in_secs(5)).await.unwrap();
+    let latest = zd.latest_comments(ticket.id, 1, in_secs(5)).await.unwrap();
+    let comment = &latest[0];
+    assert!(comment.public);
+    assert_eq!(comment.author_id, Some(sim.agent_id()));
+    assert_eq!(comment.attachments.len(), 1);
+    let attachment = &comment.attachments[0];
+    assert_eq!(attachment.file_name, "risposta firmata.pdf");
+    assert_eq!(attachment.content_type, "application/pdf");
+    assert_eq!(attachment.size, data.len() as u64);
+    attachment.content_url.clone()
+}
+
+#[tokio::test]
+async fn downloads_the_file_of_an_agent_reply_with_credentials() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+    let url = agent_reply_with_file(&sim, &zd, &data).await;
+    assert!(url.starts_with(sim.base_url()), "{url}");
+
+    let downloaded = zd
+        .download_attachment(&url, 10_000, in_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(downloaded, data);
+    let log = sim.requests();
+    let fetch = log.last().unwrap();
+    assert!(fetch.path.starts_with("/attachments/token/"), "{fetch:?}");
+    assert!(fetch.header("authorization").is_some());
+}
+
+#[tokio::test]
+async fn attachment_downloads_are_retried_on_server_errors() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let url = agent_reply_with_file(&sim, &zd, b"%PDF-1.7").await;
+    sim.unavailable_next(2);
+    let downloaded = zd.download_attachment(&url, 100, in_secs(5)).await.unwrap();
+    assert_eq!(downloaded, b"%PDF-1.7");
+    let fetches = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/attachments/"))
+        .count();
+    assert_eq!(fetches, 3);
+}
+
+#[tokio::test]
+async fn attachments_on_another_host_are_refused_without_contacting_it() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let elsewhere = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let elsewhere_addr = elsewhere.local_addr().unwrap();
+    sim.set_attachment_base_url(Some(format!("http://{elsewhere_addr}")));
+    let url = agent_reply_with_file(&sim, &zd, b"%PDF-1.7").await;
+    assert!(url.starts_with(&format!("http://{elsewhere_addr}/attachments/token/")));
+    let before = sim.requests().len();
+
+    let error = zd
+        .download_attachment(&url, 1_000_000, in_secs(5))
+        .await
+        .unwrap_err();
+    match &error {
+        ZendeskError::ForeignHost { url_host } => {
+            assert_eq!(url_host, &elsewhere_addr.to_string())
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(error.is_permanent());
+    let contacted = tokio::time::timeout(Duration::from_millis(300), elsewhere.accept()).await;
+    assert!(contacted.is_err(), "the other host was contacted");
+    assert_eq!(sim.requests().len(), before);
+
+    // Same host, other scheme: also another origin.
+    let https = url.replacen("http://", "https://", 1);
+    assert!(matches!(
+        zd.download_attachment(&https, 1_000_000, in_secs(5)).await,
+        Err(ZendeskError::ForeignHost { .. })
+    ));
+    assert!(matches!(
+        zd.download_attachment("not a url", 1_000_000, in_secs(5))
+            .await,
+        Err(ZendeskError::AttachmentUrl { .. })
+    ));
+}
+
+#[tokio::test]
+async fn attachments_above_the_limit_fail_before_their_body_is_read() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let data = vec![b'x'; 4096];
+    let url = agent_reply_with_file(&sim, &zd, &data).await;
+    let error = zd
+        .download_attachment(&url, 4095, in_secs(5))
+        .await
+        .unwrap_err();
+    match error {
+        ZendeskError::AttachmentTooLarge { size, limit } => assert_eq!((size, limit), (4096, 4095)),
+        other => panic!("{other:?}"),
+    }
+    let fetches = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/attachments/"))
+        .count();
+    assert_eq!(fetches, 1, "a too large attachment is not retried");
+    // Exactly at the limit is fine.
+    let downloaded = zd
+        .download_attachment(&url, 4096, in_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(downloaded.len(), 4096);
+}
+
+#[tokio::test]
+async fn unknown_attachment_tokens_are_not_found() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let url = format!("{}/attachments/token/nope/?name=x.pdf", sim.base_url());
+    let error = zd
+        .download_attachment(&url, 1000, in_secs(5))
+        .await
+        .unwrap_err();
+    match &error {
+        // The op names the file, never the URL's token.
+        ZendeskError::NotFound { op } => assert_eq!(op, "GET attachment \"x.pdf\""),
+        other => panic!("{other:?}"),
+    }
+    assert!(error.is_permanent());
+}
+
+// A scripted HTTP/1.1 server, for answers the simulator does not give (redirects, chunked bodies).
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// Serves `routes` (request target → raw response) on `listener`, one request per connection,
+/// and logs each request head; unknown targets get `404`.
+fn scripted(listener: TcpListener, routes: Vec<(String, Vec<u8>)>) -> Log {
+    let log: Log = Arc::default();
+    let seen = log.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let target = head.split(' ').nth(1).unwrap_or_default().to_string();
+            seen.lock().unwrap().push(head);
+            let response = routes
+                .iter()
+                .find(|(t, _)| *t == target)
+                .map(|(_, r)| r.clone())
+                .unwrap_or_else(|| {
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        .to_vec()
+                });
+            let _ = socket.write_all(&response).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    log
+}
+
+fn redirect_to(location: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn raw_client(addr: std::net::SocketAddr) -> ZendeskClient {
+    ZendeskClient::new(ZendeskConfig {
+        base_url: format!("http://{addr}"),
+        auth: Auth::Basic {
+            email: "api@pec-connector.test".into(),
+            api_token: "sandbox-api-token".to_string().into(),
+        },
+        timeout: Duration::from_secs(5),
+        retry: RetryPolicy {
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(400),
+            max_attempts: 3,
+        },
+    })
+    .unwrap()
+}
+
+fn authorized(head: &str) -> bool {
+    head.to_ascii_lowercase().contains("\r\nauthorization:")
+}
+
+#[tokio::test]
+async fn redirects_are_followed_without_ever_taking_credentials_off_the_account() {
+    let zendesk = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let storage = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let (z, s) = (zendesk.local_addr().unwrap(), storage.local_addr().unwrap());
+    // zendesk → storage → storage (same host: reqwest's own policy would put the credentials
+    // back here) → zendesk again → the content.
+    let zendesk_log = scripted(
+        zendesk,
+        vec![
+            (
+                "/attachments/token/t1/?name=a.pdf".into(),
+                redirect_to(&format!("http://{s}/signed/1")),
+            ),
+            (
+                "/back".into(),
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/pdf\r\ncontent-length: 8\r\nconnection: close\r\n\r\n%PDF-1.7".to_vec(),
+            ),
+        ],
+    );
+    let storage_log = scripted(
+        storage,
+        vec![
+            ("/signed/1".into(), redirect_to("/signed/2")),
+            ("/signed/2".into(), redirect_to(&format!("http://{z}/back"))),
+        ],
+    );
+    let zd = raw_client(z);
+    let url = format!("http://{z}/attachments/token/t1/?name=a.pdf");
+    let data = zd.download_attachment(&url, 100, in_secs(5)).await.unwrap();
+    assert_eq!(data, b"%PDF-1.7");
+
+    let zendesk_heads = zendesk_log.lock().unwrap().clone();
+    let storage_heads = storage_log.lock().unwrap().clone();
+    assert_eq!(zendesk_heads.len(), 2);
+    assert_eq!(storage_heads.len(), 2);
+    assert!(zendesk_heads[0].starts_with("GET /attachments/token/t1/"));
+    assert!(authorized(&zendesk_heads[0]), "{}", zendesk_heads[0]);
+    for head in &storage_heads {
+        assert!(!authorized(head), "credentials sent to storage: {head}");
+    }
+    // Back on the account after leaving it: still no credentials.
+    assert!(zendesk_heads[1].starts_with("GET /back "));
+    assert!(!authorized(&zendesk_heads[1]), "{}", zendesk_heads[1]);
+}
+
+#[tokio::test]
+async fn redirect_loops_end_in_a_permanent_error() {
+    let zendesk = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let z = zendesk.local_addr().unwrap();
+    let log = scripted(zendesk, vec![("/loop".into(), redirect_to("/loop"))]);
+    let zd = raw_client(z);
+    let error = zd
+        .download_attachment(&format!("http://{z}/loop"), 100, in_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ZendeskError::AttachmentUrl { .. }),
+        "{error:?}"
+    );
+    assert!(error.is_permanent());
+    // The first request and five redirects, once: not retried.
+    assert_eq!(log.lock().unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn chunked_attachments_are_cut_at_the_limit() {
+    let zendesk = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let z = zendesk.local_addr().unwrap();
+    let mut response =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/pdf\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+            .to_vec();
+    for _ in 0..4 {
+        response.extend_from_slice(b"400\r\n");
+        response.extend_from_slice(&[b'x'; 1024]);
+        response.extend_from_slice(b"\r\n");
+    }
+    response.extend_from_slice(b"0\r\n\r\n");
+    let log = scripted(zendesk, vec![("/big".into(), response)]);
+    let zd = raw_client(z);
+    let url = format!("http://{z}/big");
+    match zd.download_attachment(&url, 2000, in_secs(5)).await {
+        Err(ZendeskError::AttachmentTooLarge { size, limit }) => {
+            assert_eq!(limit, 2000);
+            assert!(size > 2000 && size <= 4096, "{size}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(log.lock().unwrap().len(), 1);
+    // Within the limit, the same chunked body arrives whole.
+    let data = zd
+        .download_attachment(&url, 4096, in_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(data, vec![b'x'; 4096]);
+}
+
+#[tokio::test]
+async fn api_calls_do_not_follow_redirects_off_the_account() {
+    let zendesk = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let elsewhere = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let (z, e) = (
+        zendesk.local_addr().unwrap(),
+        elsewhere.local_addr().unwrap(),
+    );
+    scripted(
+        zendesk,
+        vec![(
+            "/api/v2/users/7".into(),
+            redirect_to(&format!("http://{e}/api/v2/users/7")),
+        )],
+    );
+    let elsewhere_log = scripted(elsewhere, vec![]);
+    let error = raw_client(z).get_user(7, in_secs(5)).await.unwrap_err();
+    assert!(
+        matches!(error, ZendeskError::Invalid { status: 302, .. }),
+        "{error:?}"
+    );
+    assert!(elsewhere_log.lock().unwrap().is_empty());
 }

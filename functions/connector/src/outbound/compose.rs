@@ -522,6 +522,7 @@ mod tests {
             subject_template: "{{ticket.title}}".to_owned(),
             message_template: "{{ticket.latest_comment_html}}".to_owned(),
             receipt_mode: Default::default(),
+            outbound_attachments: Default::default(),
             health: Default::default(),
             created_at: date(),
             updated_at: date(),

@@ -9,9 +9,9 @@
 //! | `ACCOUNT#<id>` | `STATE` | cursor (`uid_validity`, `last_uid`, `baseline_uid_next`) and lease (`lease_holder`, `lease_expires_at`) |
 //! | `ACCOUNT#<id>` | `MSG#<uidvalidity>#<uid>` | a message record |
 //! | `ACCOUNT#<id>` | `MID#<message-id>` | the same record, found by Message-ID |
-//! | `ACCOUNT#<id>` | `OUT#<message-id>` | a PEC we sent |
-//! | `ACCOUNT#<id>` | `OUTID#<identificativo>` | pointer to the `OUT#` item by the provider's identificativo |
-//! | `ACCOUNT#<id>` | `OUTBOX#<id>` | a send waiting to be retried |
+//! | `ACCOUNT#<id>` | `OUT#<message-id>` | a PEC we sent (with its `status`, `delivery`, ...) |
+//! | `ACCOUNT#<id>` | `OUTID#<identificativo>` | pointer to the `OUT#` item by the provider's identificativo (no copy of the record) |
+//! | `ACCOUNT#<id>` | `OUTBOX#<id>` | a send waiting to be retried (`claimed_by`, `claimed_until` while claimed) |
 //!
 //! Everything kept for an account lives in its own partition, so deleting an account is one
 //! Query and batch deletes, and nothing can be left behind. The lease and the cursor share the
@@ -42,8 +42,8 @@ use serde_json::Value;
 use super::StoreError;
 use crate::domain::{
     Account, AccountId, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome, MessageId,
-    MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome, Uid,
-    UidValidity,
+    MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome, SendStatus,
+    Uid, UidValidity,
 };
 use crate::ports::Store;
 
@@ -1008,6 +1008,41 @@ impl Store for DynamoStore {
             .transpose()
     }
 
+    async fn set_outbound_status(
+        &self,
+        account: &AccountId,
+        message_id: &MessageId,
+        status: SendStatus,
+    ) -> Result<(), StoreError> {
+        let op = format!(
+            "set status {} on sent message <{message_id}> of account {account}",
+            status.as_str()
+        );
+        // Only the `OUT#` item holds the record (the `OUTID#` pointer holds no status).
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(
+                keys::account_pk(account),
+                keys::outbound(message_id),
+            )))
+            // `status` is a DynamoDB reserved word.
+            .update_expression("SET #st = :s")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":s", s(status.as_str()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                Err(StoreError::NotFound { op })
+            }
+            Err(e) => Err(self.err(&op, e)),
+        }
+    }
+
     async fn set_delivery(
         &self,
         account: &AccountId,
@@ -1046,30 +1081,16 @@ impl Store for DynamoStore {
     }
 
     async fn enqueue_outbox(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
-        let op = format!("queue send {} of account {}", entry.id, entry.account);
-        let pk = keys::account_pk(&entry.account);
-        let mut item = to_item(&op, entry, pk.clone(), keys::outbox(&entry.id))?;
-        item.insert(
-            "not_before_ms".into(),
-            n(entry.not_before.timestamp_millis()),
-        );
-        let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(pk.clone(), keys::STATE.to_owned())))
-            .condition_expression("attribute_exists(pk)")
-            .build()
-            .map_err(|e| rejected(&op, e))?;
-        let items = vec![
-            self.put(&op, item, "attribute_not_exists(pk)")?,
-            TransactWriteItem::builder().condition_check(check).build(),
-        ];
-        if self.transact(&op, items).await? {
-            return Ok(());
-        }
-        match self.get(&op, pk, keys::STATE.to_owned()).await? {
-            None => Err(StoreError::NotFound { op }),
-            Some(_) => Err(StoreError::AlreadyExists { op }),
-        }
+        self.enqueue(entry, None).await
+    }
+
+    async fn enqueue_outbox_claimed(
+        &self,
+        entry: &OutboxEntry,
+        holder: &LeaseHolder,
+        claimed_until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.enqueue(entry, Some((holder, claimed_until))).await
     }
 
     async fn claim_outbox(
@@ -1200,6 +1221,50 @@ impl Store for DynamoStore {
 }
 
 impl DynamoStore {
+    /// Queues `entry`, unclaimed or already claimed (`claim`: holder and until when, stored as
+    /// [`claim_outbox`](Store::claim_outbox) stores a claim), in one transaction: the put if the
+    /// id is free, and a check that the account exists.
+    async fn enqueue(
+        &self,
+        entry: &OutboxEntry,
+        claim: Option<(&LeaseHolder, DateTime<Utc>)>,
+    ) -> Result<(), StoreError> {
+        let op = match claim {
+            None => format!("queue send {} of account {}", entry.id, entry.account),
+            Some((holder, _)) => format!(
+                "queue send {} of account {} claimed by {holder}",
+                entry.id, entry.account
+            ),
+        };
+        let pk = keys::account_pk(&entry.account);
+        let mut item = to_item(&op, entry, pk.clone(), keys::outbox(&entry.id))?;
+        item.insert(
+            "not_before_ms".into(),
+            n(entry.not_before.timestamp_millis()),
+        );
+        if let Some((holder, until)) = claim {
+            item.insert("claimed_by".into(), s(holder.as_str()));
+            item.insert("claimed_until".into(), n(until.timestamp_millis()));
+        }
+        let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk.clone(), keys::STATE.to_owned())))
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .map_err(|e| rejected(&op, e))?;
+        let items = vec![
+            self.put(&op, item, "attribute_not_exists(pk)")?,
+            TransactWriteItem::builder().condition_check(check).build(),
+        ];
+        if self.transact(&op, items).await? {
+            return Ok(());
+        }
+        match self.get(&op, pk, keys::STATE.to_owned()).await? {
+            None => Err(StoreError::NotFound { op }),
+            Some(_) => Err(StoreError::AlreadyExists { op }),
+        }
+    }
+
     async fn explain_outbox(
         &self,
         op: &str,

@@ -19,7 +19,7 @@ use super::StoreError;
 use crate::domain::{
     Account, AccountId, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome, MessageId,
     MessageOutcome, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress,
-    RecordOutcome, Uid, UidValidity,
+    RecordOutcome, SendStatus, Uid, UidValidity,
 };
 use crate::ports::Store;
 
@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS outbound (
     recipients     TEXT NOT NULL,
     delivery       TEXT NOT NULL,
     sent_at        INTEGER NOT NULL,
+    status         TEXT NOT NULL DEFAULT 'sent',
     PRIMARY KEY (account_id, message_id)
 ) STRICT;
 CREATE UNIQUE INDEX IF NOT EXISTS outbound_by_identificativo
@@ -99,6 +100,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql(op))?;
         conn.execute_batch(SCHEMA).map_err(sql(op))?;
+        migrate(&conn, op)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -122,6 +124,23 @@ impl SqliteStore {
             source: Box::new(e),
         })?
     }
+}
+
+/// Brings a database file created by an older version up to [`SCHEMA`]: `CREATE TABLE IF NOT
+/// EXISTS` leaves an existing table as it was, so columns added since are added here.
+fn migrate(conn: &Connection, op: &str) -> Result<(), StoreError> {
+    let has_status: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('outbound') WHERE name = 'status')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql(op))?;
+    if !has_status {
+        conn.execute_batch("ALTER TABLE outbound ADD COLUMN status TEXT NOT NULL DEFAULT 'sent'")
+            .map_err(sql(op))?;
+    }
+    Ok(())
 }
 
 /// Maps a SQLite error: busy/locked are transient, a missing table is named.
@@ -244,7 +263,7 @@ fn message_from_row(op: &str, row: &rusqlite::Row<'_>) -> Result<MessageRecord, 
 }
 
 const OUTBOUND_COLUMNS: &str =
-    "account_id, message_id, identificativo, ticket_id, recipients, delivery, sent_at";
+    "account_id, message_id, identificativo, ticket_id, recipients, delivery, sent_at, status";
 
 fn outbound_from_row(op: &str, row: &rusqlite::Row<'_>) -> Result<OutboundRecord, StoreError> {
     let get = |e: rusqlite::Error| corrupt(op, e);
@@ -255,6 +274,7 @@ fn outbound_from_row(op: &str, row: &rusqlite::Row<'_>) -> Result<OutboundRecord
     let recipients: String = row.get(4).map_err(get)?;
     let delivery: String = row.get(5).map_err(get)?;
     let sent_at: i64 = row.get(6).map_err(get)?;
+    let status: String = row.get(7).map_err(get)?;
     Ok(OutboundRecord {
         account: AccountId::parse(&account).map_err(|e| corrupt(op, e))?,
         message_id: MessageId::parse(&message_id).map_err(|e| corrupt(op, e))?,
@@ -268,6 +288,7 @@ fn outbound_from_row(op: &str, row: &rusqlite::Row<'_>) -> Result<OutboundRecord
         recipients: from_json(op, &recipients)?,
         delivery: from_json(op, &delivery)?,
         sent_at: from_millis(op, sent_at)?,
+        status: SendStatus::parse(&status).map_err(|e| corrupt(op, e))?,
     })
 }
 
@@ -666,7 +687,7 @@ impl Store for SqliteStore {
             let ticket = i64::try_from(record.ticket.get()).map_err(|e| corrupt(op, e))?;
             let result = conn.execute(
                 &format!(
-                    "INSERT INTO outbound ({OUTBOUND_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    "INSERT INTO outbound ({OUTBOUND_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
                 ),
                 params![
                     record.account.as_str(),
@@ -675,7 +696,8 @@ impl Store for SqliteStore {
                     ticket,
                     recipients,
                     delivery,
-                    millis(record.sent_at)
+                    millis(record.sent_at),
+                    record.status.as_str()
                 ],
             );
             match result {
@@ -766,6 +788,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_outbound_status(
+        &self,
+        account: &AccountId,
+        message_id: &MessageId,
+        status: SendStatus,
+    ) -> Result<(), StoreError> {
+        let op = format!(
+            "set status {} on sent message <{message_id}> of account {account}",
+            status.as_str()
+        );
+        let (account, message_id) = (account.to_string(), message_id.to_string());
+        self.run(op, move |conn, op| {
+            let n = conn
+                .execute(
+                    "UPDATE outbound SET status = ?3 WHERE account_id = ?1 AND message_id = ?2",
+                    params![account, message_id, status.as_str()],
+                )
+                .map_err(sql(op))?;
+            if n == 0 {
+                return Err(StoreError::NotFound { op: op.to_owned() });
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn set_delivery(
         &self,
         account: &AccountId,
@@ -810,41 +858,16 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue_outbox(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
-        let op = format!("queue send {} of account {}", entry.id, entry.account);
-        let payload = to_json(&op, &entry.payload)?;
-        let entry = entry.clone();
-        self.run(op, move |conn, op| {
-            let ticket = i64::try_from(entry.ticket.get()).map_err(|e| corrupt(op, e))?;
-            let result = conn.execute(
-                &format!(
-                    "INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL)"
-                ),
-                params![
-                    entry.account.as_str(),
-                    entry.id.as_str(),
-                    ticket,
-                    payload,
-                    entry.attempts,
-                    millis(entry.not_before),
-                    entry.last_error
-                ],
-            );
-            match result {
-                Ok(_) => Ok(()),
-                Err(rusqlite::Error::SqliteFailure(f, _))
-                    if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
-                {
-                    Err(StoreError::AlreadyExists { op: op.to_owned() })
-                }
-                Err(rusqlite::Error::SqliteFailure(f, _))
-                    if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
-                {
-                    Err(StoreError::NotFound { op: op.to_owned() })
-                }
-                Err(e) => Err(sql(op)(e)),
-            }
-        })
-        .await
+        self.enqueue(entry, None).await
+    }
+
+    async fn enqueue_outbox_claimed(
+        &self,
+        entry: &OutboxEntry,
+        holder: &LeaseHolder,
+        claimed_until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.enqueue(entry, Some((holder, claimed_until))).await
     }
 
     async fn claim_outbox(
@@ -940,6 +963,65 @@ impl Store for SqliteStore {
                 )
                 .map_err(sql(op))?;
             outbox_claim_check(conn, op, n, &account, &id, &holder)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Queues `entry`, unclaimed or already claimed (`claim`: holder and until when), in one
+    /// `INSERT`: [`StoreError::AlreadyExists`] if its id is queued, [`StoreError::NotFound`]
+    /// without the account.
+    async fn enqueue(
+        &self,
+        entry: &OutboxEntry,
+        claim: Option<(&LeaseHolder, DateTime<Utc>)>,
+    ) -> Result<(), StoreError> {
+        let op = match claim {
+            None => format!("queue send {} of account {}", entry.id, entry.account),
+            Some((holder, _)) => format!(
+                "queue send {} of account {} claimed by {holder}",
+                entry.id, entry.account
+            ),
+        };
+        let payload = to_json(&op, &entry.payload)?;
+        let entry = entry.clone();
+        let (claimed_by, claimed_until) = match claim {
+            Some((holder, until)) => (Some(holder.to_string()), Some(millis(until))),
+            None => (None, None),
+        };
+        self.run(op, move |conn, op| {
+            let ticket = i64::try_from(entry.ticket.get()).map_err(|e| corrupt(op, e))?;
+            let result = conn.execute(
+                &format!(
+                    "INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
+                params![
+                    entry.account.as_str(),
+                    entry.id.as_str(),
+                    ticket,
+                    payload,
+                    entry.attempts,
+                    millis(entry.not_before),
+                    entry.last_error,
+                    claimed_by,
+                    claimed_until
+                ],
+            );
+            match result {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+                {
+                    Err(StoreError::AlreadyExists { op: op.to_owned() })
+                }
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+                {
+                    Err(StoreError::NotFound { op: op.to_owned() })
+                }
+                Err(e) => Err(sql(op)(e)),
+            }
         })
         .await
     }

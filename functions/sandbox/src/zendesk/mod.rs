@@ -12,6 +12,8 @@
 //! | `GET /api/v2/tickets/{id}/comments` | cursor (`page[size]`, `page[after]`, `page[before]`, `sort`) or offset (`page`, `per_page`, `sort_order`) pagination |
 //! | `POST /api/v2/uploads?filename=[&token=]` | raw body; several files chain on one token; token consumed by the comment that uses it |
 //! | `DELETE /api/v2/uploads/{token}` | removes an unused upload |
+//! | `GET /api/v2/users/{id}` | the API agent (`role: agent`) or an end user created as a requester (`role: end-user`), or `404 RecordNotFound` |
+//! | `GET /api/v2/account/settings` | `settings.tickets` with `email_attachments` ([`ZendeskSimulator::set_email_attachments`], default `true`) and a few other keys of the OAS example |
 //! | `GET /attachments/token/{t}/?name=` | an attachment's `content_url` (no credentials needed) |
 //!
 //! Where the reference leaves a detail open, the simulator picks one and says so here
@@ -202,6 +204,19 @@ impl ZendeskSimulator {
     /// then creates a new ticket (reference §2.2).
     pub fn expire_idempotency_keys(&self) {
         self.shared.lock().expire_idempotency_keys();
+    }
+
+    /// Turns the account's "Include attachments in emails" setting
+    /// (`settings.tickets.email_attachments`) on or off. On by default.
+    pub fn set_email_attachments(&self, enabled: bool) {
+        self.shared.lock().email_attachments = enabled;
+    }
+
+    /// Files uploaded from now on get a `content_url` under `base` (e.g. another host, as
+    /// Zendesk's attachment storage may be) instead of the simulator's own URL; `None` goes
+    /// back to the simulator's. The content stays served by this simulator only.
+    pub fn set_attachment_base_url(&self, base: Option<String>) {
+        self.shared.lock().attachment_base_url = base;
     }
 
     /// Sets a ticket's status directly, as an agent would (e.g. `closed`, after which updates are

@@ -41,6 +41,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v2/tickets/{id}/comments", get(list_comments))
         .route("/api/v2/uploads", post(upload))
         .route("/api/v2/uploads/{token}", delete(delete_upload))
+        .route("/api/v2/users/{id}", get(show_user))
+        .route("/api/v2/account/settings", get(account_settings))
         .fallback(|| async { error(ApiError::invalid_endpoint()) })
         .layer(middleware::from_fn_with_state(shared.clone(), authenticate));
     Router::new()
@@ -173,8 +175,8 @@ fn json_body(body: &Bytes) -> Result<Value, ApiError> {
         .map_err(|_| ApiError::bad_request("InvalidValue", "the request body is not valid JSON"))
 }
 
-/// Ticket ids in paths may carry Zendesk's optional `.json` suffix.
-fn ticket_id(raw: &str) -> Result<u64, ApiError> {
+/// Record ids (tickets, users) in paths may carry Zendesk's optional `.json` suffix.
+fn record_id(raw: &str) -> Result<u64, ApiError> {
     raw.strip_suffix(".json")
         .unwrap_or(raw)
         .parse()
@@ -219,14 +221,14 @@ async fn list_tickets(
 }
 
 async fn show_ticket(AxumState(shared): Ctx, Path(id): Path<String>) -> Response {
-    match ticket_id(&id).and_then(|id| shared.lock().show_ticket(id)) {
+    match record_id(&id).and_then(|id| shared.lock().show_ticket(id)) {
         Ok(body) => reply(200, body),
         Err(e) => error(e),
     }
 }
 
 async fn update_ticket(AxumState(shared): Ctx, Path(id): Path<String>, body: Bytes) -> Response {
-    let result = ticket_id(&id).and_then(|id| {
+    let result = record_id(&id).and_then(|id| {
         let request = json_body(&body)?;
         let mut state = shared.lock();
         if let Err(wait) = state.count_update(id) {
@@ -246,10 +248,21 @@ async fn list_comments(
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    match ticket_id(&id).and_then(|id| shared.lock().list_comments(id, &query)) {
+    match record_id(&id).and_then(|id| shared.lock().list_comments(id, &query)) {
         Ok(body) => reply(200, body),
         Err(e) => error(e),
     }
+}
+
+async fn show_user(AxumState(shared): Ctx, Path(id): Path<String>) -> Response {
+    match record_id(&id).and_then(|id| shared.lock().show_user(id)) {
+        Ok(body) => reply(200, body),
+        Err(e) => error(e),
+    }
+}
+
+async fn account_settings(AxumState(shared): Ctx) -> Response {
+    reply(200, shared.lock().account_settings())
 }
 
 async fn upload(

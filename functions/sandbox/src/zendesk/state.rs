@@ -68,6 +68,9 @@ pub struct Attachment {
     pub upload_token: String,
     /// The secret part of `content_url` (`/attachments/token/{url_token}/?name=…`).
     pub url_token: String,
+    /// Where the content is served: the simulator's own URL, or the base set with
+    /// `ZendeskSimulator::set_attachment_base_url` when the file was uploaded.
+    pub content_url: String,
 }
 
 /// One HTTP request as received, for tests that check what a client sent and when.
@@ -188,6 +191,10 @@ pub(crate) struct State {
     pub update_limit: Option<(usize, Duration)>,
     /// Times of recent updates per ticket, for `update_limit`.
     updates: HashMap<u64, Vec<Instant>>,
+    /// "Include attachments in emails" (`settings.tickets.email_attachments`).
+    pub email_attachments: bool,
+    /// Base URL of new attachments' `content_url` instead of `base_url`, when set.
+    pub attachment_base_url: Option<String>,
     next_id: u64,
 }
 
@@ -195,6 +202,7 @@ impl State {
     pub fn new(base_url: String, agent_email: &str) -> Self {
         let mut state = State {
             base_url,
+            email_attachments: true,
             next_id: 1000,
             ..State::default()
         };
@@ -241,6 +249,49 @@ impl State {
 
     fn user(&self, id: u64) -> Option<&User> {
         self.users.iter().find(|u| u.id == id)
+    }
+
+    /// `GET /api/v2/users/{id}`.
+    pub fn show_user(&self, id: u64) -> Result<Value, ApiError> {
+        let user = self.user(id).ok_or_else(ApiError::not_found)?;
+        Ok(json!({
+            "user": {
+                "id": user.id,
+                "url": format!("{}/api/v2/users/{}.json", self.base_url, user.id),
+                "name": user.name,
+                "email": user.email,
+                "role": user.role,
+                "active": true,
+                "verified": true,
+                "suspended": false,
+            }
+        }))
+    }
+
+    /// `GET /api/v2/account/settings`: the ticket settings of the OAS example
+    /// (`AccountSettingsResponseExample`) with `email_attachments` as configured.
+    pub fn account_settings(&self) -> Value {
+        json!({
+            "settings": {
+                "tickets": {
+                    "agent_collision": true,
+                    "comments_public_by_default": true,
+                    "email_attachments": self.email_attachments,
+                    "is_first_comment_private_enabled": true,
+                    "list_newest_comments_first": true,
+                    "markdown_ticket_comments": false,
+                    "private_attachments": false,
+                    "rich_text_comments": true,
+                    "status_hold": false,
+                    "tagging": true,
+                },
+                "user": {
+                    "tagging": true,
+                    "time_zone_selection": true,
+                    "language_selection": true,
+                },
+            }
+        })
     }
 
     fn find_or_create_user(&mut self, email: &str, name: Option<&str>) -> u64 {
@@ -685,13 +736,24 @@ impl State {
             }
         };
         let id = self.next_id();
+        let url_token = random_token(id);
+        let content_base = self
+            .attachment_base_url
+            .as_deref()
+            .unwrap_or(&self.base_url)
+            .trim_end_matches('/');
+        let content_url = format!(
+            "{content_base}/attachments/token/{url_token}/?name={}",
+            percent_encode(file_name)
+        );
         let attachment = Attachment {
             id,
             file_name: file_name.to_string(),
             content_type: content_type.to_string(),
             data,
             upload_token: token.clone(),
-            url_token: random_token(id),
+            url_token,
+            content_url,
         };
         self.attachments.insert(id, attachment);
         let ids = self.uploads.entry(token.clone()).or_default();
@@ -764,17 +826,11 @@ impl State {
     }
 
     fn attachment_json(&self, a: &Attachment) -> Value {
-        let content_url = format!(
-            "{}/attachments/token/{}/?name={}",
-            self.base_url,
-            a.url_token,
-            percent_encode(&a.file_name)
-        );
         json!({
             "id": a.id,
             "file_name": a.file_name,
-            "content_url": content_url,
-            "mapped_content_url": content_url,
+            "content_url": a.content_url,
+            "mapped_content_url": a.content_url,
             "url": format!("{}/api/v2/attachments/{}.json", self.base_url, a.id),
             "content_type": a.content_type,
             "size": a.data.len(),

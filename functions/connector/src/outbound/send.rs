@@ -1,0 +1,1082 @@
+//! The send use case: a verified webhook in, one PEC out, its result noted on the ticket.
+//!
+//! [`Outbound::accept`] is what the webhook route calls. It queues the send in the outbox
+//! *already claimed by itself* (one conditional write, keyed on the webhook's dedup key: a second
+//! delivery of the same event finds it and sends nothing), then tries it at once within a short
+//! budget, so Zendesk gets its answer well under its 10 s timeout:
+//!
+//! 1. gather what to send from Zendesk: the ticket, the requester, the comment to send (an
+//!    agent's newest public comment) and its files (downloaded from the Zendesk host only,
+//!    size-capped, as the account's [`AttachmentsPolicy`] says);
+//! 2. derive our Message-ID from what is sent (ticket + comment, or the dedup key), so every
+//!    attempt of one send carries the same one, and record the outbound message (`Sending`)
+//!    *before* handing it to SMTP: receipts then always find their ticket;
+//! 3. send over SMTPS, mark the record `Sent` (or `Failed`), and write an Italian internal note.
+//!
+//! A transient failure (4xx, timeout, network) leaves the entry in the outbox with a backoff;
+//! [`Outbound::retry_due`], run by the account's poll, tries it again until
+//! [`SendOptions::max_attempts`], then notes the final failure. Before re-sending, a record the
+//! provider has already acknowledged by a receipt (accettazione) counts as sent, so a connection
+//! dropped after DATA does not send twice once the receipt is in.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+use zendesk::{Comment, TicketComment, ZendeskClient, ZendeskError};
+
+use crate::domain::{
+    Account, AccountId, AttachmentsPolicy, LeaseHolder, MessageId, OutboundRecord, OutboxEntry,
+    OutboxId, PecAddress, SendStatus, TicketId, Uid, UidValidity,
+};
+use crate::inbound::render::esc;
+use crate::mailer::{MailerProvider, SendError};
+use crate::outbound::compose::{
+    ComposeError, OutboundFile, OutboundMessage, compose, html_to_text, message_id,
+};
+use crate::outbound::webhook::{OutboundRequest, VerifiedWebhook};
+use crate::ports::{Secrets, Store};
+use crate::store::StoreError;
+
+/// How sends are tried and retried.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// Tries in all, the webhook's own included (default 6: at once, then after 1, 2, 4, 8 and
+    /// 16 minutes, each at the account's next poll after that).
+    pub max_attempts: u32,
+    /// The wait before the second try; doubled for each further one (default 60 s).
+    pub backoff: Duration,
+    /// The longest wait between tries (default 1 h).
+    pub max_backoff: Duration,
+    /// How long one attempt may take from the webhook, Zendesk reads and SMTP included (default
+    /// 7 s, under Zendesk's 10 s webhook timeout).
+    pub webhook_budget: Duration,
+    /// How long one attempt may take from a poll (default 60 s).
+    pub retry_budget: Duration,
+    /// How long a claim on an outbox entry lasts; longer than any attempt (default 5 min).
+    pub claim_ttl: Duration,
+    /// Largest single file sent on (default 25 MB); bigger ones are listed in the note.
+    pub max_file_bytes: u64,
+    /// Most outbox entries one poll retries (default 10).
+    pub retry_batch: usize,
+    /// The address the connector sends from, when fixed (the deployment's static egress IP):
+    /// named in the note when a provider blocks the sending IP.
+    pub egress_ip: Option<String>,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        Self {
+            max_attempts: 6,
+            backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(3600),
+            webhook_budget: Duration::from_secs(7),
+            retry_budget: Duration::from_secs(60),
+            claim_ttl: Duration::from_secs(300),
+            max_file_bytes: 25 * 1000 * 1000,
+            retry_batch: 10,
+            egress_ip: None,
+        }
+    }
+}
+
+/// The outbound use case.
+pub struct Outbound {
+    pub store: Arc<dyn Store>,
+    pub secrets: Arc<dyn Secrets>,
+    pub mailers: Arc<dyn MailerProvider>,
+    pub zendesk: Arc<ZendeskClient>,
+    pub options: SendOptions,
+    /// Zendesk's "Include attachments in emails", read at most every few minutes.
+    email_attachments: Mutex<Option<(Instant, bool)>>,
+}
+
+/// What became of a webhook (the body of the 2xx answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Accepted {
+    /// The provider's SMTP server accepted the PEC.
+    Sent {
+        message_id: String,
+        recipients: Vec<String>,
+    },
+    /// This event was received before; nothing more is sent.
+    Duplicate,
+    /// Not sent yet (the provider asked to wait, or did not answer in time): retried at the
+    /// account's next polls.
+    Queued { reason: String },
+    /// Refused for good; the note on the ticket says why.
+    Failed { reason: String },
+    /// Nothing to send (e.g. no public agent comment, a ticket that is not a PEC's).
+    Ignored { reason: String },
+}
+
+/// Why a webhook could not be taken on. Each maps to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("no PEC account {0:?} is registered")]
+    UnknownAccount(String),
+    #[error("the body names no account and ticket {0} did not come from a PEC account")]
+    NoAccount(u64),
+    #[error("ticket {0} does not exist in Zendesk")]
+    UnknownTicket(u64),
+    #[error("the connector cannot reach its state store now: {0}")]
+    Store(#[from] StoreError),
+    #[error("the connector cannot reach Zendesk now: {0}")]
+    Zendesk(ZendeskError),
+}
+
+impl AcceptError {
+    /// 404 for what names nothing known, 422 for a ticket we cannot act on, 503 (Zendesk
+    /// retries) for our own trouble.
+    pub fn status(&self) -> u16 {
+        match self {
+            AcceptError::UnknownAccount(_) | AcceptError::UnknownTicket(_) => 404,
+            AcceptError::NoAccount(_) => 422,
+            AcceptError::Store(_) | AcceptError::Zendesk(_) => 503,
+        }
+    }
+}
+
+/// What [`Outbound::retry_due`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RetryOutcome {
+    pub sent: usize,
+    pub queued: usize,
+    pub failed: usize,
+    pub other: usize,
+}
+
+/// What the outbox keeps for one send (no secret, no message body for template sends beyond
+/// what the trigger gave).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Job {
+    Template {
+        key: String,
+        to: Vec<PecAddress>,
+        subject: String,
+        message: String,
+    },
+    PublicReply {
+        key: String,
+        comment_id: Option<u64>,
+    },
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Sent {
+        message_id: MessageId,
+        recipients: Vec<PecAddress>,
+    },
+    AlreadyDone,
+    Ignored(String),
+    /// Refused for good; already noted.
+    Failed(String),
+    /// Worth another try; `note` is the Italian explanation, `reason` the English one.
+    Transient {
+        reason: String,
+        note: String,
+        record: Option<MessageId>,
+        to: Vec<PecAddress>,
+    },
+}
+
+/// Why gathering or sending failed, before the outcome is decided.
+enum Trouble {
+    Transient(String, String),
+    Permanent(String, String),
+    Ignored(String),
+}
+
+impl From<ZendeskError> for Trouble {
+    fn from(e: ZendeskError) -> Self {
+        let it = format!("Zendesk non ha risposto come previsto ({e}).");
+        if e.is_transient() {
+            Trouble::Transient(e.to_string(), it)
+        } else {
+            Trouble::Permanent(e.to_string(), it)
+        }
+    }
+}
+
+impl From<StoreError> for Trouble {
+    fn from(e: StoreError) -> Self {
+        Trouble::Transient(
+            e.to_string(),
+            "Il connettore non ha potuto leggere il proprio archivio; riproverà.".to_owned(),
+        )
+    }
+}
+
+/// What an attempt gathered to send.
+struct Gathered {
+    message: OutboundMessage,
+    /// The part of the Message-ID that makes it ours and stable.
+    unique: String,
+    skipped_files: Vec<String>,
+}
+
+impl Outbound {
+    pub fn new(
+        store: Arc<dyn Store>,
+        secrets: Arc<dyn Secrets>,
+        mailers: Arc<dyn MailerProvider>,
+        zendesk: Arc<ZendeskClient>,
+        options: SendOptions,
+    ) -> Self {
+        Self {
+            store,
+            secrets,
+            mailers,
+            zendesk,
+            options,
+            email_attachments: Mutex::new(None),
+        }
+    }
+
+    /// Takes on a verified webhook: queues the send (once per event) and tries it at once.
+    pub async fn accept(
+        &self,
+        verified: &VerifiedWebhook,
+        request: OutboundRequest,
+    ) -> Result<Accepted, AcceptError> {
+        let started = Instant::now();
+        let ticket = request.ticket();
+        let key = request.dedup_key(verified);
+        let account = self.account_for(&request, started).await?;
+        let job = match request {
+            OutboundRequest::TemplateSend {
+                to,
+                subject,
+                message_html,
+                ..
+            } => Job::Template {
+                key: key.clone(),
+                to,
+                subject,
+                message: message_html,
+            },
+            OutboundRequest::PublicReply { comment_id, .. } => Job::PublicReply {
+                key: key.clone(),
+                comment_id,
+            },
+        };
+        let payload = serde_json::to_value(&job).map_err(|e| {
+            AcceptError::Store(StoreError::Corrupt {
+                op: "queue a send".to_owned(),
+                reason: e.to_string(),
+            })
+        })?;
+        let now = Utc::now();
+        let mut entry = OutboxEntry::new(account.id.clone(), outbox_id(&key), ticket, payload, now);
+        entry.attempts = 1;
+        let holder = LeaseHolder::unique("webhook");
+        let claimed_until = now + delta(self.options.claim_ttl);
+        match self
+            .store
+            .enqueue_outbox_claimed(&entry, &holder, claimed_until)
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::AlreadyExists { .. }) => {
+                info!(account = %account.id.as_str(), %ticket, key = %key, "webhook already received: nothing sent");
+                return Ok(Accepted::Duplicate);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let deadline = started + self.options.webhook_budget;
+        let accepted = self.run(&account, &entry, &job, &holder, deadline).await?;
+        info!(account = %account.id.as_str(), %ticket, ms = started.elapsed().as_millis() as u64, outcome = ?accepted, "webhook handled");
+        Ok(accepted)
+    }
+
+    /// Tries again the account's due sends (run by the account's poll).
+    pub async fn retry_due(&self, id: &AccountId) -> Result<RetryOutcome, StoreError> {
+        let mut outcome = RetryOutcome::default();
+        let Some(account) = self.store.get_account(id).await? else {
+            return Ok(outcome);
+        };
+        let holder = LeaseHolder::unique("retry");
+        let entries = self
+            .store
+            .claim_outbox(
+                id,
+                &holder,
+                Utc::now(),
+                self.options.claim_ttl,
+                self.options.retry_batch,
+            )
+            .await?;
+        for entry in entries {
+            let job: Job = match serde_json::from_value(entry.payload.clone()) {
+                Ok(job) => job,
+                Err(e) => {
+                    // Written by another version: say so once and drop it rather than loop.
+                    warn!(account = %id.as_str(), entry = %entry.id.as_str(), error = %e, "unreadable outbox entry dropped");
+                    self.store.complete_outbox(id, &entry.id, &holder).await?;
+                    outcome.other += 1;
+                    continue;
+                }
+            };
+            let deadline = Instant::now() + self.options.retry_budget;
+            match self.run(&account, &entry, &job, &holder, deadline).await {
+                Ok(Accepted::Sent { .. }) => outcome.sent += 1,
+                Ok(Accepted::Queued { .. }) => outcome.queued += 1,
+                Ok(Accepted::Failed { .. }) => outcome.failed += 1,
+                Ok(_) => outcome.other += 1,
+                Err(AcceptError::Store(e)) => return Err(e),
+                Err(e) => {
+                    warn!(account = %id.as_str(), error = %e, "retry failed");
+                    outcome.queued += 1;
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The account a request is for: named in the body, or found from the ticket's marker.
+    async fn account_for(
+        &self,
+        request: &OutboundRequest,
+        started: Instant,
+    ) -> Result<Account, AcceptError> {
+        let ticket = request.ticket();
+        let id = match request.account() {
+            Some(id) => id.clone(),
+            None => {
+                let deadline = started + self.options.webhook_budget / 2;
+                let t = match self
+                    .zendesk
+                    .get_ticket(zendesk::TicketId(ticket.get()), deadline)
+                    .await
+                {
+                    Ok(t) => t,
+                    Err(ZendeskError::NotFound { .. }) => {
+                        return Err(AcceptError::UnknownTicket(ticket.get()));
+                    }
+                    Err(e) => return Err(AcceptError::Zendesk(e)),
+                };
+                t.external_id
+                    .as_deref()
+                    .and_then(parse_marker)
+                    .map(|(a, _, _)| a)
+                    .ok_or(AcceptError::NoAccount(ticket.get()))?
+            }
+        };
+        self.store
+            .get_account(&id)
+            .await?
+            .ok_or_else(|| AcceptError::UnknownAccount(id.as_str().to_owned()))
+    }
+
+    /// One attempt of a claimed entry, and the outbox bookkeeping that follows.
+    async fn run(
+        &self,
+        account: &Account,
+        entry: &OutboxEntry,
+        job: &Job,
+        holder: &LeaseHolder,
+        deadline: Instant,
+    ) -> Result<Accepted, AcceptError> {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let attempt =
+            match tokio::time::timeout(budget, self.attempt(account, entry.ticket, job, deadline))
+                .await
+            {
+                Ok(attempt) => attempt,
+                Err(_) => Attempt::Transient {
+                    reason: format!("the attempt took longer than {} s", budget.as_secs_f32()),
+                    note: "Il gestore PEC o Zendesk non hanno risposto in tempo. Il connettore \
+                           riproverà automaticamente più tardi: non serve fare nulla."
+                        .to_owned(),
+                    record: None,
+                    to: Vec::new(),
+                },
+            };
+        let (id, ticket) = (&account.id, entry.ticket);
+        match attempt {
+            Attempt::Sent {
+                message_id,
+                recipients,
+            } => {
+                self.store.complete_outbox(id, &entry.id, holder).await?;
+                Ok(Accepted::Sent {
+                    message_id: message_id.as_str().to_owned(),
+                    recipients: recipients.iter().map(|r| r.as_str().to_owned()).collect(),
+                })
+            }
+            Attempt::AlreadyDone => {
+                self.store.complete_outbox(id, &entry.id, holder).await?;
+                Ok(Accepted::Duplicate)
+            }
+            Attempt::Ignored(reason) => {
+                self.store.complete_outbox(id, &entry.id, holder).await?;
+                Ok(Accepted::Ignored { reason })
+            }
+            Attempt::Failed(reason) => {
+                self.store.complete_outbox(id, &entry.id, holder).await?;
+                Ok(Accepted::Failed { reason })
+            }
+            Attempt::Transient {
+                reason,
+                note,
+                record,
+                to,
+            } => {
+                if entry.attempts >= self.options.max_attempts {
+                    warn!(account = %id.as_str(), %ticket, attempts = entry.attempts, %reason, "send given up");
+                    if let Some(mid) = &record {
+                        self.mark(account, mid, SendStatus::Failed).await;
+                    }
+                    let html = notes::given_up(&to, entry.attempts, &note);
+                    self.note(ticket, html).await;
+                    self.store.complete_outbox(id, &entry.id, holder).await?;
+                    return Ok(Accepted::Failed { reason });
+                }
+                let wait = backoff_after(&self.options, entry.attempts);
+                let not_before = Utc::now() + delta(wait);
+                self.store
+                    .retry_outbox(id, &entry.id, holder, not_before, &reason)
+                    .await?;
+                if entry.attempts == 1 {
+                    self.note(ticket, notes::will_retry(&to, &note)).await;
+                }
+                info!(account = %id.as_str(), %ticket, attempts = entry.attempts, %reason, retry_in_s = wait.as_secs(), "send queued for a retry");
+                Ok(Accepted::Queued { reason })
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        account: &Account,
+        ticket: TicketId,
+        job: &Job,
+        deadline: Instant,
+    ) -> Attempt {
+        let gathered = match self.gather(account, ticket, job, deadline).await {
+            Ok(g) => g,
+            Err(Trouble::Ignored(reason)) => {
+                info!(account = %account.id.as_str(), %ticket, %reason, "nothing to send");
+                return Attempt::Ignored(reason);
+            }
+            Err(Trouble::Permanent(reason, note)) => {
+                self.note(ticket, notes::not_sent(&[], &note)).await;
+                return Attempt::Failed(reason);
+            }
+            Err(Trouble::Transient(reason, note)) => {
+                return Attempt::Transient {
+                    reason,
+                    note,
+                    record: None,
+                    to: Vec::new(),
+                };
+            }
+        };
+        let to = gathered.message.to.clone();
+        let mid = message_id(account, ticket, &gathered.unique);
+        match self.store.find_outbound(&account.id, &mid).await {
+            Ok(Some(existing)) => match existing.status {
+                SendStatus::Sent | SendStatus::Failed => return Attempt::AlreadyDone,
+                SendStatus::Sending if existing.provider_took_it() => {
+                    // A receipt proves the provider took it (the answer to DATA was lost).
+                    self.mark(account, &mid, SendStatus::Sent).await;
+                    self.note(ticket, notes::sent(&gathered, &mid)).await;
+                    return Attempt::AlreadyDone;
+                }
+                SendStatus::Sending => {}
+            },
+            Ok(None) => {
+                let record = OutboundRecord::sent(
+                    account.id.clone(),
+                    mid.clone(),
+                    ticket,
+                    to.clone(),
+                    Utc::now(),
+                )
+                .with_status(SendStatus::Sending);
+                match self.store.record_outbound(&record).await {
+                    Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}
+                    Err(e) => {
+                        return Attempt::Transient {
+                            reason: e.to_string(),
+                            note: Trouble::from(e).into_note(),
+                            record: None,
+                            to,
+                        };
+                    }
+                }
+            }
+            Err(e) => {
+                return Attempt::Transient {
+                    reason: e.to_string(),
+                    note: Trouble::from(e).into_note(),
+                    record: None,
+                    to,
+                };
+            }
+        }
+
+        let raw = match compose(&gathered.message, &mid, Utc::now()) {
+            Ok(raw) => raw,
+            Err(e) => {
+                self.mark(account, &mid, SendStatus::Failed).await;
+                self.note(ticket, notes::not_sent(&to, &notes::compose_it(&e)))
+                    .await;
+                return Attempt::Failed(e.to_string());
+            }
+        };
+        let password = match self.secrets.get(&account.password_secret_name()).await {
+            Ok(p) => p,
+            Err(e) if e.is_transient() => {
+                return Attempt::Transient {
+                    reason: e.to_string(),
+                    note: "Il connettore non ha potuto leggere la password della casella PEC; \
+                           riproverà."
+                        .to_owned(),
+                    record: Some(mid),
+                    to,
+                };
+            }
+            Err(e) => {
+                self.mark(account, &mid, SendStatus::Failed).await;
+                let note = "La password della casella PEC non è registrata nel connettore: \
+                            l'amministratore deve impostarla di nuovo. Il messaggio non è stato \
+                            inviato.";
+                self.note(ticket, notes::not_sent(&to, note)).await;
+                return Attempt::Failed(e.to_string());
+            }
+        };
+        let mailer = self.mailers.mailer(account, password);
+        let recipients: Vec<String> = to.iter().map(|r| r.as_str().to_owned()).collect();
+        match mailer
+            .send(account.address.as_str(), &recipients, &raw)
+            .await
+        {
+            Ok(receipt) => {
+                info!(account = %account.id.as_str(), %ticket, message_id = %mid.as_str(), reply = %receipt.server_reply, "PEC sent");
+                self.mark(account, &mid, SendStatus::Sent).await;
+                self.note(ticket, notes::sent(&gathered, &mid)).await;
+                Attempt::Sent {
+                    message_id: mid,
+                    recipients: to,
+                }
+            }
+            Err(e) if e.is_transient() => Attempt::Transient {
+                reason: e.to_string(),
+                note: e.explain_it(),
+                record: Some(mid),
+                to,
+            },
+            Err(e) => {
+                warn!(account = %account.id.as_str(), %ticket, error = %e, "PEC refused");
+                self.mark(account, &mid, SendStatus::Failed).await;
+                let mut note = e.explain_it();
+                if matches!(e, SendError::SenderBlocked { .. }) {
+                    note.push(' ');
+                    note.push_str(&notes::egress_ip_it(self.options.egress_ip.as_deref()));
+                }
+                self.note(ticket, notes::not_sent(&to, &note)).await;
+                Attempt::Failed(e.to_string())
+            }
+        }
+    }
+
+    /// Reads from Zendesk what to send.
+    async fn gather(
+        &self,
+        account: &Account,
+        ticket: TicketId,
+        job: &Job,
+        deadline: Instant,
+    ) -> Result<Gathered, Trouble> {
+        let zticket = zendesk::TicketId(ticket.get());
+        let t = match self.zendesk.get_ticket(zticket, deadline).await {
+            Ok(t) => t,
+            Err(ZendeskError::NotFound { .. }) => {
+                return Err(Trouble::Ignored(format!(
+                    "ticket {ticket} no longer exists"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let comments = self.zendesk.latest_comments(zticket, 30, deadline).await?;
+        let comment = pick_comment(&comments, t.requester_id, job);
+        let thread = self.thread_of(account, t.external_id.as_deref()).await?;
+
+        let (to, subject, html, unique) = match job {
+            Job::Template {
+                key,
+                to,
+                subject,
+                message,
+            } => (
+                to.clone(),
+                subject.clone(),
+                message_html(message),
+                hex(&Sha256::digest(key.as_bytes())[..16]),
+            ),
+            Job::PublicReply { comment_id, .. } => {
+                let Some(comment) = comment else {
+                    return Err(Trouble::Ignored(match comment_id {
+                        Some(id) => format!("comment {id} is not a public agent comment"),
+                        None => "the ticket has no public agent comment to send".to_owned(),
+                    }));
+                };
+                let requester = match t.requester_id {
+                    Some(id) => self.zendesk.get_user(id, deadline).await?,
+                    None => {
+                        return Err(Trouble::Permanent(
+                            format!("ticket {ticket} has no requester"),
+                            "Il ticket non ha un richiedente a cui inviare la PEC.".to_owned(),
+                        ));
+                    }
+                };
+                let Some(address) = requester
+                    .email
+                    .as_deref()
+                    .and_then(|e| PecAddress::parse(e).ok())
+                else {
+                    return Err(Trouble::Permanent(
+                        format!("the requester of ticket {ticket} has no usable e-mail address"),
+                        "Il richiedente del ticket non ha un indirizzo e-mail valido a cui \
+                         inviare la PEC."
+                            .to_owned(),
+                    ));
+                };
+                let subject = reply_subject(t.subject.as_deref().unwrap_or_default());
+                (
+                    vec![address],
+                    subject,
+                    comment.html_body.clone(),
+                    format!("c{}", comment.id),
+                )
+            }
+        };
+        let (attachments, skipped_files) = match comment {
+            Some(c) if !c.attachments.is_empty() => self.files(account, c, deadline).await?,
+            _ => (Vec::new(), Vec::new()),
+        };
+        let text = Some(html_to_text(&html));
+        Ok(Gathered {
+            message: OutboundMessage {
+                from: account.address.clone(),
+                from_name: None,
+                to,
+                subject,
+                html,
+                text,
+                attachments,
+                in_reply_to: thread.clone(),
+                references: thread.into_iter().collect(),
+                ticket,
+            },
+            unique,
+            skipped_files,
+        })
+    }
+
+    /// The PEC the ticket came from (In-Reply-To), from the ticket's marker.
+    async fn thread_of(
+        &self,
+        account: &Account,
+        external_id: Option<&str>,
+    ) -> Result<Option<MessageId>, Trouble> {
+        let Some((acct, uv, uid)) = external_id.and_then(parse_marker) else {
+            return Ok(None);
+        };
+        if acct != account.id {
+            return Ok(None);
+        }
+        let record = self.store.find_message(&acct, uv, uid).await?;
+        Ok(record.and_then(|r| r.message_id))
+    }
+
+    /// The comment's files to send, and the names of those left out (with why).
+    async fn files(
+        &self,
+        account: &Account,
+        comment: &TicketComment,
+        deadline: Instant,
+    ) -> Result<(Vec<OutboundFile>, Vec<String>), Trouble> {
+        let send = match account.outbound_attachments {
+            AttachmentsPolicy::On => true,
+            AttachmentsPolicy::Off => false,
+            AttachmentsPolicy::Zendesk => self.zendesk_sends_attachments(deadline).await?,
+        };
+        let mut files = Vec::new();
+        let mut skipped = Vec::new();
+        for a in &comment.attachments {
+            if !send {
+                skipped.push(format!("{} (invio allegati disattivato)", a.file_name));
+                continue;
+            }
+            if a.size > self.options.max_file_bytes {
+                skipped.push(format!(
+                    "{} (oltre {} MB)",
+                    a.file_name,
+                    self.options.max_file_bytes / 1_000_000
+                ));
+                continue;
+            }
+            match self
+                .zendesk
+                .download_attachment(&a.content_url, self.options.max_file_bytes, deadline)
+                .await
+            {
+                Ok(data) => files.push(OutboundFile {
+                    filename: a.file_name.clone(),
+                    content_type: if a.content_type.is_empty() {
+                        "application/octet-stream".to_owned()
+                    } else {
+                        a.content_type.clone()
+                    },
+                    data,
+                }),
+                Err(ZendeskError::ForeignHost { url_host }) => {
+                    warn!(file = %a.file_name, host = %url_host, "attachment outside the Zendesk host: not downloaded");
+                    skipped.push(format!(
+                        "{} (ospitato fuori da Zendesk: {url_host})",
+                        a.file_name
+                    ));
+                }
+                Err(ZendeskError::AttachmentUrl { reason }) => {
+                    warn!(file = %a.file_name, %reason, "attachment not downloadable");
+                    skipped.push(format!("{} (indirizzo del file non valido)", a.file_name));
+                }
+                Err(ZendeskError::AttachmentTooLarge { limit, .. }) => {
+                    skipped.push(format!("{} (oltre {} MB)", a.file_name, limit / 1_000_000))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((files, skipped))
+    }
+
+    async fn zendesk_sends_attachments(&self, deadline: Instant) -> Result<bool, Trouble> {
+        const FRESH: Duration = Duration::from_secs(300);
+        if let Some((at, on)) = *self.email_attachments.lock().expect("not poisoned")
+            && at.elapsed() < FRESH
+        {
+            return Ok(on);
+        }
+        let on = self.zendesk.email_attachments_enabled(deadline).await?;
+        *self.email_attachments.lock().expect("not poisoned") = Some((Instant::now(), on));
+        Ok(on)
+    }
+
+    /// Marks a record; a failure here is logged (the PEC's fate is already decided).
+    async fn mark(&self, account: &Account, mid: &MessageId, status: SendStatus) {
+        if let Err(e) = self
+            .store
+            .set_outbound_status(&account.id, mid, status)
+            .await
+        {
+            warn!(account = %account.id.as_str(), message_id = %mid.as_str(), status = status.as_str(), error = %e, "cannot mark the outbound record");
+        }
+    }
+
+    /// Adds an internal note; a failure is logged (the send itself is not undone by it).
+    async fn note(&self, ticket: TicketId, html: String) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        if let Err(e) = self
+            .zendesk
+            .add_comment(
+                zendesk::TicketId(ticket.get()),
+                &Comment::internal_note(html),
+                deadline,
+            )
+            .await
+        {
+            warn!(%ticket, error = %e, "cannot add the outbound note");
+        }
+    }
+}
+
+impl Trouble {
+    fn into_note(self) -> String {
+        match self {
+            Trouble::Transient(_, n) | Trouble::Permanent(_, n) => n,
+            Trouble::Ignored(r) => r,
+        }
+    }
+}
+
+/// The comment a send is about: the one named, else the newest public comment by someone other
+/// than the requester that the connector did not write itself (inbound PEC carry its reference).
+fn pick_comment<'c>(
+    comments: &'c [TicketComment],
+    requester: Option<u64>,
+    job: &Job,
+) -> Option<&'c TicketComment> {
+    let eligible = |c: &&TicketComment| {
+        c.public
+            && (requester.is_none() || c.author_id != requester)
+            && !c.html_body.contains(CONNECTOR_REFERENCE)
+            && !c.body.contains(CONNECTOR_REFERENCE)
+    };
+    match job {
+        Job::PublicReply {
+            comment_id: Some(id),
+            ..
+        } => comments.iter().filter(eligible).find(|c| c.id == *id),
+        _ => comments.iter().find(eligible),
+    }
+}
+
+/// What the connector puts at the foot of every comment it writes from a PEC.
+const CONNECTOR_REFERENCE: &str = "Rif. connettore: pec:";
+
+/// `pec:<account>:<uidvalidity>:<uid>`, the external id of a ticket opened from a PEC.
+pub fn parse_marker(raw: &str) -> Option<(AccountId, UidValidity, Uid)> {
+    let mut parts = raw.strip_prefix("pec:")?.split(':');
+    let account = AccountId::parse(parts.next()?).ok()?;
+    let uv = UidValidity::parse(parts.next()?).ok()?;
+    let uid = Uid::parse(parts.next()?).ok()?;
+    parts.next().is_none().then_some((account, uv, uid))
+}
+
+/// The outbox id of a dedup key: short and in the id alphabet whatever the key holds.
+fn outbox_id(key: &str) -> OutboxId {
+    OutboxId::parse(&format!(
+        "send-{}",
+        hex(&Sha256::digest(key.as_bytes())[..16])
+    ))
+    .expect("hex is a valid outbox id")
+}
+
+/// `Re: ` before a subject that has no reply prefix yet.
+fn reply_subject(subject: &str) -> String {
+    let s = subject.trim();
+    let lower = s.to_ascii_lowercase();
+    if lower.starts_with("re:") || lower.starts_with("r:") {
+        s.to_owned()
+    } else if s.is_empty() {
+        "Re: risposta".to_owned()
+    } else {
+        format!("Re: {s}")
+    }
+}
+
+/// A trigger's `message` is HTML when it came from an HTML placeholder, text otherwise (ticket
+/// placeholders render as plain text in webhook bodies).
+fn message_html(message: &str) -> String {
+    let looks_html = message.contains('<') && message.contains('>');
+    if looks_html {
+        message.to_owned()
+    } else {
+        zendesk::text_to_html(message)
+    }
+}
+
+/// The wait after `attempts` tries: `backoff`, doubled for each try after the first, capped.
+fn backoff_after(options: &SendOptions, attempts: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
+    options
+        .backoff
+        .saturating_mul(factor)
+        .min(options.max_backoff)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// The notes agents read, in Italian.
+mod notes {
+    use super::*;
+
+    fn list(to: &[PecAddress]) -> String {
+        to.iter()
+            .map(|a| esc(a.as_str()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn sent(g: &Gathered, mid: &MessageId) -> String {
+        let m = &g.message;
+        let mut html = format!(
+            "<p><strong>PEC inviata a {}</strong></p><ul><li>Oggetto: {}</li><li>Message-ID: \
+             &lt;{}&gt;</li>",
+            list(&m.to),
+            esc(&m.subject),
+            esc(mid.as_str())
+        );
+        if !m.attachments.is_empty() {
+            let names: Vec<String> = m.attachments.iter().map(|f| esc(&f.filename)).collect();
+            html.push_str(&format!("<li>Allegati: {}</li>", names.join(", ")));
+        }
+        if !g.skipped_files.is_empty() {
+            let names: Vec<String> = g.skipped_files.iter().map(|f| esc(f)).collect();
+            html.push_str(&format!(
+                "<li>Allegati non inviati: {}</li>",
+                names.join(", ")
+            ));
+        }
+        html.push_str(
+            "</ul><p>Le ricevute di accettazione e di consegna saranno aggiunte a questo \
+             ticket.</p>",
+        );
+        html
+    }
+
+    pub fn not_sent(to: &[PecAddress], why: &str) -> String {
+        let head = if to.is_empty() {
+            "PEC non inviata".to_owned()
+        } else {
+            format!("PEC non inviata a {}", list(to))
+        };
+        format!("<p><strong>{head}</strong></p><p>{}</p>", esc(why))
+    }
+
+    pub fn will_retry(to: &[PecAddress], why: &str) -> String {
+        let head = if to.is_empty() {
+            "Invio PEC rimandato".to_owned()
+        } else {
+            format!("Invio PEC a {} rimandato", list(to))
+        };
+        format!("<p><strong>{head}</strong></p><p>{}</p>", esc(why))
+    }
+
+    pub fn given_up(to: &[PecAddress], attempts: u32, why: &str) -> String {
+        let head = if to.is_empty() {
+            format!("PEC non inviata dopo {attempts} tentativi")
+        } else {
+            format!("PEC non inviata a {} dopo {attempts} tentativi", list(to))
+        };
+        format!(
+            "<p><strong>{head}</strong></p><p>Ultimo errore: {}</p><p>Il connettore non \
+             riproverà più: per inviarla, ripetere l'invio dal ticket.</p>",
+            esc(why)
+        )
+    }
+
+    pub fn egress_ip_it(ip: Option<&str>) -> String {
+        match ip {
+            Some(ip) => format!("L'indirizzo IP da autorizzare presso il gestore è {ip}."),
+            None => "Questa installazione non ha un IP di uscita fisso: attivarlo (parametro \
+                     StaticEgressIp del deploy) e comunicare al gestore l'indirizzo indicato \
+                     nell'output EgressIp."
+                .to_owned(),
+        }
+    }
+
+    pub fn compose_it(e: &ComposeError) -> String {
+        match e {
+            ComposeError::TooLarge { .. } => "Il messaggio con i suoi allegati supera la \
+                 dimensione che i gestori PEC accettano (50 MB contando ogni destinatario): \
+                 ridurre gli allegati o i destinatari e inviare di nuovo."
+                .to_owned(),
+            ComposeError::TooManyRecipients { limit, .. } => {
+                format!("Troppi destinatari (al massimo {limit}): dividere l'invio e riprovare.")
+            }
+            ComposeError::NoRecipient => "Nessun destinatario: indicare l'indirizzo PEC a cui \
+                 inviare."
+                .to_owned(),
+            other => format!(
+                "Il messaggio non può essere composto: {other}. Correggere l'oggetto o il testo \
+                 e inviare di nuovo."
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_round_trip_and_refuse_others() {
+        let (a, uv, uid) = parse_marker("pec:aruba-1:7:42").unwrap();
+        assert_eq!((a.as_str(), uv.get(), uid.get()), ("aruba-1", 7, 42));
+        for bad in [
+            "",
+            "pec:",
+            "pec:a:1",
+            "pec:a:1:2:3",
+            "x:a:1:2",
+            "pec:A:1:2",
+            "pec:a:x:2",
+        ] {
+            assert!(parse_marker(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reply_subjects_get_one_prefix() {
+        assert_eq!(reply_subject("Richiesta"), "Re: Richiesta");
+        assert_eq!(reply_subject("RE: Richiesta"), "RE: Richiesta");
+        assert_eq!(reply_subject("  "), "Re: risposta");
+    }
+
+    #[test]
+    fn outbox_ids_are_valid_for_any_key() {
+        let a = outbox_id("template:a:1:invocation:x/y+z");
+        let b = outbox_id("template:a:1:invocation:x/y+w");
+        assert_ne!(a, b);
+        assert!(a.as_str().starts_with("send-"));
+    }
+
+    #[test]
+    fn text_messages_become_html_and_html_stays() {
+        assert!(message_html("a < b").contains("&lt;"));
+        assert_eq!(message_html("<p>ciao</p>"), "<p>ciao</p>");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let o = SendOptions::default();
+        let backoff = |n: u32| backoff_after(&o, n);
+        assert_eq!(backoff(1), Duration::from_secs(60));
+        assert_eq!(backoff(3), Duration::from_secs(240));
+        assert_eq!(backoff(30), Duration::from_secs(3600));
+    }
+
+    fn comment(id: u64, author: u64, public: bool, html: &str) -> TicketComment {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "author_id": author, "public": public, "html_body": html, "body": html
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn picks_the_newest_public_agent_comment() {
+        let job = Job::PublicReply {
+            key: "k".into(),
+            comment_id: None,
+        };
+        let comments = vec![
+            comment(5, 9, false, "nota"),
+            comment(4, 2, true, "dal cittadino"),
+            comment(
+                3,
+                9,
+                true,
+                "<p>x</p><p><small>Rif. connettore: pec:a:1:2</small></p>",
+            ),
+            comment(2, 9, true, "risposta"),
+            comment(1, 9, true, "vecchia"),
+        ];
+        assert_eq!(
+            pick_comment(&comments, Some(2), &job).map(|c| c.id),
+            Some(2)
+        );
+        let named = Job::PublicReply {
+            key: "k".into(),
+            comment_id: Some(4),
+        };
+        assert_eq!(pick_comment(&comments, Some(2), &named).map(|c| c.id), None);
+    }
+}

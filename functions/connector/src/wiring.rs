@@ -1,0 +1,190 @@
+//! Wiring for the Lambda functions: the deployment's settings (environment variables set by the
+//! SAM template) and the AWS adapters built from them, once per process.
+//!
+//! The poller and the api Lambda share this, so both read the same names the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use zendesk::{Auth, RetryPolicy, ZendeskClient, ZendeskConfig};
+
+use crate::domain::SecretName;
+use crate::inbound::{Inbound, PollOptions};
+use crate::mailbox::imap::{ImapProvider, tls_config};
+use crate::mailer::smtp::{SmtpProvider, SmtpTrust};
+use crate::outbound::webhook::WebhookSecrets;
+use crate::outbound::{Outbound, SendOptions};
+use crate::ports::{Secrets, Store};
+use crate::secrets::aws::AwsSecrets;
+use crate::store::dynamo::DynamoStore;
+
+/// The deployment's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `TABLE_NAME`: the DynamoDB table.
+    pub table: String,
+    /// `SECRETS_PREFIX`: Secrets Manager names are `<prefix>/<name>` (default `pec`).
+    pub secrets_prefix: String,
+    /// `ZENDESK_URL` (e.g. `https://acme.zendesk.com`) or `ZENDESK_SUBDOMAIN`.
+    pub zendesk_url: String,
+    /// `ZENDESK_EMAIL`: the agent the API token belongs to.
+    pub zendesk_email: String,
+    /// `EGRESS_IP` (optional): the static address the functions send from, named to agents when
+    /// a provider blocks the sending IP.
+    pub egress_ip: Option<String>,
+}
+
+/// A missing or unusable setting, named.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let need = |k: &str| {
+            get(k).ok_or_else(|| ConfigError(format!("the environment variable {k} is not set")))
+        };
+        let zendesk_url = match get("ZENDESK_URL") {
+            Some(url) => url,
+            None => format!(
+                "https://{}.zendesk.com",
+                need("ZENDESK_SUBDOMAIN").map_err(|_| {
+                    ConfigError("neither ZENDESK_URL nor ZENDESK_SUBDOMAIN is set".to_owned())
+                })?
+            ),
+        };
+        Ok(Config {
+            table: need("TABLE_NAME")?,
+            secrets_prefix: get("SECRETS_PREFIX").unwrap_or_else(|| "pec".to_owned()),
+            zendesk_url,
+            zendesk_email: need("ZENDESK_EMAIL")?,
+            egress_ip: get("EGRESS_IP"),
+        })
+    }
+}
+
+/// The AWS adapters of one process.
+pub struct AwsParts {
+    pub store: Arc<dyn Store>,
+    pub secrets: Arc<dyn Secrets>,
+    pub zendesk: Arc<ZendeskClient>,
+    pub egress_ip: Option<String>,
+}
+
+impl AwsParts {
+    /// Builds the adapters and reads the Zendesk API token.
+    pub async fn from_config(config: &Config) -> anyhow::Result<AwsParts> {
+        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let store = Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&aws),
+            config.table.clone(),
+        ));
+        let secrets = Arc::new(AwsSecrets::new(
+            aws_sdk_secretsmanager::Client::new(&aws),
+            config.secrets_prefix.clone(),
+        ));
+        let token = secrets.get(&SecretName::ZendeskApiToken).await?;
+        let zendesk = ZendeskClient::new(ZendeskConfig {
+            base_url: config.zendesk_url.clone(),
+            auth: Auth::Basic {
+                email: config.zendesk_email.clone(),
+                api_token: token,
+            },
+            timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        })?;
+        Ok(AwsParts {
+            store,
+            secrets,
+            zendesk: Arc::new(zendesk),
+            egress_ip: config.egress_ip.clone(),
+        })
+    }
+
+    /// The inbound use case over IMAPS with the web-PKI roots.
+    pub fn inbound(&self) -> anyhow::Result<Inbound> {
+        let tls = tls_config(None).map_err(anyhow::Error::msg)?;
+        Ok(Inbound {
+            store: self.store.clone(),
+            secrets: self.secrets.clone(),
+            mailboxes: Arc::new(ImapProvider::new(tls)),
+            zendesk: self.zendesk.clone(),
+            anchors: pec::TrustAnchors::pec(),
+            options: PollOptions::default(),
+            hook: None,
+        })
+    }
+
+    /// The outbound use case over SMTPS with the web-PKI roots.
+    pub fn outbound(&self) -> Outbound {
+        Outbound::new(
+            self.store.clone(),
+            self.secrets.clone(),
+            Arc::new(SmtpProvider::new(SmtpTrust::webpki())),
+            self.zendesk.clone(),
+            SendOptions {
+                egress_ip: self.egress_ip.clone(),
+                ..SendOptions::default()
+            },
+        )
+    }
+
+    /// The secrets Zendesk's webhook calls are checked with.
+    pub async fn webhook_secrets(&self) -> anyhow::Result<WebhookSecrets> {
+        Ok(WebhookSecrets::new(
+            self.secrets.get(&SecretName::WebhookSigningSecret).await?,
+            self.secrets.get(&SecretName::WebhookBearerToken).await?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn configuration_names_what_is_missing() {
+        let err = Config::from_lookup(env(&[
+            ("ZENDESK_SUBDOMAIN", "acme"),
+            ("ZENDESK_EMAIL", "a@b.it"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("TABLE_NAME"), "{err}");
+        let err = Config::from_lookup(env(&[("TABLE_NAME", "t"), ("ZENDESK_EMAIL", "a@b.it")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("ZENDESK_SUBDOMAIN"), "{err}");
+        let ok = Config::from_lookup(env(&[
+            ("TABLE_NAME", "t"),
+            ("ZENDESK_SUBDOMAIN", "acme"),
+            ("ZENDESK_EMAIL", "a@b.it"),
+            ("EGRESS_IP", " "),
+        ]))
+        .unwrap();
+        assert_eq!(ok.zendesk_url, "https://acme.zendesk.com");
+        assert_eq!(ok.secrets_prefix, "pec");
+        assert_eq!(ok.egress_ip, None, "blank is unset");
+        let ok = Config::from_lookup(env(&[
+            ("TABLE_NAME", "t"),
+            ("ZENDESK_URL", "http://127.0.0.1:9"),
+            ("ZENDESK_EMAIL", "a@b.it"),
+            ("EGRESS_IP", "203.0.113.7"),
+        ]))
+        .unwrap();
+        assert_eq!(ok.zendesk_url, "http://127.0.0.1:9");
+        assert_eq!(ok.egress_ip.as_deref(), Some("203.0.113.7"));
+    }
+}
