@@ -142,6 +142,22 @@ impl OutboundEnv {
         .to_string()
     }
 
+    /// The Message-ID the connector gives the template send of `invocation` on `ticket`:
+    /// `pec-connector.<ticket>.<first 16 bytes of SHA-256(dedup key), hex>@<account domain>`.
+    pub fn template_message_id(&self, ticket: u64, invocation: &str) -> String {
+        use sha2::Digest as _;
+        let key = format!(
+            "template:{}:{ticket}:invocation:{invocation}",
+            self.env.account.id.as_str()
+        );
+        let unique: String = Sha256::digest(key.as_bytes())[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let domain = self.env.user.rsplit_once('@').map_or("", |(_, d)| d);
+        format!("pec-connector.{ticket}.{unique}@{domain}")
+    }
+
     /// Calls the webhook as Zendesk does: signed now, with the bearer token and `invocation`.
     pub async fn deliver(&self, body: &str, invocation: &str) -> Answer {
         let ts = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);

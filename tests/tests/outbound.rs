@@ -596,45 +596,14 @@ async fn a_stalled_server_is_retried_then_given_up_with_a_note() {
     );
 }
 
-/// The one outbound record of `ticket`.
+/// The outbound record of the template send these tests made on `ticket`.
 async fn sent_record(o: &OutboundEnv, ticket: u64) -> connector::domain::OutboundRecord {
-    // Our Message-IDs are `pec-connector.<ticket>.<unique>@<domain>`; the note names it.
-    let notes = o.notes(ticket);
-    let domain = o.env.user.rsplit_once('@').unwrap().1;
-    let prefix = format!("pec-connector.{ticket}.");
-    for n in &notes {
-        if let Some(start) = n.find(&prefix) {
-            let rest = &n[start..];
-            let end = rest.find(domain).expect("domain after the id") + domain.len();
-            if let Some(r) = o.env.find_sent(&rest[..end]).await {
-                return r;
-            }
-        }
-    }
-    // Failures do not name the Message-ID: find it by the unique part of every candidate.
-    let inv = ["inv-535", "inv-571", "inv-452", "inv-stall"];
-    for i in inv {
-        let key = format!(
-            "template:{}:{ticket}:invocation:{i}",
-            o.env.account.id.as_str()
-        );
-        use sha2::Digest as _;
-        let unique: String = sha2::Sha256::digest(key.as_bytes())[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let mid = format!("pec-connector.{ticket}.{unique}@{domain}");
-        if let Some(r) = o
-            .env
-            .store
-            .find_outbound(&o.env.account.id, &MessageId::parse(&mid).unwrap())
-            .await
-            .unwrap()
-        {
+    for i in ["inv-535", "inv-571", "inv-452", "inv-stall"] {
+        if let Some(r) = o.env.find_sent(&o.template_message_id(ticket, i)).await {
             return r;
         }
     }
-    panic!("no outbound record for ticket {ticket}: {notes:#?}");
+    panic!("no outbound record for ticket {ticket}");
 }
 
 // ----- 5. end to end with inbound ---------------------------------------------------------------------
@@ -732,4 +701,90 @@ async fn webhook_to_smtp_accepted_latency() {
     assert_eq!(o.delivered().len(), 25);
     // The target is p50 < 300 ms on loopback; the bound here leaves room for a loaded CI box.
     assert!(p50 < 1000.0, "p50 {p50:.1} ms");
+}
+
+// ----- 7. retries from the poll, backoff, and a lost answer --------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_send_waits_for_its_backoff_then_leaves_with_the_accounts_next_poll() {
+    let options = connector::outbound::SendOptions {
+        backoff: Duration::from_secs(2),
+        max_backoff: Duration::from_secs(2),
+        ..test_options()
+    };
+    let o = OutboundEnv::with("busy452-poll", options).await;
+    let ticket = o.env.agent_ticket("Dal poller").await.get();
+    let answer = o
+        .deliver(&o.template_body(ticket, "Oggetto", "Testo"), "inv-poll")
+        .await;
+    assert_eq!(answer.outcome(), "queued", "{answer:?}");
+    // Not due yet: a poll right away leaves it alone.
+    assert_eq!(
+        o.outbound.retry_due(&o.env.account.id).await.unwrap(),
+        Default::default()
+    );
+    assert!(o.delivered().is_empty());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // The scheduled poll (the poller Lambda's handler) reads the mailbox, then retries.
+    let event = serde_json::json!({"account_id": o.env.account.id.as_str()});
+    let mut context = lambda_runtime::Context::default();
+    context.deadline = (std::time::SystemTime::now() + Duration::from_secs(30))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    poller::handle(
+        &o.env.inbound,
+        Some(&o.outbound),
+        lambda_runtime::LambdaEvent::new(event, context),
+    )
+    .await
+    .expect("poll");
+    assert_eq!(o.delivered().len(), 1, "sent by the poll");
+    assert!(o.notes(ticket).iter().any(|n| n.contains("PEC inviata a")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_answer_was_lost_is_not_sent_again_once_its_receipt_is_in() {
+    let o = OutboundEnv::new("lost").await;
+    let ticket = o.env.agent_ticket("Risposta persa").await.get();
+    // An earlier attempt handed the PEC to the provider, but the answer to DATA never came
+    // (the record says "sending"); the accettazione has since named its identificativo.
+    let mid = o.template_message_id(ticket, "inv-lost");
+    let record = o
+        .env
+        .record_sent(
+            &mid,
+            connector::domain::TicketId::new(ticket).unwrap(),
+            &[CITIZEN],
+        )
+        .await;
+    let store = &o.env.store;
+    store
+        .set_outbound_status(&o.env.account.id, &record.message_id, SendStatus::Sending)
+        .await
+        .unwrap();
+    store
+        .set_identificativo(
+            &o.env.account.id,
+            &record.message_id,
+            &MessageId::parse("opec-lost@pec.sandbox.test").unwrap(),
+        )
+        .await
+        .unwrap();
+    // Zendesk delivers the same invocation again.
+    let answer = o
+        .deliver(&o.template_body(ticket, "Oggetto", "Testo"), "inv-lost")
+        .await;
+    assert_eq!(answer.outcome(), "duplicate", "{answer:?}");
+    assert!(o.delivered().is_empty(), "not sent twice");
+    assert_eq!(
+        o.env.find_sent(&mid).await.unwrap().status,
+        SendStatus::Sent,
+        "the receipt proved it was sent"
+    );
+    assert!(
+        o.notes(ticket)
+            .iter()
+            .any(|n| n.contains("PEC inviata a") && n.contains(&mid))
+    );
 }
