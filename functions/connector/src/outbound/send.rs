@@ -932,33 +932,33 @@ mod notes {
         html
     }
 
-    pub fn not_sent(to: &[PecAddress], why: &str) -> String {
-        let head = if to.is_empty() {
-            "PEC non inviata".to_owned()
+    /// `<what>` with ` a <recipients>` when there are any, then `<after>`, in bold.
+    fn head(what: &str, to: &[PecAddress], after: &str) -> String {
+        let to = if to.is_empty() {
+            String::new()
         } else {
-            format!("PEC non inviata a {}", list(to))
+            format!(" a {}", list(to))
         };
-        format!("<p><strong>{head}</strong></p><p>{}</p>", esc(why))
+        format!("<p><strong>{what}{to}{after}</strong></p>")
+    }
+
+    pub fn not_sent(to: &[PecAddress], why: &str) -> String {
+        format!("{}<p>{}</p>", head("PEC non inviata", to, ""), esc(why))
     }
 
     pub fn will_retry(to: &[PecAddress], why: &str) -> String {
-        let head = if to.is_empty() {
-            "Invio PEC rimandato".to_owned()
-        } else {
-            format!("Invio PEC a {} rimandato", list(to))
-        };
-        format!("<p><strong>{head}</strong></p><p>{}</p>", esc(why))
+        format!("{}<p>{}</p>", head("Invio PEC", to, " rimandato"), esc(why))
     }
 
     pub fn given_up(to: &[PecAddress], attempts: u32, why: &str) -> String {
-        let head = if to.is_empty() {
-            format!("PEC non inviata dopo {attempts} tentativi")
-        } else {
-            format!("PEC non inviata a {} dopo {attempts} tentativi", list(to))
-        };
         format!(
-            "<p><strong>{head}</strong></p><p>Ultimo errore: {}</p><p>Il connettore non \
-             riproverà più: per inviarla, ripetere l'invio dal ticket.</p>",
+            "{}<p>Ultimo errore: {}</p><p>Il connettore non riproverà più: per inviarla, \
+             ripetere l'invio dal ticket.</p>",
+            head(
+                "PEC non inviata",
+                to,
+                &format!(" dopo {attempts} tentativi")
+            ),
             esc(why)
         )
     }
