@@ -66,6 +66,8 @@ pub fn account(raw_id: &str) -> Account {
         message_template: "{{ticket.latest_comment_html}}".into(),
         receipt_mode: Default::default(),
         outbound_attachments: Default::default(),
+        zendesk: Default::default(),
+        password_set_at: None,
         health: Default::default(),
         created_at: at,
         updated_at: at,

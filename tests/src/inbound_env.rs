@@ -536,6 +536,8 @@ impl InboundEnv {
             message_template: "{{ticket.latest_comment_html}}".to_owned(),
             receipt_mode: options.receipt_mode,
             outbound_attachments: Default::default(),
+            zendesk: Default::default(),
+            password_set_at: None,
             health: Default::default(),
             created_at: now,
             updated_at: now,

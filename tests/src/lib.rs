@@ -10,6 +10,8 @@
 //! * [`inbound_env`] — the inbound acceptance tests' world: a Dovecot mailbox, a Zendesk
 //!   simulator, embedded store and secrets, and the `Inbound` use case wired to them, plus
 //!   builders of the messages a PEC mailbox receives;
+//! * [`admin_env`] — the accounts tests' world: the AWS adapters on moto, the Zendesk
+//!   simulator, Dovecot and the SMTP test server, and the api router with the admin use cases;
 //! * [`outbound_env`] — the outbound tests' world: the same plus the SMTP test server, the
 //!   `Outbound` use case and the api router, called in-process as Zendesk's webhook would.
 //!
@@ -19,6 +21,7 @@
 //! likewise fail without it, as the outbound tests do without the SMTP test server
 //! (`infra/smtpd.sh start`).
 
+pub mod admin_env;
 pub mod contract;
 pub mod counting;
 pub mod env;

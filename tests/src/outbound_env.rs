@@ -106,11 +106,12 @@ impl OutboundEnv {
         ));
         let state = AppState {
             outbound: outbound.clone(),
-            webhook_secrets: WebhookSecrets::new(
+            webhook_secrets: api::WebhookKeys::fixed(WebhookSecrets::new(
                 SecretString::from(SIGNING_SECRET),
                 SecretString::from(BEARER),
-            ),
+            )),
             webhook_limits: WebhookLimits::default(),
+            admin: None,
         };
         OutboundEnv {
             env,

@@ -7,37 +7,115 @@
 //! * `GET /health` — `{"status": "ok"}`.
 //! * `POST /webhooks/zendesk` — Zendesk's webhook: size, bearer token, signature and timestamp
 //!   checked ([`connector::outbound::verify`]) before the body is read as JSON, then
-//!   [`connector::outbound::Outbound::accept`]. Every refusal is a 4xx whose JSON body
-//!   `{"error": "..."}` says what is wrong; a 5xx only when the connector's own state store or
-//!   Zendesk cannot be reached (Zendesk then retries the call).
+//!   [`connector::outbound::Outbound::accept`].
+//! * `/accounts...` — the admin API ([`connector::admin::Admin`]), behind the admin bearer
+//!   token; described by `GET /openapi.json` ([`openapi`]).
+//!
+//! Every refusal is a 4xx whose JSON body `{"error": "...", "field": "..."}` says what is wrong;
+//! a 5xx only when the connector's own state store, secrets or Zendesk cannot be reached.
 
-use std::sync::Arc;
+pub mod openapi;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
+use connector::admin::{Admin, AdminError, Registration};
+use connector::domain::{AccountId, SecretName};
 use connector::outbound::{Outbound, WebhookError, WebhookLimits, WebhookSecrets, parse, verify};
+use connector::ports::Secrets;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
+use subtle::ConstantTimeEq;
+
+/// The path Zendesk's webhook calls.
+pub const WEBHOOK_PATH: &str = "/webhooks/zendesk";
+
+/// Largest admin request body.
+const MAX_ADMIN_BODY: usize = 128 * 1024;
+
+/// Where the webhook's secrets come from: given (tests, `serve` with fixed secrets), or read from
+/// the secrets port and kept for a minute (they appear when the first account is registered and
+/// change when the webhook is provisioned again).
+pub enum WebhookKeys {
+    Fixed(Arc<WebhookSecrets>),
+    Stored {
+        secrets: Arc<dyn Secrets>,
+        cache: Mutex<Option<(Instant, Arc<WebhookSecrets>)>>,
+    },
+}
+
+impl WebhookKeys {
+    pub fn fixed(secrets: WebhookSecrets) -> Self {
+        WebhookKeys::Fixed(Arc::new(secrets))
+    }
+
+    pub fn stored(secrets: Arc<dyn Secrets>) -> Self {
+        WebhookKeys::Stored {
+            secrets,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// The secrets, or `None` when no webhook is provisioned yet.
+    async fn get(&self) -> Result<Option<Arc<WebhookSecrets>>, String> {
+        const FRESH: Duration = Duration::from_secs(60);
+        match self {
+            WebhookKeys::Fixed(s) => Ok(Some(s.clone())),
+            WebhookKeys::Stored { secrets, cache } => {
+                if let Some((at, s)) = cache.lock().expect("not poisoned").as_ref()
+                    && at.elapsed() < FRESH
+                {
+                    return Ok(Some(s.clone()));
+                }
+                let signing = secrets.get(&SecretName::WebhookSigningSecret).await;
+                let bearer = secrets.get(&SecretName::WebhookBearerToken).await;
+                match (signing, bearer) {
+                    (Ok(signing), Ok(bearer)) => {
+                        let s = Arc::new(WebhookSecrets::new(signing, bearer));
+                        *cache.lock().expect("not poisoned") = Some((Instant::now(), s.clone()));
+                        Ok(Some(s))
+                    }
+                    (Err(e), _) | (_, Err(e)) if e.is_transient() => Err(e.to_string()),
+                    _ => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// Forgets the cached secrets (after provisioning changed them).
+    fn refresh(&self) {
+        if let WebhookKeys::Stored { cache, .. } = self {
+            *cache.lock().expect("not poisoned") = None;
+        }
+    }
+}
 
 /// What the routes need.
 pub struct AppState {
     pub outbound: Arc<Outbound>,
-    pub webhook_secrets: WebhookSecrets,
+    pub webhook_secrets: WebhookKeys,
     pub webhook_limits: WebhookLimits,
+    /// The admin use cases and the token admin calls must carry; without them every admin
+    /// route answers 503.
+    pub admin: Option<(Arc<Admin>, SecretString)>,
 }
-
-/// The path Zendesk's webhook calls.
-pub const WEBHOOK_PATH: &str = "/webhooks/zendesk";
 
 /// Every route of the API.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route(WEBHOOK_PATH, post(webhook))
+        .route("/openapi.json", get(openapi_doc))
+        .route("/accounts", post(register).get(list))
+        .route("/accounts/{id}", get(show).patch(change).delete(remove))
+        .route("/accounts/{id}/poll", post(poll_now))
         .fallback(not_found)
         .with_state(state)
 }
@@ -46,45 +124,69 @@ async fn health() -> Response {
     (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
 }
 
-async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "no such route".to_owned())
+async fn openapi_doc() -> Response {
+    (StatusCode::OK, axum::Json(openapi::document())).into_response()
 }
 
-fn error(status: StatusCode, message: String) -> Response {
-    (status, axum::Json(json!({ "error": message }))).into_response()
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such route".to_owned(), None)
+}
+
+fn error(status: StatusCode, message: String, field: Option<&str>) -> Response {
+    let mut body = json!({ "error": message });
+    if let Some(field) = field {
+        body["field"] = json!(field);
+    }
+    (status, axum::Json(body)).into_response()
 }
 
 fn refused(e: WebhookError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
     tracing::info!(status = status.as_u16(), reason = %e, "webhook refused");
-    error(status, e.to_string())
+    error(status, e.to_string(), None)
+}
+
+/// Reads at most `limit` bytes; `Err` when the body is longer.
+async fn body_within(body: Body, limit: usize) -> Result<axum::body::Bytes, ()> {
+    // One byte more than the limit: enough to know it is over, never the whole of a flood.
+    to_bytes(body, limit.saturating_add(1))
+        .await
+        .map_err(|_| ())
 }
 
 async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let limit = state.webhook_limits.max_body_bytes;
-    // Read one byte more than the limit: enough to know it is over, never the whole of a flood.
-    let bytes = match to_bytes(body, limit.saturating_add(1)).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            let size = headers
-                .get("content-length")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(limit + 1);
-            return refused(WebhookError::BodyTooLarge { size, limit });
+    let Ok(bytes) = body_within(body, limit).await else {
+        let size = headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(limit + 1);
+        return refused(WebhookError::BodyTooLarge { size, limit });
+    };
+    let keys = match state.webhook_secrets.get().await {
+        Ok(Some(keys)) => keys,
+        Ok(None) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "the webhook is not provisioned yet: register an account first".to_owned(),
+                None,
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the webhook secrets");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot read the webhook secrets now".to_owned(),
+                None,
+            );
         }
     };
     let pairs: Vec<(&str, &str)> = headers
         .iter()
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
         .collect();
-    let verified = match verify(
-        &pairs,
-        &bytes,
-        &state.webhook_secrets,
-        Utc::now(),
-        &state.webhook_limits,
-    ) {
+    let verified = match verify(&pairs, &bytes, &keys, Utc::now(), &state.webhook_limits) {
         Ok(v) => v,
         Err(e) => return refused(e),
     };
@@ -102,7 +204,166 @@ async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
             } else {
                 tracing::info!(status = status.as_u16(), reason = %e, "webhook refused");
             }
-            error(status, e.to_string())
+            error(status, e.to_string(), None)
         }
     }
+}
+
+// ----- admin ---------------------------------------------------------------------------------
+
+/// An admin call refused: its status, message and the field at fault.
+struct Refusal {
+    status: StatusCode,
+    message: String,
+    field: Option<&'static str>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.status, self.message, self.field)
+    }
+}
+
+impl From<AdminError> for Refusal {
+    fn from(e: AdminError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        if status.is_server_error() {
+            tracing::error!(error = %e, "admin call failed");
+        } else {
+            tracing::info!(status = status.as_u16(), reason = %e, "admin call refused");
+        }
+        Refusal {
+            status,
+            message: e.to_string(),
+            field: e.field(),
+        }
+    }
+}
+
+/// The admin use cases, once the caller has shown the admin token.
+fn admin(state: &AppState, headers: &HeaderMap) -> Result<Arc<Admin>, Refusal> {
+    let Some((admin, token)) = &state.admin else {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the admin API is not configured on this deployment",
+        ));
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "missing admin token: expected an `Authorization: Bearer <admin token>` header",
+            )
+        })?;
+    let expected = token.expose_secret().as_bytes();
+    if expected.is_empty() || !bool::from(given.as_bytes().ct_eq(expected)) {
+        return Err(Refusal::new(StatusCode::UNAUTHORIZED, "wrong admin token"));
+    }
+    Ok(admin.clone())
+}
+
+fn account_id(raw: &str) -> Result<AccountId, Refusal> {
+    AccountId::parse(raw)
+        .map_err(|_| Refusal::new(StatusCode::NOT_FOUND, format!("no account {raw:?}")))
+}
+
+async fn admin_body(body: Body) -> Result<axum::body::Bytes, Refusal> {
+    body_within(body, MAX_ADMIN_BODY)
+        .await
+        .map_err(|_| Refusal {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("body over the limit of {MAX_ADMIN_BODY} bytes"),
+            field: Some("body"),
+        })
+}
+
+fn json_answer(status: StatusCode, value: impl serde::Serialize) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+async fn register(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let admin = admin(&state, &headers)?;
+    let bytes = admin_body(body).await?;
+    let registration = Registration::parse(&bytes).map_err(AdminError::from)?;
+    let result = admin.register(registration).await;
+    state.webhook_secrets.refresh();
+    let (view, created) = result?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_answer(status, view))
+}
+
+async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, Refusal> {
+    let accounts = admin(&state, &headers)?.list().await?;
+    Ok(json_answer(StatusCode::OK, json!({ "accounts": accounts })))
+}
+
+async fn show(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Refusal> {
+    let admin = admin(&state, &headers)?;
+    let view = admin.get(&account_id(&id)?).await?;
+    Ok(json_answer(StatusCode::OK, view))
+}
+
+async fn change(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let admin = admin(&state, &headers)?;
+    let id = account_id(&id)?;
+    let bytes = admin_body(body).await?;
+    let result = admin.update(&id, &bytes).await;
+    state.webhook_secrets.refresh();
+    Ok(json_answer(StatusCode::OK, result?))
+}
+
+async fn remove(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Refusal> {
+    let admin = admin(&state, &headers)?;
+    let result = admin.delete(&account_id(&id)?).await;
+    state.webhook_secrets.refresh();
+    result?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn poll_now(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Refusal> {
+    let admin = admin(&state, &headers)?;
+    let outcome = admin.poll_now(&account_id(&id)?).await?;
+    Ok(json_answer(StatusCode::OK, outcome))
 }

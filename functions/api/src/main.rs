@@ -17,10 +17,15 @@ async fn main() -> Result<(), lambda_http::Error> {
         .init();
     let config = Config::from_env()?;
     let parts = AwsParts::from_config(&config).await?;
+    let admin = parts
+        .admin(&config)
+        .await?
+        .map(|(admin, token)| (Arc::new(admin), token));
     let state = api::AppState {
         outbound: Arc::new(parts.outbound()),
-        webhook_secrets: parts.webhook_secrets().await?,
+        webhook_secrets: api::WebhookKeys::stored(parts.secrets.clone()),
         webhook_limits: WebhookLimits::default(),
+        admin,
     };
     lambda_http::run(api::router(Arc::new(state))).await
 }

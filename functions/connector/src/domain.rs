@@ -21,7 +21,7 @@ pub struct InvalidInput {
 }
 
 impl InvalidInput {
-    fn new(field: &'static str, reason: impl Into<String>) -> Self {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
         Self {
             field,
             reason: reason.into(),
@@ -467,8 +467,30 @@ pub struct Account {
     /// The mailbox's health as the last polls saw it (written only when it changes).
     #[serde(default)]
     pub health: AccountHealth,
+    /// What the connector created in Zendesk for this account.
+    #[serde(default)]
+    pub zendesk: ZendeskObjects,
+    /// When the password was last set (app passwords expire: Aruba's after 3 months).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_set_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The Zendesk objects provisioned for an account: the webhook and trigger category are shared
+/// by every account of the Zendesk instance, the triggers are the account's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZendeskObjects {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_category_id: Option<String>,
+    /// "Reply by PEC Connector [address]".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_trigger_id: Option<u64>,
+    /// The public-reply trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_reply_trigger_id: Option<u64>,
 }
 
 /// What is wrong with an account's mailbox, if anything. One incident lasts from the first failed

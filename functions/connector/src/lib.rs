@@ -22,12 +22,16 @@
 //!     ticket, comment or note, exactly once ([`inbound::render`] says what agents see);
 //!   * [`outbound`] — sending PEC from Zendesk: the webhook's verification and payload,
 //!     composing the message, and the send use case with its outbox of retries;
-//!   * [`accounts`] — removing an account and all it left behind.
+//!   * [`accounts`] — removing an account and all it left behind;
+//!   * `admin` — registering, changing and removing accounts over HTTP, with the login checks
+//!     and the Zendesk provisioning (webhook, trigger category, triggers).
 //!
 //! On AWS, the poller and api Lambdas wire the `aws` adapters (`wiring`, feature `lambda`); `pec-connector serve` wires the
 //! `embedded` ones. Both pass the same contract suite (the `e2e` crate).
 
 pub mod accounts;
+#[cfg(all(feature = "imap", feature = "smtp"))]
+pub mod admin;
 pub mod domain;
 pub mod inbound;
 pub mod mailbox;

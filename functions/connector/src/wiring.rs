@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use zendesk::{Auth, RetryPolicy, ZendeskClient, ZendeskConfig};
 
+use secrecy::SecretString;
+
+use crate::admin::{Admin, AdminOptions};
 use crate::domain::SecretName;
 use crate::inbound::{Inbound, PollOptions};
 use crate::mailbox::imap::{ImapProvider, tls_config};
 use crate::mailer::smtp::{SmtpProvider, SmtpTrust};
-use crate::outbound::webhook::WebhookSecrets;
 use crate::outbound::{Outbound, SendOptions};
 use crate::ports::{Secrets, Store};
+use crate::schedules::eventbridge::EventBridgeSchedules;
 use crate::secrets::aws::AwsSecrets;
 use crate::store::dynamo::DynamoStore;
 
@@ -32,6 +35,13 @@ pub struct Config {
     /// `EGRESS_IP` (optional): the static address the functions send from, named to agents when
     /// a provider blocks the sending IP.
     pub egress_ip: Option<String>,
+    /// `POLLER_ARN` (api only): the poller Lambda the account schedules invoke.
+    pub poller_arn: Option<String>,
+    /// `RULE_PREFIX` (default `pec-connector`): the EventBridge rules are
+    /// `<prefix>-poll-<account id>`.
+    pub rule_prefix: String,
+    /// `PUBLIC_URL` (api only): the HTTP API's base URL, for the webhook Zendesk calls.
+    pub public_url: Option<String>,
 }
 
 /// A missing or unusable setting, named.
@@ -64,6 +74,9 @@ impl Config {
             zendesk_url,
             zendesk_email: need("ZENDESK_EMAIL")?,
             egress_ip: get("EGRESS_IP"),
+            poller_arn: get("POLLER_ARN"),
+            rule_prefix: get("RULE_PREFIX").unwrap_or_else(|| "pec-connector".to_owned()),
+            public_url: get("PUBLIC_URL"),
         })
     }
 }
@@ -74,6 +87,7 @@ pub struct AwsParts {
     pub secrets: Arc<dyn Secrets>,
     pub zendesk: Arc<ZendeskClient>,
     pub egress_ip: Option<String>,
+    aws: aws_config::SdkConfig,
 }
 
 impl AwsParts {
@@ -103,6 +117,7 @@ impl AwsParts {
             secrets,
             zendesk: Arc::new(zendesk),
             egress_ip: config.egress_ip.clone(),
+            aws,
         })
     }
 
@@ -134,12 +149,33 @@ impl AwsParts {
         )
     }
 
-    /// The secrets Zendesk's webhook calls are checked with.
-    pub async fn webhook_secrets(&self) -> anyhow::Result<WebhookSecrets> {
-        Ok(WebhookSecrets::new(
-            self.secrets.get(&SecretName::WebhookSigningSecret).await?,
-            self.secrets.get(&SecretName::WebhookBearerToken).await?,
-        ))
+    /// The admin use cases and the admin token, when the deployment configures them
+    /// (`POLLER_ARN`, `PUBLIC_URL` and the `admin-token` secret).
+    pub async fn admin(&self, config: &Config) -> anyhow::Result<Option<(Admin, SecretString)>> {
+        let (Some(arn), Some(url)) = (&config.poller_arn, &config.public_url) else {
+            return Ok(None);
+        };
+        let token = self.secrets.get(&SecretName::AdminToken).await?;
+        let schedules = EventBridgeSchedules::new(
+            aws_sdk_eventbridge::Client::new(&self.aws),
+            config.rule_prefix.clone(),
+            arn.clone(),
+        )?;
+        let tls = tls_config(None).map_err(anyhow::Error::msg)?;
+        let webhook_url = format!("{}/webhooks/zendesk", url.trim_end_matches('/'));
+        Ok(Some((
+            Admin {
+                store: self.store.clone(),
+                secrets: self.secrets.clone(),
+                schedules: Arc::new(schedules),
+                mailboxes: Arc::new(ImapProvider::new(tls)),
+                mailers: Arc::new(SmtpProvider::new(SmtpTrust::webpki())),
+                zendesk: self.zendesk.clone(),
+                inbound: Arc::new(self.inbound()?),
+                options: AdminOptions::new(webhook_url),
+            },
+            token,
+        )))
     }
 }
 

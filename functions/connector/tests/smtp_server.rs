@@ -309,3 +309,31 @@ async fn a_closed_port_is_a_transient_connect_failure() {
     assert!(matches!(err, SendError::Connect { .. }), "{err:?}");
     assert!(err.is_transient());
 }
+
+#[tokio::test]
+async fn check_logs_in_and_sends_nothing() {
+    let s = smtpd();
+    let user = user("check");
+    mailer(&s, &user, "secret", 10 * SECOND)
+        .check()
+        .await
+        .expect("the right password passes the check");
+    assert!(stored(&s, &user).is_empty(), "a check sends nothing");
+    let err = mailer(&s, &user, "Sbagliata-7319", 10 * SECOND)
+        .check()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::AuthRejected { .. }), "{err:?}");
+    assert!(
+        !format!("{err} {err:?}").contains("Sbagliata-7319"),
+        "never the password: {err}"
+    );
+    let refused = mailer(&s, &format!("fail535-{user}"), "secret", 10 * SECOND)
+        .check()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, SendError::AuthRejected { .. }),
+        "{refused:?}"
+    );
+}

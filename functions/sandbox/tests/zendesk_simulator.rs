@@ -730,3 +730,533 @@ async fn agent_replies_carry_downloadable_attachments_under_the_configured_base(
         .unwrap();
     assert!(back.starts_with(api.sim.base_url()), "{back}");
 }
+
+// ----- webhooks, trigger categories and triggers ------------------------------------------------
+
+impl Api {
+    fn patch(&self, path: &str) -> RequestBuilder {
+        self.auth(self.http.patch(self.url(path)))
+    }
+
+    fn delete(&self, path: &str) -> RequestBuilder {
+        self.auth(self.http.delete(self.url(path)))
+    }
+
+    async fn send_json(&self, request: RequestBuilder, status: StatusCode) -> Value {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status);
+        response.json().await.unwrap()
+    }
+
+    async fn create_webhook(&self, name: &str) -> String {
+        let body = self
+            .send_json(
+                self.post("/api/v2/webhooks").json(&webhook(name)),
+                StatusCode::CREATED,
+            )
+            .await;
+        body["webhook"]["id"].as_str().unwrap().to_string()
+    }
+
+    async fn create_category(&self, name: &str) -> String {
+        let body = self
+            .send_json(
+                self.post("/api/v2/trigger_categories")
+                    .json(&json!({"trigger_category": {"name": name}})),
+                StatusCode::OK,
+            )
+            .await;
+        body["trigger_category"]["id"].as_str().unwrap().to_string()
+    }
+}
+
+fn webhook(name: &str) -> Value {
+    json!({"webhook": {
+        "name": name,
+        "endpoint": "https://pec-connector.example.it/zendesk/webhook",
+        "http_method": "POST",
+        "request_format": "json",
+        "status": "active",
+        "subscriptions": ["conditional_ticket_events"],
+        "authentication": {"type": "bearer_token", "data": {"token": "tok-1"}, "add_position": "header"}
+    }})
+}
+
+fn trigger(category_id: &str, webhook_id: &str) -> Value {
+    json!({"trigger": {
+        "title": "Reply by PEC Connector [a@pec.it]",
+        "category_id": category_id,
+        "conditions": {
+            "all": [{"field": "comment_is_public", "operator": "is", "value": "true"}],
+            "any": []
+        },
+        "actions": [
+            {"field": "notification_webhook", "value": [webhook_id, "{\"ticket_id\":\"{{ticket.id}}\"}"]},
+            {"field": "current_tags", "value": "pec_out_pending"}
+        ]
+    }})
+}
+
+#[tokio::test]
+async fn webhooks_are_created_shown_replaced_and_deleted_without_showing_credentials() {
+    let api = Api::start().await;
+    let created = api
+        .send_json(
+            api.post("/api/v2/webhooks").json(&webhook("PEC Connector")),
+            StatusCode::CREATED,
+        )
+        .await;
+    let id = created["webhook"]["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 26);
+    assert_eq!(
+        created["webhook"]["subscriptions"],
+        json!(["conditional_ticket_events"])
+    );
+    assert_eq!(
+        created["webhook"]["authentication"],
+        json!({"type": "bearer_token", "add_position": "header"})
+    );
+    assert!(!created.to_string().contains("tok-1"));
+
+    let shown = api
+        .send_json(api.get(&format!("/api/v2/webhooks/{id}")), StatusCode::OK)
+        .await;
+    assert_eq!(shown["webhook"], created["webhook"]);
+    assert!(!shown.to_string().contains("tok-1"));
+
+    let secret = api
+        .send_json(
+            api.get(&format!("/api/v2/webhooks/{id}/signing_secret")),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(secret["signing_secret"]["algorithm"], "SHA256");
+    let secret = secret["signing_secret"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(secret.len() >= 40, "{secret}");
+    assert_eq!(api.sim.webhook_signing_secret(&id), Some(secret));
+    assert_eq!(api.sim.webhooks()[0].bearer_token(), Some("tok-1"));
+
+    // PATCH keeps what is not sent; PUT replaces everything (no authentication: none).
+    let patched = api
+        .patch(&format!("/api/v2/webhooks/{id}"))
+        .json(&json!({"webhook": {"status": "inactive"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::NO_CONTENT);
+    assert_eq!(api.sim.webhooks()[0].status, "inactive");
+    assert_eq!(api.sim.webhooks()[0].bearer_token(), Some("tok-1"));
+    let mut replacement = webhook("Renamed");
+    replacement["webhook"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authentication");
+    let put = api
+        .put(&format!("/api/v2/webhooks/{id}"))
+        .json(&replacement)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let stored = &api.sim.webhooks()[0];
+    assert_eq!(
+        (stored.name.as_str(), stored.status.as_str()),
+        ("Renamed", "active")
+    );
+    assert_eq!(stored.authentication, None);
+
+    let deleted = api
+        .delete(&format!("/api/v2/webhooks/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert!(api.sim.webhooks().is_empty());
+    for request in [
+        api.get(&format!("/api/v2/webhooks/{id}")),
+        api.get(&format!("/api/v2/webhooks/{id}/signing_secret")),
+        api.delete(&format!("/api/v2/webhooks/{id}")),
+        api.put(&format!("/api/v2/webhooks/{id}"))
+            .json(&webhook("x")),
+    ] {
+        let body = api.send_json(request, StatusCode::NOT_FOUND).await;
+        assert_eq!(body["error"], "RecordNotFound");
+    }
+}
+
+#[tokio::test]
+async fn webhooks_need_every_required_field_and_valid_authentication() {
+    let api = Api::start().await;
+    for field in [
+        "name",
+        "endpoint",
+        "http_method",
+        "request_format",
+        "status",
+        "subscriptions",
+    ] {
+        let mut body = webhook("PEC Connector");
+        body["webhook"].as_object_mut().unwrap().remove(field);
+        let answer = api
+            .send_json(
+                api.post("/api/v2/webhooks").json(&body),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+        assert_eq!(answer["error"], "RecordInvalid");
+        assert!(answer["details"][field].is_array(), "{field}: {answer}");
+    }
+    let mut bad_method = webhook("PEC Connector");
+    bad_method["webhook"]["http_method"] = json!("TRACE");
+    let mut no_token = webhook("PEC Connector");
+    no_token["webhook"]["authentication"]["data"] = json!({});
+    let mut mixed = webhook("PEC Connector");
+    mixed["webhook"]["subscriptions"] =
+        json!(["conditional_ticket_events", "zen:event-type:user.deleted"]);
+    for (body, field) in [
+        (bad_method, "http_method"),
+        (no_token, "authentication"),
+        (mixed, "subscriptions"),
+    ] {
+        let answer = api
+            .send_json(
+                api.post("/api/v2/webhooks").json(&body),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+        assert!(answer["details"][field].is_array(), "{field}: {answer}");
+    }
+    let unwrapped = api
+        .post("/api/v2/webhooks")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unwrapped.status(), StatusCode::BAD_REQUEST);
+    assert!(api.sim.webhooks().is_empty());
+}
+
+#[tokio::test]
+async fn webhooks_list_by_name_in_cursor_pages() {
+    let api = Api::start().await;
+    for i in 0..5 {
+        api.create_webhook(&format!("PEC Connector {i}")).await;
+    }
+    api.create_webhook("Other").await;
+    let first = api
+        .send_json(
+            api.get("/api/v2/webhooks?filter[name_contains]=PEC&page[size]=2"),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(first["webhooks"].as_array().unwrap().len(), 2);
+    assert_eq!(first["meta"]["has_more"], true);
+    let next = first["links"]["next"].as_str().unwrap();
+    assert!(next.contains("filter[name_contains]=PEC"), "{next}");
+    let mut names = Vec::new();
+    let mut url = Some(next.to_string());
+    for item in first["webhooks"].as_array().unwrap() {
+        names.push(item["name"].as_str().unwrap().to_string());
+    }
+    while let Some(next) = url.take() {
+        let page: Value = api
+            .auth(api.http.get(&next))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for item in page["webhooks"].as_array().unwrap() {
+            names.push(item["name"].as_str().unwrap().to_string());
+        }
+        url = page["links"]["next"].as_str().map(str::to_string);
+    }
+    assert_eq!(names.len(), 5);
+    assert!(names.iter().all(|n| n.starts_with("PEC Connector")));
+    let bad_cursor = api
+        .get("/api/v2/webhooks?page[after]=nonsense")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_cursor.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn trigger_categories_follow_the_oas_shapes() {
+    let api = Api::start().await;
+    let created = api
+        .send_json(
+            api.post("/api/v2/trigger_categories")
+                .json(&json!({"trigger_category": {"name": "PEC Connector", "position": 3}})),
+            StatusCode::OK,
+        )
+        .await;
+    let id = created["trigger_category"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(created["trigger_category"]["position"], 3);
+    let blank = api
+        .send_json(
+            api.post("/api/v2/trigger_categories")
+                .json(&json!({"trigger_category": {"name": " "}})),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    assert_eq!(blank["errors"][0]["code"], "InvalidTriggerCategory");
+
+    let patched = api
+        .send_json(
+            api.patch(&format!("/api/v2/trigger_categories/{id}"))
+                .json(&json!({"trigger_category": {"name": "Renamed"}})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(patched["trigger_category"]["name"], "Renamed");
+    assert_eq!(patched["trigger_category"]["position"], 3);
+    let shown = api
+        .send_json(
+            api.get(&format!("/api/v2/trigger_categories/{id}")),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(shown, patched);
+    let listed = api
+        .send_json(api.get("/api/v2/trigger_categories"), StatusCode::OK)
+        .await;
+    assert_eq!(listed["trigger_categories"][0], patched["trigger_category"]);
+    assert_eq!(listed["meta"]["has_more"], false);
+
+    let webhook_id = api.create_webhook("PEC Connector").await;
+    let trigger = api
+        .send_json(
+            api.post("/api/v2/triggers")
+                .json(&trigger(&id, &webhook_id)),
+            StatusCode::CREATED,
+        )
+        .await;
+    let not_empty = api
+        .send_json(
+            api.delete(&format!("/api/v2/trigger_categories/{id}")),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    assert_eq!(not_empty["errors"][0]["code"], "TriggerCategoryNotEmpty");
+    let trigger_id = trigger["trigger"]["id"].as_u64().unwrap();
+    let gone = api
+        .delete(&format!("/api/v2/triggers/{trigger_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+    let deleted = api
+        .delete(&format!("/api/v2/trigger_categories/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let missing = api
+        .send_json(
+            api.get(&format!("/api/v2/trigger_categories/{id}")),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    assert_eq!(missing["errors"][0]["code"], "TriggerCategoryNotFound");
+}
+
+#[tokio::test]
+async fn triggers_are_validated_and_put_replaces_conditions_and_actions() {
+    let api = Api::start().await;
+    let category = api.create_category("PEC Connector").await;
+    let webhook_id = api.create_webhook("PEC Connector").await;
+    let created = api
+        .send_json(
+            api.post("/api/v2/triggers")
+                .json(&trigger(&category, &webhook_id)),
+            StatusCode::CREATED,
+        )
+        .await;
+    let id = created["trigger"]["id"].as_u64().unwrap();
+    assert_eq!(created["trigger"]["category_id"], json!(category));
+    assert_eq!(created["trigger"]["active"], true);
+    assert_eq!(
+        created["trigger"]["actions"][0]["value"][0],
+        json!(webhook_id)
+    );
+
+    let cases = [
+        (
+            json!({"trigger": {"title": "", "conditions": {"all": []}, "actions": [{"field": "status", "value": "open"}]}}),
+            "title",
+        ),
+        (
+            json!({"trigger": {"title": "t", "conditions": {"all": []}, "actions": []}}),
+            "actions",
+        ),
+        (
+            json!({"trigger": {"title": "t", "conditions": {"all": [{"value": 1}]}, "actions": [{"field": "status", "value": "open"}]}}),
+            "conditions",
+        ),
+        (
+            json!({"trigger": {"title": "t", "conditions": {"all": "x"}, "actions": [{"field": "status", "value": "open"}]}}),
+            "conditions",
+        ),
+        (
+            json!({"trigger": {"title": "t", "actions": [{"field": "status", "value": "open"}]}}),
+            "conditions",
+        ),
+        (
+            json!({"trigger": {"title": "t", "conditions": {}, "actions": [{"field": "notification_webhook", "value": ["01HNOPE", "{}"]}]}}),
+            "actions",
+        ),
+        (
+            json!({"trigger": {"title": "t", "conditions": {}, "actions": [{"field": "notification_webhook", "value": format!("[\"{webhook_id}\", \"{{}}\"]")}]}}),
+            "actions",
+        ),
+        (
+            json!({"trigger": {"title": "t", "category_id": "424242", "conditions": {}, "actions": [{"field": "status", "value": "open"}]}}),
+            "category_id",
+        ),
+    ];
+    for (body, field) in cases {
+        let answer = api
+            .send_json(
+                api.post("/api/v2/triggers").json(&body),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+        assert_eq!(answer["error"], "RecordInvalid");
+        assert!(answer["details"][field].is_array(), "{field}: {answer}");
+    }
+    assert_eq!(api.sim.triggers().len(), 1);
+
+    // Sending only conditions clears the actions too: refused, nothing changes.
+    let only_conditions = api
+        .put(&format!("/api/v2/triggers/{id}"))
+        .json(&json!({"trigger": {"conditions": {"all": []}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(only_conditions.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(api.sim.trigger(id).unwrap().actions.len(), 2);
+
+    let updated = api
+        .send_json(
+            api.put(&format!("/api/v2/triggers/{id}"))
+                .json(&json!({"trigger": {
+                    "title": "Renamed",
+                    "conditions": {"any": [{"field": "status", "operator": "is", "value": "open"}]},
+                    "actions": [{"field": "status", "value": "pending"}]
+                }})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(updated["trigger"]["title"], "Renamed");
+    assert_eq!(updated["trigger"]["conditions"]["all"], json!([]));
+    assert_eq!(updated["trigger"]["conditions"]["any"][0]["value"], "open");
+    assert_eq!(updated["trigger"]["actions"].as_array().unwrap().len(), 1);
+    assert_eq!(updated["trigger"]["category_id"], json!(category));
+
+    let shown = api
+        .send_json(api.get(&format!("/api/v2/triggers/{id}")), StatusCode::OK)
+        .await;
+    assert_eq!(shown, updated);
+    let by_category = api
+        .send_json(
+            api.get(&format!("/api/v2/triggers?category_id={category}")),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(by_category["count"], 1);
+    let other = api
+        .send_json(api.get("/api/v2/triggers?category_id=1"), StatusCode::OK)
+        .await;
+    assert_eq!(other["count"], 0);
+
+    // Triggers no longer call the webhook: it can now be deleted.
+    let deleted = api
+        .delete(&format!("/api/v2/webhooks/{webhook_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    for request in [
+        api.get("/api/v2/triggers/999999"),
+        api.put("/api/v2/triggers/999999")
+            .json(&trigger(&category, &webhook_id)),
+        api.delete("/api/v2/triggers/999999"),
+    ] {
+        let body = api.send_json(request, StatusCode::NOT_FOUND).await;
+        assert_eq!(body["error"], "RecordNotFound");
+    }
+}
+
+#[tokio::test]
+async fn webhooks_in_use_by_a_trigger_cannot_be_deleted_and_admins_can_edit_triggers() {
+    let api = Api::start().await;
+    let category = api.create_category("PEC Connector").await;
+    let webhook_id = api.create_webhook("PEC Connector").await;
+    let created = api
+        .send_json(
+            api.post("/api/v2/triggers")
+                .json(&trigger(&category, &webhook_id)),
+            StatusCode::CREATED,
+        )
+        .await;
+    let id = created["trigger"]["id"].as_u64().unwrap();
+    let in_use = api
+        .send_json(
+            api.delete(&format!("/api/v2/webhooks/{webhook_id}")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    assert_eq!(in_use["details"]["base"][0]["error"], "WebhookInUse");
+    assert_eq!(api.sim.webhooks().len(), 1);
+
+    assert!(api.sim.edit_trigger(id, |t| {
+        t.actions
+            .push(json!({"field": "priority", "value": "high"}))
+    }));
+    assert!(!api.sim.edit_trigger(id + 1000, |_| {}));
+    let shown = api
+        .send_json(api.get(&format!("/api/v2/triggers/{id}")), StatusCode::OK)
+        .await;
+    assert_eq!(
+        shown["trigger"]["actions"][2],
+        json!({"field": "priority", "value": "high"})
+    );
+}
+
+#[tokio::test]
+async fn webhook_and_trigger_routes_need_credentials() {
+    let api = Api::start().await;
+    for path in [
+        "/api/v2/webhooks",
+        "/api/v2/webhooks/01H00000000000ABCDEFGHJKMN",
+        "/api/v2/webhooks/01H00000000000ABCDEFGHJKMN/signing_secret",
+        "/api/v2/trigger_categories",
+        "/api/v2/trigger_categories/1",
+        "/api/v2/triggers",
+        "/api/v2/triggers/1",
+    ] {
+        let response = api.http.get(api.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"error": "Couldn't authenticate you"})
+        );
+    }
+    let post = api
+        .http
+        .post(api.url("/api/v2/webhooks"))
+        .json(&webhook("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), StatusCode::UNAUTHORIZED);
+    assert!(api.sim.webhooks().is_empty());
+}

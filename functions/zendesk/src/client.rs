@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use crate::config::{Auth, RetryPolicy, ZendeskConfig};
 use crate::error::{FieldError, ZendeskError};
 use crate::model::{
-    Comment, NewTicket, Ticket, TicketComment, TicketId, TicketUpdate, UploadToken, User,
+    Comment, NewTicket, Ticket, TicketComment, TicketId, TicketUpdate, Trigger, TriggerCategory,
+    TriggerSpec, UploadToken, User, Webhook, WebhookSpec,
 };
 
 /// Comment bodies longer than this are truncated by Zendesk without error (reference §2.5), so
@@ -148,6 +149,37 @@ struct CommentsPage {
     comments: Vec<TicketComment>,
     #[serde(default)]
     meta: Option<CursorMeta>,
+}
+
+#[derive(Deserialize)]
+struct WebhookEnvelope {
+    webhook: Webhook,
+}
+
+#[derive(Deserialize)]
+struct SigningSecretEnvelope {
+    signing_secret: SigningSecret,
+}
+
+#[derive(Deserialize)]
+struct SigningSecret {
+    secret: String,
+}
+
+#[derive(Deserialize)]
+struct TriggerCategoryEnvelope {
+    trigger_category: TriggerCategory,
+}
+
+#[derive(Deserialize)]
+struct TriggerEnvelope {
+    trigger: Trigger,
+}
+
+#[derive(Default, Deserialize)]
+struct Links {
+    #[serde(default)]
+    next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -390,6 +422,177 @@ impl ZendeskClient {
         Ok(envelope.settings.tickets.email_attachments)
     }
 
+    // ----- webhooks (reference §4) ------------------------------------------------------------
+
+    /// Creates a webhook. Repeated only when Zendesk surely did not process it: a
+    /// [`ZendeskError::Timeout`] here means "maybe created" (look it up by name).
+    pub async fn create_webhook(
+        &self,
+        spec: &WebhookSpec,
+        deadline: Instant,
+    ) -> Result<Webhook, ZendeskError> {
+        let mut call = Call::new(Method::POST, "/api/v2/webhooks".into());
+        call.body = Body::Json(json!({ "webhook": spec }));
+        call.replay = Replay::IfUnprocessed;
+        let envelope: WebhookEnvelope = self.call(call, deadline).await?;
+        Ok(envelope.webhook)
+    }
+
+    /// Reads a webhook (without its credentials); [`ZendeskError::NotFound`] if there is none.
+    pub async fn get_webhook(&self, id: &str, deadline: Instant) -> Result<Webhook, ZendeskError> {
+        let call = Call::new(Method::GET, format!("/api/v2/webhooks/{}", segment(id)));
+        let envelope: WebhookEnvelope = self.call(call, deadline).await?;
+        Ok(envelope.webhook)
+    }
+
+    /// Replaces a webhook's settings with `spec` (Zendesk answers `204`). Send the
+    /// authentication again: it is not read back, so it cannot be kept by a read-modify-write.
+    pub async fn update_webhook(
+        &self,
+        id: &str,
+        spec: &WebhookSpec,
+        deadline: Instant,
+    ) -> Result<(), ZendeskError> {
+        let mut call = Call::new(Method::PUT, format!("/api/v2/webhooks/{}", segment(id)));
+        call.body = Body::Json(json!({ "webhook": spec }));
+        self.call_no_content(call, deadline).await
+    }
+
+    /// Deletes a webhook; [`ZendeskError::NotFound`] if there is none (also when a retry follows
+    /// a first attempt whose answer was lost: the caller decides what that means).
+    pub async fn delete_webhook(&self, id: &str, deadline: Instant) -> Result<(), ZendeskError> {
+        let call = Call::new(Method::DELETE, format!("/api/v2/webhooks/{}", segment(id)));
+        self.call_no_content(call, deadline).await
+    }
+
+    /// Every webhook, or those whose name contains `name_contains` (`filter[name_contains]`),
+    /// following cursor pages.
+    pub async fn list_webhooks(
+        &self,
+        name_contains: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Vec<Webhook>, ZendeskError> {
+        let mut query = Vec::new();
+        if let Some(name) = name_contains {
+            query.push(("filter[name_contains]", name.to_string()));
+        }
+        self.list_all("/api/v2/webhooks", "webhooks", query, deadline)
+            .await
+    }
+
+    /// The secret Zendesk signs this webhook's requests with (reference §4.2).
+    pub async fn webhook_signing_secret(
+        &self,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<SecretString, ZendeskError> {
+        let call = Call::new(
+            Method::GET,
+            format!("/api/v2/webhooks/{}/signing_secret", segment(id)),
+        );
+        let envelope: SigningSecretEnvelope = self.call(call, deadline).await?;
+        Ok(envelope.signing_secret.secret.into())
+    }
+
+    // ----- trigger categories (reference §5.1) ------------------------------------------------
+
+    /// Every ticket trigger category, following cursor pages.
+    pub async fn list_trigger_categories(
+        &self,
+        deadline: Instant,
+    ) -> Result<Vec<TriggerCategory>, ZendeskError> {
+        self.list_all(
+            "/api/v2/trigger_categories",
+            "trigger_categories",
+            Vec::new(),
+            deadline,
+        )
+        .await
+    }
+
+    /// Creates a trigger category (placed by Zendesk). Repeated only when surely not processed.
+    pub async fn create_trigger_category(
+        &self,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<TriggerCategory, ZendeskError> {
+        let mut call = Call::new(Method::POST, "/api/v2/trigger_categories".into());
+        call.body = Body::Json(json!({ "trigger_category": { "name": name } }));
+        call.replay = Replay::IfUnprocessed;
+        let envelope: TriggerCategoryEnvelope = self.call(call, deadline).await?;
+        Ok(envelope.trigger_category)
+    }
+
+    /// Deletes a trigger category. Zendesk refuses one that still holds triggers
+    /// (`400 TriggerCategoryNotEmpty`, a [`ZendeskError::Invalid`]): delete those first.
+    pub async fn delete_trigger_category(
+        &self,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<(), ZendeskError> {
+        let call = Call::new(
+            Method::DELETE,
+            format!("/api/v2/trigger_categories/{}", segment(id)),
+        );
+        self.call_no_content(call, deadline).await
+    }
+
+    // ----- triggers (reference §5.2) ----------------------------------------------------------
+
+    /// Creates a trigger (placed last). Repeated only when surely not processed.
+    pub async fn create_trigger(
+        &self,
+        spec: &TriggerSpec,
+        deadline: Instant,
+    ) -> Result<Trigger, ZendeskError> {
+        let mut call = Call::new(Method::POST, "/api/v2/triggers".into());
+        call.body = Body::Json(json!({ "trigger": spec }));
+        call.replay = Replay::IfUnprocessed;
+        let envelope: TriggerEnvelope = self.call(call, deadline).await?;
+        Ok(envelope.trigger)
+    }
+
+    /// Reads a trigger; [`ZendeskError::NotFound`] if there is none.
+    pub async fn get_trigger(&self, id: u64, deadline: Instant) -> Result<Trigger, ZendeskError> {
+        let call = Call::new(Method::GET, format!("/api/v2/triggers/{id}"));
+        let envelope: TriggerEnvelope = self.call(call, deadline).await?;
+        Ok(envelope.trigger)
+    }
+
+    /// Writes `spec` over trigger `id`. Zendesk replaces `conditions` and `actions` with exactly
+    /// what is sent (reference §5.2): start from [`Trigger::spec`] to keep the others.
+    pub async fn update_trigger(
+        &self,
+        id: u64,
+        spec: &TriggerSpec,
+        deadline: Instant,
+    ) -> Result<Trigger, ZendeskError> {
+        let mut call = Call::new(Method::PUT, format!("/api/v2/triggers/{id}"));
+        call.body = Body::Json(json!({ "trigger": spec }));
+        let envelope: TriggerEnvelope = self.call(call, deadline).await?;
+        Ok(envelope.trigger)
+    }
+
+    /// Deletes a trigger; [`ZendeskError::NotFound`] if there is none.
+    pub async fn delete_trigger(&self, id: u64, deadline: Instant) -> Result<(), ZendeskError> {
+        let call = Call::new(Method::DELETE, format!("/api/v2/triggers/{id}"));
+        self.call_no_content(call, deadline).await
+    }
+
+    /// Every ticket trigger, or those of one category (`category_id`), following cursor pages.
+    pub async fn list_triggers(
+        &self,
+        category_id: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Vec<Trigger>, ZendeskError> {
+        let mut query = Vec::new();
+        if let Some(category) = category_id {
+            query.push(("category_id", category.to_string()));
+        }
+        self.list_all("/api/v2/triggers", "triggers", query, deadline)
+            .await
+    }
+
     /// Downloads an attachment's `content_url`, at most `max_bytes` of it.
     ///
     /// - Only a URL on the configured `base_url`'s origin (scheme, host and port) is fetched,
@@ -432,6 +635,70 @@ impl ZendeskClient {
     }
 
     // ----- the retry loop ---------------------------------------------------------------------
+
+    /// A call whose answer has no body worth reading (`204 No Content`).
+    async fn call_no_content(&self, call: Call, deadline: Instant) -> Result<(), ZendeskError> {
+        let op = call.op();
+        self.retrying(&op, call.replay, deadline, |timeout| {
+            self.send(&call, &op, timeout)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Every item under `key` of a cursor-paginated list (`page[size]`, `page[after]`), page by
+    /// page until `meta.has_more` is false (or, without `meta`, `links.next` is absent).
+    async fn list_all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        key: &str,
+        query: Vec<(&'static str, String)>,
+        deadline: Instant,
+    ) -> Result<Vec<T>, ZendeskError> {
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut call = Call::new(Method::GET, path.to_string());
+            call.query = query.clone();
+            call.query.push(("page[size]", MAX_PAGE.to_string()));
+            if let Some(cursor) = after.take() {
+                call.query.push(("page[after]", cursor));
+            }
+            let op = call.op();
+            let mut page: Value = self.call(call, deadline).await?;
+            let decode = |source| ZendeskError::Decode {
+                op: op.clone(),
+                source,
+            };
+            let batch: Vec<T> = match page.get_mut(key).map(Value::take) {
+                None | Some(Value::Null) => Vec::new(),
+                Some(list) => serde_json::from_value(list).map_err(decode)?,
+            };
+            let fetched = batch.len();
+            items.extend(batch);
+            let meta: Option<CursorMeta> = match page.get_mut("meta").map(Value::take) {
+                None | Some(Value::Null) => None,
+                Some(meta) => Some(serde_json::from_value(meta).map_err(decode)?),
+            };
+            let links: Links = match page.get_mut("links").map(Value::take) {
+                None | Some(Value::Null) => Links::default(),
+                Some(links) => serde_json::from_value(links).map_err(decode)?,
+            };
+            let next = match meta {
+                Some(CursorMeta {
+                    has_more: true,
+                    after_cursor: Some(cursor),
+                }) => Some(cursor),
+                Some(_) => None,
+                None => links.next.as_deref().and_then(after_cursor_of),
+            };
+            match next {
+                Some(cursor) if fetched > 0 => after = Some(cursor),
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
 
     async fn call<T: DeserializeOwned>(
         &self,
@@ -674,6 +941,28 @@ fn host_and_port(url: &Url) -> String {
     }
 }
 
+/// The `page[after]` cursor of a `links.next` URL.
+fn after_cursor_of(next: &str) -> Option<String> {
+    let url = Url::parse(next).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == "page[after]")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `raw` as one percent-encoded path segment, so an id cannot name another path (an id of
+/// only dots still collapses as URLs do, onto a path that answers `404`).
+fn segment(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for byte in raw.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// A failed request attempt: timeout, malformed request or network failure.
 fn request_error(op: &str, timeout: Duration, source: reqwest::Error) -> ZendeskError {
     if source.is_timeout() {
@@ -764,6 +1053,8 @@ fn classify(op: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Z
         code @ 500..=599 => ZendeskError::Server { op, status: code },
         code => {
             let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            // Newer APIs (trigger categories, webhooks) answer `{"errors": [{code, title}]}`.
+            let first = &value["errors"][0];
             let error = match &value["error"] {
                 Value::String(s) => s.clone(),
                 Value::Object(o) => o
@@ -771,11 +1062,12 @@ fn classify(op: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Z
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string(),
-                _ => String::new(),
+                _ => first["code"].as_str().unwrap_or_default().to_string(),
             };
             let description = value["description"]
                 .as_str()
                 .or_else(|| value["error"]["message"].as_str())
+                .or_else(|| first["title"].as_str())
                 .unwrap_or_default()
                 .to_string();
             ZendeskError::Invalid {
@@ -887,6 +1179,22 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+        let listed = br#"{"errors":[{"code":"TriggerCategoryNotEmpty","title":"A category with active ticket triggers cannot be deleted."}]}"#;
+        match classify("DELETE /x", StatusCode::BAD_REQUEST, &headers, listed) {
+            ZendeskError::Invalid {
+                error, description, ..
+            } => {
+                assert_eq!(error, "TriggerCategoryNotEmpty");
+                assert!(description.starts_with("A category with active"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(segment("01GX/../x y"), "01GX%2F%2E%2E%2Fx%20y");
+        assert_eq!(
+            after_cursor_of("https://a.zendesk.com/api/v2/webhooks?page[after]=abc&page[size]=2")
+                .as_deref(),
+            Some("abc")
+        );
         let garbage = classify("GET /x", StatusCode::BAD_REQUEST, &headers, b"<html>");
         assert!(matches!(garbage, ZendeskError::Invalid { status: 400, .. }));
         assert!(classify("GET /x", StatusCode::BAD_GATEWAY, &headers, b"").is_transient());

@@ -3,7 +3,8 @@
 //! - [`ZendeskClient`] (`client`): create tickets with an `Idempotency-Key`, upload files, add
 //!   comments and internal notes, edit tags, find tickets by `external_id`, read tickets, their
 //!   latest comments, users and the "Include attachments in emails" setting, and download
-//!   attachment content (only from the account's own origin, size-capped). Every call takes a
+//!   attachment content (only from the account's own origin, size-capped); provision webhooks
+//!   (with their signing secret), trigger categories and triggers. Every call takes a
 //!   deadline (`std::time::Instant`, e.g. the Lambda's remaining time): `429` waits for
 //!   `Retry-After` (or `ratelimit-reset`), `5xx` and timeouts back off exponentially with jitter,
 //!   and no call ever sleeps past the deadline.
@@ -26,6 +27,8 @@ pub use config::{Auth, RetryPolicy, ZendeskConfig};
 pub use error::{FieldError, ZendeskError};
 pub use escape::{escape_placeholders, text_to_html};
 pub use model::{
-    Attachment, Comment, CustomField, NewTicket, Requester, Ticket, TicketComment, TicketId,
-    TicketUpdate, UploadToken, User,
+    Attachment, CONDITIONAL_TICKET_EVENTS, Comment, Condition, Conditions, CustomField, NewTicket,
+    Requester, Ticket, TicketComment, TicketId, TicketUpdate, Trigger, TriggerAction,
+    TriggerCategory, TriggerSpec, UploadToken, User, Webhook, WebhookAuth, WebhookAuthInfo,
+    WebhookSpec,
 };

@@ -8,8 +8,9 @@ use sandbox::zendesk::Fault;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use zendesk::{
-    Auth, Comment, CustomField, NewTicket, Requester, RetryPolicy, TicketId, TicketUpdate,
-    ZendeskClient, ZendeskConfig, ZendeskError, text_to_html,
+    Auth, Comment, Condition, Conditions, CustomField, NewTicket, Requester, RetryPolicy, TicketId,
+    TicketUpdate, TriggerAction, TriggerSpec, WebhookSpec, ZendeskClient, ZendeskConfig,
+    ZendeskError, text_to_html,
 };
 
 fn config(sim: &ZendeskSimulator) -> ZendeskConfig {
@@ -968,4 +969,418 @@ async fn api_calls_do_not_follow_redirects_off_the_account() {
         "{error:?}"
     );
     assert!(elsewhere_log.lock().unwrap().is_empty());
+}
+
+// ----- webhooks, trigger categories and triggers ------------------------------------------------
+
+const HOOK_TOKEN: &str = "hook-bearer-s3cr3t-0123456789abcdef";
+
+fn hook_spec(name: &str) -> WebhookSpec {
+    WebhookSpec::for_triggers(
+        name,
+        "https://pec-connector.example.it/zendesk/webhook",
+        Some(HOOK_TOKEN.to_string().into()),
+    )
+}
+
+fn reply_trigger(category_id: &str, webhook_id: &str, address: &str) -> TriggerSpec {
+    TriggerSpec {
+        title: format!("Reply by PEC Connector [{address}]"),
+        active: true,
+        category_id: Some(category_id.to_string()),
+        conditions: Conditions {
+            all: vec![
+                Condition::new("update_type", "is", "Change"),
+                Condition::new("comment_is_public", "is", "true"),
+                Condition::new("current_tags", "includes", "pec"),
+            ],
+            any: vec![],
+        },
+        actions: vec![
+            TriggerAction::notification_webhook(webhook_id, r#"{"ticket_id":"{{ticket.id}}"}"#),
+            TriggerAction::new("current_tags", "pec_out_pending"),
+        ],
+        description: Some("PEC connector".into()),
+    }
+}
+
+fn assert_no_token(text: &str) {
+    assert!(!text.contains(HOOK_TOKEN), "token leaked: {text}");
+}
+
+#[tokio::test]
+async fn webhooks_round_trip_with_their_token_and_signing_secret() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let spec = hook_spec("PEC Connector");
+    assert_no_token(&format!("{spec:?}"));
+    let created = zd.create_webhook(&spec, in_secs(5)).await.unwrap();
+    assert_eq!(created.id.len(), 26);
+    assert_eq!(created.name, "PEC Connector");
+    assert_eq!(created.status, "active");
+    assert_eq!(created.subscriptions, ["conditional_ticket_events"]);
+    assert_eq!(
+        created.authentication.as_ref().unwrap().kind,
+        "bearer_token"
+    );
+    assert_no_token(&format!("{created:?}"));
+
+    let stored = sim.webhooks();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].bearer_token(), Some(HOOK_TOKEN));
+    assert_eq!(
+        stored[0].authentication.as_ref().unwrap()["add_position"],
+        "header"
+    );
+
+    assert_eq!(
+        zd.get_webhook(&created.id, in_secs(5)).await.unwrap(),
+        created
+    );
+    let secret = zd
+        .webhook_signing_secret(&created.id, in_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        Some(secrecy::ExposeSecret::expose_secret(&secret).to_string()),
+        sim.webhook_signing_secret(&created.id)
+    );
+    assert!(!format!("{secret:?}").contains(&sim.webhook_signing_secret(&created.id).unwrap()));
+
+    let mut changed = hook_spec("PEC Connector");
+    changed.endpoint = "https://new.example.it/zendesk/webhook".into();
+    changed.authentication = Some(zendesk::WebhookAuth::bearer("rotated".to_string().into()));
+    zd.update_webhook(&created.id, &changed, in_secs(5))
+        .await
+        .unwrap();
+    let read = zd.get_webhook(&created.id, in_secs(5)).await.unwrap();
+    assert_eq!(read.endpoint, "https://new.example.it/zendesk/webhook");
+    assert_eq!(sim.webhooks()[0].bearer_token(), Some("rotated"));
+
+    zd.delete_webhook(&created.id, in_secs(5)).await.unwrap();
+    assert!(sim.webhooks().is_empty());
+    for result in [
+        zd.get_webhook(&created.id, in_secs(5)).await.map(|_| ()),
+        zd.delete_webhook(&created.id, in_secs(5)).await,
+        zd.update_webhook(&created.id, &spec, in_secs(5)).await,
+        zd.webhook_signing_secret(&created.id, in_secs(5))
+            .await
+            .map(|_| ()),
+    ] {
+        assert!(
+            matches!(result, Err(ZendeskError::NotFound { .. })),
+            "{result:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn webhook_lists_follow_cursor_pages_and_filter_by_name() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    for i in 0..103 {
+        zd.create_webhook(&hook_spec(&format!("PEC Connector {i}")), in_secs(5))
+            .await
+            .unwrap();
+    }
+    zd.create_webhook(&hook_spec("Other integration"), in_secs(5))
+        .await
+        .unwrap();
+    let all = zd.list_webhooks(None, in_secs(10)).await.unwrap();
+    assert_eq!(all.len(), 104);
+    let mut ids: Vec<&str> = all.iter().map(|w| w.id.as_str()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 104);
+    let ours = zd
+        .list_webhooks(Some("pec connector"), in_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(ours.len(), 103);
+    assert!(ours.iter().all(|w| w.name.starts_with("PEC Connector")));
+    let pages: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path == "/api/v2/webhooks")
+        .collect();
+    assert_eq!(pages.len(), 4, "two pages per listing");
+    let second = pages[1].query.clone().unwrap_or_default();
+    assert!(second.contains("page%5Bafter%5D="), "{second}");
+    let filtered = pages[3].query.clone().unwrap_or_default();
+    assert!(
+        filtered.contains("filter%5Bname_contains%5D=pec+connector"),
+        "{filtered}"
+    );
+}
+
+#[tokio::test]
+async fn trigger_categories_round_trip_and_refuse_deletion_while_used() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let category = zd
+        .create_trigger_category("PEC Connector", in_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(category.name, "PEC Connector");
+    assert!(category.id.parse::<u64>().is_ok(), "{}", category.id);
+    for i in 0..101 {
+        zd.create_trigger_category(&format!("Other {i}"), in_secs(5))
+            .await
+            .unwrap();
+    }
+    let listed = zd.list_trigger_categories(in_secs(10)).await.unwrap();
+    assert_eq!(listed.len(), 102);
+    assert_eq!(listed[0], category);
+
+    let hook = zd
+        .create_webhook(&hook_spec("PEC Connector"), in_secs(5))
+        .await
+        .unwrap();
+    let trigger = zd
+        .create_trigger(
+            &reply_trigger(&category.id, &hook.id, "a@pec.it"),
+            in_secs(5),
+        )
+        .await
+        .unwrap();
+    match zd.delete_trigger_category(&category.id, in_secs(5)).await {
+        Err(ZendeskError::Invalid {
+            status: 400, error, ..
+        }) => {
+            assert_eq!(error, "TriggerCategoryNotEmpty")
+        }
+        other => panic!("{other:?}"),
+    }
+    zd.delete_trigger(trigger.id, in_secs(5)).await.unwrap();
+    zd.delete_trigger_category(&category.id, in_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(sim.trigger_categories().len(), 101);
+    assert!(matches!(
+        zd.delete_trigger_category(&category.id, in_secs(5)).await,
+        Err(ZendeskError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn triggers_round_trip_and_updates_keep_what_an_admin_added() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let category = zd
+        .create_trigger_category("PEC Connector", in_secs(5))
+        .await
+        .unwrap();
+    let hook = zd
+        .create_webhook(&hook_spec("PEC Connector"), in_secs(5))
+        .await
+        .unwrap();
+    let spec = reply_trigger(&category.id, &hook.id, "a@pec.it");
+    let created = zd.create_trigger(&spec, in_secs(5)).await.unwrap();
+    assert_eq!(created.spec(), spec);
+    assert_eq!(
+        zd.get_trigger(created.id, in_secs(5)).await.unwrap(),
+        created
+    );
+    assert_eq!(
+        sim.trigger(created.id).unwrap().webhook_ids(),
+        [hook.id.as_str()]
+    );
+
+    // An admin adds a condition and an action by hand.
+    assert!(sim.edit_trigger(created.id, |t| {
+        t.all
+            .push(serde_json::json!({"field": "group_id", "operator": "is", "value": "42"}));
+        t.actions
+            .push(serde_json::json!({"field": "priority", "value": "high"}));
+    }));
+    let read = zd.get_trigger(created.id, in_secs(5)).await.unwrap();
+    assert_eq!(read.conditions.all.len(), 4);
+    let mut edited = read.spec();
+    edited.title = "Reply by PEC Connector [b@pec.it]".into();
+    let updated = zd
+        .update_trigger(created.id, &edited, in_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(updated.title, "Reply by PEC Connector [b@pec.it]");
+    assert!(
+        updated
+            .conditions
+            .all
+            .contains(&Condition::new("group_id", "is", "42"))
+    );
+    assert!(
+        updated
+            .actions
+            .contains(&TriggerAction::new("priority", "high"))
+    );
+
+    // What is not sent is gone: PUT replaces conditions and actions wholesale.
+    let replaced = zd
+        .update_trigger(created.id, &spec, in_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(replaced.conditions, spec.conditions);
+    assert_eq!(replaced.actions, spec.actions);
+
+    let other = zd
+        .create_trigger(
+            &reply_trigger(&category.id, &hook.id, "c@pec.it"),
+            in_secs(5),
+        )
+        .await
+        .unwrap();
+    let uncategorized = TriggerSpec {
+        category_id: None,
+        ..reply_trigger(&category.id, &hook.id, "d@pec.it")
+    };
+    zd.create_trigger(&uncategorized, in_secs(5)).await.unwrap();
+    let in_category = zd
+        .list_triggers(Some(&category.id), in_secs(5))
+        .await
+        .unwrap();
+    let ids: Vec<u64> = in_category.iter().map(|t| t.id).collect();
+    assert_eq!(ids, [created.id, other.id]);
+    assert_eq!(zd.list_triggers(None, in_secs(5)).await.unwrap().len(), 3);
+
+    zd.delete_trigger(created.id, in_secs(5)).await.unwrap();
+    assert!(matches!(
+        zd.get_trigger(created.id, in_secs(5)).await,
+        Err(ZendeskError::NotFound { .. })
+    ));
+    assert!(matches!(
+        zd.update_trigger(created.id, &spec, in_secs(5)).await,
+        Err(ZendeskError::NotFound { .. })
+    ));
+    assert!(matches!(
+        zd.delete_trigger(created.id, in_secs(5)).await,
+        Err(ZendeskError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn trigger_lists_follow_cursor_pages() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let spec = TriggerSpec {
+        title: "t".into(),
+        active: false,
+        category_id: None,
+        conditions: Conditions::default(),
+        actions: vec![TriggerAction::new("status", "open")],
+        description: None,
+    };
+    for i in 0..105 {
+        let spec = TriggerSpec {
+            title: format!("t{i}"),
+            ..spec.clone()
+        };
+        zd.create_trigger(&spec, in_secs(5)).await.unwrap();
+    }
+    let all = zd.list_triggers(None, in_secs(10)).await.unwrap();
+    assert_eq!(all.len(), 105);
+    assert_eq!(all[104].title, "t104");
+    assert!(all.iter().all(|t| !t.active));
+    let pages = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path == "/api/v2/triggers")
+        .count();
+    assert_eq!(pages, 2);
+}
+
+#[tokio::test]
+async fn invalid_triggers_surface_the_field_details() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let category = zd
+        .create_trigger_category("PEC Connector", in_secs(5))
+        .await
+        .unwrap();
+    let hook = zd
+        .create_webhook(&hook_spec("PEC Connector"), in_secs(5))
+        .await
+        .unwrap();
+    let no_actions = TriggerSpec {
+        actions: vec![],
+        ..reply_trigger(&category.id, &hook.id, "a@pec.it")
+    };
+    let unknown_hook = reply_trigger(&category.id, "01HXXXXXXXXXXXXXXXXXXXXXXX", "a@pec.it");
+    let unknown_category = reply_trigger("999999", &hook.id, "a@pec.it");
+    for (spec, field) in [
+        (no_actions, "actions"),
+        (unknown_hook, "actions"),
+        (unknown_category, "category_id"),
+    ] {
+        match zd.create_trigger(&spec, in_secs(5)).await {
+            Err(ZendeskError::Invalid {
+                status: 422,
+                error,
+                details,
+                ..
+            }) => {
+                assert_eq!(error, "RecordInvalid");
+                assert_eq!(details[0].field, field, "{details:?}");
+                assert!(!details[0].description.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(sim.triggers().is_empty());
+    // Creates are not repeated after a 422 (one request each).
+    let posts = sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/api/v2/triggers")
+        .count();
+    assert_eq!(posts, 3);
+}
+
+#[tokio::test]
+async fn webhook_errors_never_carry_the_token() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    let mut bad = hook_spec("PEC Connector");
+    bad.endpoint = "ftp://nowhere".into();
+    let error = zd.create_webhook(&bad, in_secs(5)).await.unwrap_err();
+    match &error {
+        ZendeskError::Invalid {
+            status: 422,
+            details,
+            ..
+        } => assert_eq!(details[0].field, "endpoint"),
+        other => panic!("{other:?}"),
+    }
+    assert_no_token(&format!("{error} {error:?}"));
+
+    // A create is not repeated after a 500 (it may have been processed) ...
+    sim.fail_next(1, Fault::Status(500));
+    let error = zd
+        .create_webhook(&hook_spec("PEC Connector"), in_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ZendeskError::Server { status: 500, .. }),
+        "{error:?}"
+    );
+    assert_no_token(&format!("{error} {error:?}"));
+    // ... but is after a 503 or a 429, which Zendesk did not process.
+    sim.unavailable_next(1);
+    sim.rate_limit_next(1, 0);
+    zd.create_webhook(&hook_spec("PEC Connector"), in_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(sim.webhooks().len(), 1);
+
+    let wrong = ZendeskClient::new(ZendeskConfig {
+        auth: Auth::Bearer {
+            token: "nope".to_string().into(),
+        },
+        ..config(&sim)
+    })
+    .unwrap();
+    let error = wrong
+        .create_webhook(&hook_spec("PEC Connector"), in_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ZendeskError::Unauthorized { .. }));
+    assert_no_token(&format!("{error} {error:?}"));
 }

@@ -30,6 +30,10 @@ pub trait Mailer: Send + Sync {
         recipients: &[String],
         message: &[u8],
     ) -> Result<SendReceipt, SendError>;
+
+    /// Connects, logs in and says goodbye, sending nothing: proves the host, TLS and password
+    /// before an account is saved.
+    async fn check(&self) -> Result<(), SendError>;
 }
 
 /// Opens the mailer of an account (the SMTP adapter in production; tests may trust a test CA).

@@ -145,15 +145,7 @@ impl SmtpMailer {
         recipients: &[(Address, &String)],
         message: &[u8],
     ) -> Result<Response, SendError> {
-        let credentials = Credentials::new(
-            self.config.username.clone(),
-            self.password.expose_secret().to_owned(),
-        );
-        self.step(
-            "AUTH",
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials),
-        )
-        .await?;
+        self.authenticate(conn).await?;
 
         let mut options = Vec::new();
         let ascii = |a: &Address| AsRef::<str>::as_ref(a).is_ascii();
@@ -182,6 +174,39 @@ impl SmtpMailer {
         self.step("DATA", conn.command(Data)).await?;
         self.step("the end of DATA", conn.message(&data_lines(message)))
             .await
+    }
+
+    async fn authenticate(&self, conn: &mut AsyncSmtpConnection) -> Result<(), SendError> {
+        let credentials = Credentials::new(
+            self.config.username.clone(),
+            self.password.expose_secret().to_owned(),
+        );
+        self.step(
+            "AUTH",
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Opens the implicit-TLS connection (greeting and EHLO included).
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let server = self.config.server();
+        let tls = self
+            .trust
+            .parameters(&self.config.host)
+            .map_err(|reason| SendError::Tls { server, reason })?;
+        self.step(
+            "connect",
+            AsyncSmtpConnection::connect_tokio1(
+                (self.config.host.as_str(), self.config.port),
+                Some(self.config.timeout),
+                &ClientId::default(),
+                Some(tls),
+                None,
+            ),
+        )
+        .await
     }
 
     fn error(&self, stage: &'static str, e: &lettre::transport::smtp::Error) -> SendError {
@@ -292,26 +317,7 @@ impl Mailer for SmtpMailer {
                 ))
             })
             .collect::<Result<Vec<_>, SendError>>()?;
-        let tls = self
-            .trust
-            .parameters(&self.config.host)
-            .map_err(|reason| SendError::Tls {
-                server: server.clone(),
-                reason,
-            })?;
-
-        let mut conn = self
-            .step(
-                "connect",
-                AsyncSmtpConnection::connect_tokio1(
-                    (self.config.host.as_str(), self.config.port),
-                    Some(self.config.timeout),
-                    &ClientId::default(),
-                    Some(tls),
-                    None,
-                ),
-            )
-            .await?;
+        let mut conn = self.connect().await?;
         match self.exchange(&mut conn, from, &recipients, message).await {
             Ok(response) => {
                 let _ = tokio::time::timeout(self.config.timeout, conn.quit()).await;
@@ -326,6 +332,15 @@ impl Mailer for SmtpMailer {
                 Err(e)
             }
         }
+    }
+
+    async fn check(&self) -> Result<(), SendError> {
+        let mut conn = self.connect().await?;
+        let result = self.authenticate(&mut conn).await;
+        if !matches!(result, Err(SendError::Timeout { .. })) {
+            let _ = tokio::time::timeout(self.config.timeout, conn.quit()).await;
+        }
+        result
     }
 }
 

@@ -15,6 +15,11 @@
 //! | `GET /api/v2/users/{id}` | the API agent (`role: agent`) or an end user created as a requester (`role: end-user`), or `404 RecordNotFound` |
 //! | `GET /api/v2/account/settings` | `settings.tickets` with `email_attachments` ([`ZendeskSimulator::set_email_attachments`], default `true`) and a few other keys of the OAS example |
 //! | `GET /attachments/token/{t}/?name=` | an attachment's `content_url` (no credentials needed) |
+//! | `POST/GET /api/v2/webhooks` | create (`201`; required fields checked, `422` naming the field; a random signing secret); list with `filter[name_contains]`, `filter[status]` and cursor pages (`page[size]`, `page[after]`, `page[before]`) |
+//! | `GET/PUT/PATCH/DELETE /api/v2/webhooks/{id}` | show (`200`, credentials never shown), replace (`204`), merge (`204`), delete (`204`; `422` while a trigger calls it) |
+//! | `GET /api/v2/webhooks/{id}/signing_secret` | `{"signing_secret": {"algorithm": "SHA256", "secret": …}}` |
+//! | `GET/POST /api/v2/trigger_categories`, `GET/PATCH/DELETE …/{id}` | OAS shapes (create answers `200`); errors as `{"errors": [{code, title}]}`; deleting a category that holds triggers is `400 TriggerCategoryNotEmpty` |
+//! | `GET/POST /api/v2/triggers`, `GET/PUT/DELETE …/{id}` | `category_id` and `active` filters, cursor pages with `page[…]`; create `201`; `PUT` replaces conditions and actions together; `422` for a blank title, bad conditions, no actions, an unknown category or `notification_webhook` webhook |
 //!
 //! Where the reference leaves a detail open, the simulator picks one and says so here
 //! (unverified against Zendesk): a reused `Idempotency-Key` with another body is
@@ -27,7 +32,9 @@
 //! `{"error": "Couldn't authenticate you"}` otherwise. Comment bodies above 64 kB are truncated
 //! without error; placeholders (`{{…}}`) render in agent-authored comments and unknown ones are
 //! stripped, as in Zendesk. Tests inject faults ([`ZendeskSimulator::fail_next`]), latency and an
-//! opt-in per-ticket update limit, and read back everything ([`ZendeskSimulator::tickets`], [`ZendeskSimulator::requests`], …).
+//! opt-in per-ticket update limit, and read back everything ([`ZendeskSimulator::tickets`], [`ZendeskSimulator::requests`],
+//! [`ZendeskSimulator::webhooks`], [`ZendeskSimulator::triggers`], …); [`ZendeskSimulator::edit_trigger`] changes a
+//! trigger by hand, as an admin would.
 
 mod routes;
 mod state;
@@ -40,7 +47,7 @@ use tokio::task::JoinHandle;
 
 pub use state::{
     Attachment, COMMENT_BODY_LIMIT, Comment, Fault, IDEMPOTENCY_WINDOW, MAX_COMMENTS_PER_TICKET,
-    RecordedRequest, Ticket, User,
+    RecordedRequest, Ticket, Trigger, TriggerCategory, User, Webhook,
 };
 
 use routes::Shared;
@@ -259,6 +266,53 @@ impl ZendeskSimulator {
     /// Users of the account: the API agent and the requesters created by e-mail.
     pub fn users(&self) -> Vec<User> {
         self.shared.lock().users.clone()
+    }
+
+    /// Every webhook, in creation order, with the credentials it was configured with
+    /// ([`Webhook::bearer_token`]) and its signing secret.
+    pub fn webhooks(&self) -> Vec<Webhook> {
+        self.shared.lock().webhooks.values().cloned().collect()
+    }
+
+    /// The signing secret of webhook `id`, as `GET /api/v2/webhooks/{id}/signing_secret` serves it.
+    pub fn webhook_signing_secret(&self, id: &str) -> Option<String> {
+        self.shared
+            .lock()
+            .webhooks
+            .get(id)
+            .map(|w| w.signing_secret.clone())
+    }
+
+    /// Every trigger category, in creation order.
+    pub fn trigger_categories(&self) -> Vec<TriggerCategory> {
+        self.shared
+            .lock()
+            .trigger_categories
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Every trigger, in creation order.
+    pub fn triggers(&self) -> Vec<Trigger> {
+        self.shared.lock().triggers.values().cloned().collect()
+    }
+
+    pub fn trigger(&self, id: u64) -> Option<Trigger> {
+        self.shared.lock().triggers.get(&id).cloned()
+    }
+
+    /// Edits trigger `id` directly, as an admin would in the Zendesk UI (e.g. push an extra
+    /// condition onto `all` or an action onto `actions`), without the API's validation. Returns
+    /// false when there is no such trigger.
+    pub fn edit_trigger(&self, id: u64, edit: impl FnOnce(&mut Trigger)) -> bool {
+        match self.shared.lock().triggers.get_mut(&id) {
+            Some(trigger) => {
+                edit(trigger);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Every request received so far, in order (including those answered by a fault).

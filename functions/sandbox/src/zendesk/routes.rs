@@ -43,6 +43,33 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v2/uploads/{token}", delete(delete_upload))
         .route("/api/v2/users/{id}", get(show_user))
         .route("/api/v2/account/settings", get(account_settings))
+        .route("/api/v2/webhooks", get(list_webhooks).post(create_webhook))
+        .route(
+            "/api/v2/webhooks/{id}",
+            get(show_webhook)
+                .put(replace_webhook)
+                .patch(patch_webhook)
+                .delete(delete_webhook),
+        )
+        .route(
+            "/api/v2/webhooks/{id}/signing_secret",
+            get(webhook_signing_secret),
+        )
+        .route(
+            "/api/v2/trigger_categories",
+            get(list_trigger_categories).post(create_trigger_category),
+        )
+        .route(
+            "/api/v2/trigger_categories/{id}",
+            get(show_trigger_category)
+                .patch(update_trigger_category)
+                .delete(delete_trigger_category),
+        )
+        .route("/api/v2/triggers", get(list_triggers).post(create_trigger))
+        .route(
+            "/api/v2/triggers/{id}",
+            get(show_trigger).put(update_trigger).delete(delete_trigger),
+        )
         .fallback(|| async { error(ApiError::invalid_endpoint()) })
         .layer(middleware::from_fn_with_state(shared.clone(), authenticate));
     Router::new()
@@ -306,4 +333,103 @@ async fn download(AxumState(shared): Ctx, Path(token): Path<String>) -> Response
         }
         None => error(ApiError::not_found()),
     }
+}
+
+/// `Ok(body)` with `status`, `Ok(None)` as `204 No Content`, or the error.
+fn answer(status: u16, result: Result<Option<Value>, ApiError>) -> Response {
+    match result {
+        Ok(Some(body)) => reply(status, body),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(e),
+    }
+}
+
+type Params = Query<HashMap<String, String>>;
+
+async fn create_webhook(AxumState(shared): Ctx, body: Bytes) -> Response {
+    let result = json_body(&body).and_then(|r| shared.lock().create_webhook(&r));
+    answer(201, result.map(Some))
+}
+
+async fn list_webhooks(AxumState(shared): Ctx, Query(query): Params) -> Response {
+    answer(200, shared.lock().list_webhooks(&query).map(Some))
+}
+
+async fn show_webhook(AxumState(shared): Ctx, Path(id): Path<String>) -> Response {
+    answer(200, shared.lock().show_webhook(&id).map(Some))
+}
+
+async fn replace_webhook(AxumState(shared): Ctx, Path(id): Path<String>, body: Bytes) -> Response {
+    let result = json_body(&body).and_then(|r| shared.lock().update_webhook(&id, &r, false));
+    answer(204, result.map(|()| None))
+}
+
+async fn patch_webhook(AxumState(shared): Ctx, Path(id): Path<String>, body: Bytes) -> Response {
+    let result = json_body(&body).and_then(|r| shared.lock().update_webhook(&id, &r, true));
+    answer(204, result.map(|()| None))
+}
+
+async fn delete_webhook(AxumState(shared): Ctx, Path(id): Path<String>) -> Response {
+    answer(204, shared.lock().delete_webhook(&id).map(|()| None))
+}
+
+async fn webhook_signing_secret(AxumState(shared): Ctx, Path(id): Path<String>) -> Response {
+    answer(200, shared.lock().webhook_signing_secret(&id).map(Some))
+}
+
+async fn create_trigger_category(AxumState(shared): Ctx, body: Bytes) -> Response {
+    let result = json_body(&body).and_then(|r| shared.lock().create_trigger_category(&r));
+    // The OAS documents `200` (not `201`) for Create Ticket Trigger Category.
+    answer(200, result.map(Some))
+}
+
+async fn list_trigger_categories(AxumState(shared): Ctx, Query(query): Params) -> Response {
+    answer(200, shared.lock().list_trigger_categories(&query).map(Some))
+}
+
+async fn show_trigger_category(AxumState(shared): Ctx, Path(id): Path<String>) -> Response {
+    answer(200, shared.lock().show_trigger_category(&id).map(Some))
+}
+
+async fn update_trigger_category(
+    AxumState(shared): Ctx,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let result = json_body(&body).and_then(|r| shared.lock().update_trigger_category(&id, &r));
+    answer(200, result.map(Some))
+}
+
+async fn delete_trigger_category(AxumState(shared): Ctx, Path(id): Path<String>) -> Response {
+    answer(
+        204,
+        shared.lock().delete_trigger_category(&id).map(|()| None),
+    )
+}
+
+async fn create_trigger(AxumState(shared): Ctx, body: Bytes) -> Response {
+    let result = json_body(&body).and_then(|r| shared.lock().create_trigger(&r));
+    answer(201, result.map(Some))
+}
+
+async fn list_triggers(AxumState(shared): Ctx, Query(query): Params) -> Response {
+    answer(200, shared.lock().list_triggers(&query).map(Some))
+}
+
+async fn show_trigger(AxumState(shared): Ctx, Path(id): Path<String>) -> Response {
+    let result = record_id(&id).and_then(|id| shared.lock().show_trigger(id));
+    answer(200, result.map(Some))
+}
+
+async fn update_trigger(AxumState(shared): Ctx, Path(id): Path<String>, body: Bytes) -> Response {
+    let result = record_id(&id).and_then(|id| {
+        let request = json_body(&body)?;
+        shared.lock().update_trigger(id, &request)
+    });
+    answer(200, result.map(Some))
+}
+
+async fn delete_trigger(AxumState(shared): Ctx, Path(id): Path<String>) -> Response {
+    let result = record_id(&id).and_then(|id| shared.lock().delete_trigger(id));
+    answer(204, result.map(|()| None))
 }

@@ -6,6 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
+mod rules;
+
+pub use rules::{Trigger, TriggerCategory, Webhook};
+
 /// Comment bodies above this many bytes are truncated without error (reference §2.5).
 pub const COMMENT_BODY_LIMIT: usize = 64 * 1024;
 /// A ticket accepts at most this many comments; the next one is a `422` (reference §2.5).
@@ -195,6 +199,11 @@ pub(crate) struct State {
     pub email_attachments: bool,
     /// Base URL of new attachments' `content_url` instead of `base_url`, when set.
     pub attachment_base_url: Option<String>,
+    /// Webhooks by id (ids sort in creation order).
+    pub webhooks: BTreeMap<String, Webhook>,
+    /// Trigger categories by numeric id.
+    pub trigger_categories: BTreeMap<u64, TriggerCategory>,
+    pub triggers: BTreeMap<u64, Trigger>,
     next_id: u64,
 }
 
@@ -919,10 +928,15 @@ fn decode_cursor(cursor: &str) -> Option<u64> {
 }
 
 fn random_token(salt: u64) -> String {
+    format!("{:016x}{salt:x}", random_u64(salt))
+}
+
+/// 64 unpredictable bits (a freshly keyed SipHash of `salt`).
+fn random_u64(salt: u64) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(salt);
-    format!("{:016x}{salt:x}", hasher.finish())
+    hasher.finish()
 }
 
 fn truncate_at_boundary(text: &mut String, limit: usize) {

@@ -1,0 +1,119 @@
+//! The OpenAPI 3.1 document of the HTTP API, served at `GET /openapi.json`. A test calls every
+//! route it names and sends every registration field it lists, so it stays true.
+
+use serde_json::{Value, json};
+
+/// Every field `POST /accounts` accepts, with its schema.
+pub fn registration_properties() -> Value {
+    json!({
+        "address": {"type": "string", "format": "email", "description": "The PEC address (also the login, unless `username` is given)."},
+        "password": {"type": "string", "writeOnly": true, "description": "The mailbox password or app password. Kept in the secrets store, never returned."},
+        "id": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$", "description": "Defaults to one derived from the address."},
+        "username": {"type": "string", "description": "The login when it is not the address (Legalmail: the InfoCert user ID)."},
+        "provider": {"type": "string", "enum": ["aruba", "poste", "legalmail", "namirial", "actalis", "register"], "description": "Fills IMAP and SMTP hosts (ports 993 and 465)."},
+        "imap_host": {"type": "string"},
+        "imap_port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 993},
+        "smtp_host": {"type": "string"},
+        "smtp_port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 465},
+        "poll_interval_minutes": {"type": "integer", "minimum": 1, "maximum": 60, "default": 2},
+        "subject_template": {"type": "string", "default": "{{ticket.title}}", "description": "Zendesk placeholders allowed."},
+        "message_template": {"type": "string", "default": "{{ticket.latest_comment_html}}"},
+        "receipt_mode": {"type": "string", "enum": ["note", "ticket", "both"], "default": "note"},
+        "outbound_attachments": {"oneOf": [{"type": "string", "enum": ["zendesk", "on", "off"]}, {"type": "boolean"}], "default": "zendesk", "description": "`zendesk` follows the Zendesk setting \"Include attachments in emails\"."},
+        "enabled": {"type": "boolean", "description": "PATCH only: pause or resume polling."}
+    })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn account_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Account"}}}})
+}
+
+/// The document.
+pub fn document() -> Value {
+    let id_param =
+        json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    let admin = json!([{"adminToken": []}]);
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "PEC Connector for Zendesk",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Admin API (PEC accounts) and Zendesk's webhook. Admin routes need `Authorization: Bearer <admin token>`; the token is in the secrets store (`admin-token`). Every error is `{\"error\": ..., \"field\": ...}`."
+        },
+        "components": {
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer"},
+                "zendeskWebhook": {"type": "http", "scheme": "bearer", "description": "The webhook's bearer token, plus X-Zendesk-Webhook-Signature (base64 HMAC-SHA256 of timestamp + body) and X-Zendesk-Webhook-Signature-Timestamp (at most 5 minutes old)."}
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}, "field": {"type": "string"}}},
+                "Registration": {"type": "object", "required": ["address", "password"], "additionalProperties": false, "properties": registration_properties()},
+                "Account": {"type": "object", "description": "An account without any secret: its settings, the Zendesk objects provisioned for it (webhook, trigger category, triggers) and its status.", "properties": {
+                    "id": {"type": "string"}, "address": {"type": "string"}, "username": {"type": ["string", "null"]},
+                    "imap_host": {"type": "string"}, "imap_port": {"type": "integer"},
+                    "smtp_host": {"type": "string"}, "smtp_port": {"type": "integer"},
+                    "poll_interval_minutes": {"type": "integer"}, "enabled": {"type": "boolean"},
+                    "subject_template": {"type": "string"}, "message_template": {"type": "string"},
+                    "receipt_mode": {"type": "string"}, "outbound_attachments": {"type": "string"},
+                    "zendesk": {"type": "object", "properties": {"webhook_id": {"type": "string"}, "trigger_category_id": {"type": "string"}, "reply_trigger_id": {"type": "integer"}, "public_reply_trigger_id": {"type": "integer"}}},
+                    "status": {"type": "object", "properties": {"mailbox": {"type": "string"}, "last_error": {"type": ["string", "null"]}, "problem_since": {"type": ["string", "null"]}, "activated": {"type": "boolean"}, "last_uid": {"type": ["integer", "null"]}, "password_set_at": {"type": ["string", "null"]}, "password_age_days": {"type": ["integer", "null"]}}},
+                    "created_at": {"type": "string"}, "updated_at": {"type": "string"}
+                }},
+                "PollOutcome": {"type": "object", "properties": {"busy": {"type": "boolean"}, "baseline": {"type": "boolean"}, "tickets_created": {"type": "integer"}, "comments_added": {"type": "integer"}, "receipts_noted": {"type": "integer"}, "duplicates": {"type": "integer"}, "unreadable": {"type": "integer"}, "remaining": {"type": "integer"}}}
+            }
+        },
+        "paths": {
+            "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/webhooks/zendesk": {"post": {
+                "summary": "Zendesk's webhook: send a PEC (template send or public reply)",
+                "security": [{"zendeskWebhook": []}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "event": {"type": "string", "enum": ["template_send", "public_reply"]},
+                    "account": {"type": "string"}, "ticket_id": {"type": "string"}, "requester": {"type": "string"},
+                    "to": {"type": "string"}, "subject": {"type": "string"}, "message": {"type": "string"},
+                    "comment_id": {"type": "string"}, "updated_at": {"type": "string"}}}}}},
+                "responses": {
+                    "200": {"description": "`status`: sent, duplicate, queued, failed or ignored"},
+                    "400": error_response("malformed body"), "401": error_response("not Zendesk (token, signature, timestamp)"),
+                    "404": error_response("unknown account or ticket"), "413": error_response("body over 256 KiB"),
+                    "422": error_response("a field the connector cannot act on"), "503": error_response("the connector's own trouble; Zendesk retries")
+                }
+            }},
+            "/accounts": {
+                "post": {
+                    "summary": "Register a PEC account (the same address again updates it)",
+                    "security": admin,
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Registration"}}}},
+                    "responses": {
+                        "201": account_response("registered"), "200": account_response("updated"),
+                        "401": error_response("missing or wrong admin token"),
+                        "409": error_response("the id belongs to another address"),
+                        "422": error_response("a field is invalid, or the provider refused the login (named in `field`)"),
+                        "502": error_response("Zendesk refused the provisioning")
+                    }
+                },
+                "get": {"summary": "List accounts", "security": admin, "responses": {"200": {"description": "`{\"accounts\": [Account]}`"}, "401": error_response("missing or wrong admin token")}}
+            },
+            "/accounts/{id}": {
+                "parameters": id_param,
+                "get": {"summary": "One account with its status", "security": admin, "responses": {"200": account_response("the account"), "401": error_response("missing or wrong admin token"), "404": error_response("no such account")}},
+                "patch": {
+                    "summary": "Change an account (a new password is checked by logging in); the triggers and schedule change in place, keeping what an admin added to the triggers",
+                    "security": admin,
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Registration"}}}},
+                    "responses": {"200": account_response("changed"), "401": error_response("missing or wrong admin token"), "404": error_response("no such account"), "422": error_response("a field is invalid or the login was refused")}
+                },
+                "delete": {"summary": "Remove an account: schedule, triggers, secret and state (the tickets stay)", "security": admin, "responses": {"204": {"description": "removed"}, "401": error_response("missing or wrong admin token"), "404": error_response("no such account")}}
+            },
+            "/accounts/{id}/poll": {
+                "parameters": id_param,
+                "post": {"summary": "Read the mailbox now", "security": admin, "responses": {"200": {"description": "what the poll did", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PollOutcome"}}}}, "401": error_response("missing or wrong admin token"), "404": error_response("no such account")}}
+            }
+        }
+    })
+}

@@ -1,0 +1,493 @@
+//! The admin use cases: register, read, change and remove PEC accounts, and poll one now.
+//!
+//! Registering takes one call: every field is checked ([`Registration::parse`]), the connector
+//! logs in to the provider's IMAP server and authenticates to its SMTP server *before* saving
+//! anything, then stores the password as a secret, saves the account with its mailbox baseline
+//! (the first activation imports nothing already there), creates the poll schedule, and
+//! provisions Zendesk ([`provision`]): the webhook, the trigger category "PEC Connector" and the
+//! account's two triggers. Registering the same address again, or changing an account, updates
+//! those objects in place.
+
+pub mod provision;
+pub mod registration;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::Serialize;
+use tracing::info;
+use zendesk::{ZendeskClient, ZendeskError};
+
+use crate::domain::{
+    Account, AccountId, AttachmentsPolicy, Cursor, InvalidInput, LeaseHolder, LeaseOutcome,
+    PollInterval, ReceiptMode, Schedule, UidValidity, ZendeskObjects,
+};
+use crate::inbound::{Inbound, PollOutcome};
+use crate::mailbox::{MailboxError, MailboxProvider, MailboxStatus};
+use crate::mailer::{MailerProvider, SendError};
+use crate::ports::{Schedules, Secrets, Store};
+use crate::schedules::SchedulesError;
+use crate::secrets::SecretsError;
+use crate::store::StoreError;
+
+pub use registration::{Changes, PRESETS, Preset, Registration};
+
+/// Settings of the admin use cases.
+#[derive(Debug, Clone)]
+pub struct AdminOptions {
+    /// The URL Zendesk's webhook calls (the api's `/webhooks/zendesk`).
+    pub webhook_url: String,
+    /// How long provisioning may take in Zendesk.
+    pub zendesk_budget: Duration,
+    /// How long "poll now" may take.
+    pub poll_budget: Duration,
+}
+
+impl AdminOptions {
+    pub fn new(webhook_url: impl Into<String>) -> Self {
+        Self {
+            webhook_url: webhook_url.into(),
+            zendesk_budget: Duration::from_secs(20),
+            poll_budget: Duration::from_secs(25),
+        }
+    }
+}
+
+/// The admin use cases, over the ports.
+pub struct Admin {
+    pub store: Arc<dyn Store>,
+    pub secrets: Arc<dyn Secrets>,
+    pub schedules: Arc<dyn Schedules>,
+    pub mailboxes: Arc<dyn MailboxProvider>,
+    pub mailers: Arc<dyn MailerProvider>,
+    pub zendesk: Arc<ZendeskClient>,
+    /// For `POST /accounts/{id}/poll`.
+    pub inbound: Arc<Inbound>,
+    pub options: AdminOptions,
+}
+
+/// Why an admin call failed. [`AdminError::status`] gives the HTTP status; every message is
+/// safe to show (no secret ever).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Invalid(InvalidInput),
+    /// The provider refused or could not be reached: named by the field to fix.
+    #[error("{field}: {message}")]
+    Check {
+        field: &'static str,
+        message: String,
+    },
+    #[error("no account {0:?}")]
+    NotFound(String),
+    #[error("the account id {id:?} is already used by {address}")]
+    IdTaken { id: String, address: String },
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    #[error("secrets: {0}")]
+    Secrets(#[from] SecretsError),
+    #[error("schedules: {0}")]
+    Schedules(#[from] SchedulesError),
+    #[error("zendesk: {0}")]
+    Zendesk(#[from] ZendeskError),
+    #[error("poll: {0}")]
+    Poll(String),
+}
+
+impl AdminError {
+    pub fn status(&self) -> u16 {
+        match self {
+            AdminError::Invalid(_) | AdminError::Check { .. } => 422,
+            AdminError::NotFound(_) => 404,
+            AdminError::IdTaken { .. } => 409,
+            AdminError::Zendesk(e) if !e.is_transient() => 502,
+            _ => 503,
+        }
+    }
+
+    /// The request field at fault, when there is one.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            AdminError::Invalid(e) => Some(e.field),
+            AdminError::Check { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+impl From<InvalidInput> for AdminError {
+    fn from(e: InvalidInput) -> Self {
+        AdminError::Invalid(e)
+    }
+}
+
+/// An account as admins see it: settings, Zendesk objects and status, never a secret.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccountView {
+    pub id: String,
+    pub address: String,
+    pub username: Option<String>,
+    pub imap_host: String,
+    pub imap_port: u16,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub poll_interval_minutes: u32,
+    pub enabled: bool,
+    pub subject_template: String,
+    pub message_template: String,
+    pub receipt_mode: ReceiptMode,
+    pub outbound_attachments: AttachmentsPolicy,
+    pub zendesk: ZendeskObjects,
+    pub status: AccountStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// How an account is doing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccountStatus {
+    /// `ok`, or the kind of the ongoing mailbox problem.
+    pub mailbox: String,
+    /// The ongoing problem, as the server or network said it.
+    pub last_error: Option<String>,
+    pub problem_since: Option<DateTime<Utc>>,
+    /// Whether the mailbox baseline is recorded (the first activation happened).
+    pub activated: bool,
+    /// The highest UID read so far.
+    pub last_uid: Option<u32>,
+    pub password_set_at: Option<DateTime<Utc>>,
+    pub password_age_days: Option<i64>,
+}
+
+impl Admin {
+    /// `POST /accounts`. Returns the account and whether it was new.
+    pub async fn register(&self, reg: Registration) -> Result<(AccountView, bool), AdminError> {
+        let existing = self.existing(&reg).await?;
+        let now = Utc::now();
+        let mut account = match &existing {
+            Some(a) => a.clone(),
+            None => Account {
+                id: reg.id.clone(),
+                address: reg.address.clone(),
+                imap: reg.imap.clone(),
+                smtp: reg.smtp.clone(),
+                username: None,
+                poll_interval: PollInterval::DEFAULT,
+                enabled: true,
+                password_secret: crate::domain::SecretName::AccountPassword(reg.id.clone()).key(),
+                subject_template: String::new(),
+                message_template: String::new(),
+                receipt_mode: ReceiptMode::default(),
+                outbound_attachments: AttachmentsPolicy::default(),
+                health: Default::default(),
+                zendesk: Default::default(),
+                password_set_at: None,
+                created_at: now,
+                updated_at: now,
+            },
+        };
+        account.imap = reg.imap.clone();
+        account.smtp = reg.smtp.clone();
+        account.username = reg.username.clone();
+        account.poll_interval = reg.poll_interval;
+        account.subject_template = reg.subject_template.clone();
+        account.message_template = reg.message_template.clone();
+        account.receipt_mode = reg.receipt_mode;
+        account.outbound_attachments = reg.outbound_attachments;
+        account.password_set_at = Some(now);
+        account.updated_at = now;
+
+        let status = self.check(&account, &reg.password).await?;
+        self.secrets
+            .put(&account.password_secret_name(), &reg.password)
+            .await?;
+        let created = existing.is_none();
+        if created {
+            self.store.create_account(&account).await?;
+            self.baseline(&account.id, status).await?;
+        } else {
+            self.store.update_account(&account).await?;
+        }
+        let account = self.finish(account).await?;
+        info!(account = %account.id, created, "account registered");
+        Ok((self.view(&account).await?, created))
+    }
+
+    /// `PATCH /accounts/{id}`.
+    pub async fn update(&self, id: &AccountId, body: &[u8]) -> Result<AccountView, AdminError> {
+        let mut account = self.account(id).await?;
+        let changes = Changes::parse(body, &account.imap, &account.smtp)?;
+        let now = Utc::now();
+        if let Some(e) = changes.imap.clone() {
+            account.imap = e;
+        }
+        if let Some(e) = changes.smtp.clone() {
+            account.smtp = e;
+        }
+        if let Some(u) = changes.username.clone() {
+            account.username = u;
+        }
+        if let Some(i) = changes.poll_interval {
+            account.poll_interval = i;
+        }
+        if let Some(s) = changes.subject_template.clone() {
+            account.subject_template = s;
+        }
+        if let Some(m) = changes.message_template.clone() {
+            account.message_template = m;
+        }
+        if let Some(r) = changes.receipt_mode {
+            account.receipt_mode = r;
+        }
+        if let Some(a) = changes.outbound_attachments {
+            account.outbound_attachments = a;
+        }
+        if let Some(e) = changes.enabled {
+            account.enabled = e;
+        }
+        if changes.needs_login_check() {
+            let password = match &changes.password {
+                Some(p) => p.clone(),
+                None => self.secrets.get(&account.password_secret_name()).await?,
+            };
+            self.check(&account, &password).await?;
+            if let Some(p) = &changes.password {
+                self.secrets.put(&account.password_secret_name(), p).await?;
+                account.password_set_at = Some(now);
+            }
+        }
+        account.updated_at = now;
+        self.store.update_account(&account).await?;
+        let account = self.finish(account).await?;
+        info!(account = %account.id, "account changed");
+        self.view(&account).await
+    }
+
+    /// `GET /accounts`.
+    pub async fn list(&self) -> Result<Vec<AccountView>, AdminError> {
+        let mut out = Vec::new();
+        for account in self.store.list_accounts().await? {
+            out.push(self.view(&account).await?);
+        }
+        Ok(out)
+    }
+
+    /// `GET /accounts/{id}`.
+    pub async fn get(&self, id: &AccountId) -> Result<AccountView, AdminError> {
+        let account = self.account(id).await?;
+        self.view(&account).await
+    }
+
+    /// `DELETE /accounts/{id}`: the schedule, the triggers, the secret and the state go (and the
+    /// webhook and category when no account of this Zendesk is left); the tickets stay.
+    pub async fn delete(&self, id: &AccountId) -> Result<(), AdminError> {
+        let account = self.account(id).await?;
+        let deadline = Instant::now() + self.options.zendesk_budget;
+        let others = self
+            .store
+            .list_accounts()
+            .await?
+            .into_iter()
+            .filter(|a| a.id != account.id)
+            .count();
+        provision::remove(self, &account, others == 0, deadline).await?;
+        crate::accounts::remove_account(
+            self.store.as_ref(),
+            self.secrets.as_ref(),
+            self.schedules.as_ref(),
+            &account.id,
+        )
+        .await
+        .map_err(|e| -> AdminError {
+            match e {
+                crate::accounts::AccountsError::Schedule { source, .. } => source.into(),
+                crate::accounts::AccountsError::Secret { source, .. } => source.into(),
+                crate::accounts::AccountsError::State { source, .. } => source.into(),
+            }
+        })?;
+        info!(account = %account.id, "account deleted");
+        Ok(())
+    }
+
+    /// `POST /accounts/{id}/poll`: reads the mailbox now.
+    pub async fn poll_now(&self, id: &AccountId) -> Result<PollOutcome, AdminError> {
+        self.account(id).await?;
+        let deadline = Instant::now() + self.options.poll_budget;
+        self.inbound
+            .poll(id, deadline)
+            .await
+            .map_err(|e| AdminError::Poll(e.to_string()))
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Account, AdminError> {
+        self.store
+            .get_account(id)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(id.as_str().to_owned()))
+    }
+
+    /// The account a registration updates: the same address (whatever its id), else the same
+    /// id (refused when it belongs to another address).
+    async fn existing(&self, reg: &Registration) -> Result<Option<Account>, AdminError> {
+        let accounts = self.store.list_accounts().await?;
+        if let Some(a) = accounts.iter().find(|a| a.address == reg.address) {
+            return Ok(Some(a.clone()));
+        }
+        if let Some(a) = accounts.iter().find(|a| a.id == reg.id) {
+            return Err(AdminError::IdTaken {
+                id: a.id.as_str().to_owned(),
+                address: a.address.as_str().to_owned(),
+            });
+        }
+        Ok(None)
+    }
+
+    /// Logs in to IMAP (reading the INBOX status for the baseline) and authenticates to SMTP.
+    async fn check(
+        &self,
+        account: &Account,
+        password: &SecretString,
+    ) -> Result<MailboxStatus, AdminError> {
+        let mailbox = self.mailboxes.mailbox(account, password.clone());
+        let session = mailbox.open().await.map_err(imap_refusal)?;
+        let status = session.status();
+        session.close().await;
+        let mailer = self.mailers.mailer(account, password.clone());
+        mailer.check().await.map_err(smtp_refusal)?;
+        Ok(status)
+    }
+
+    /// Records the mailbox as it is now, so the first poll imports only what arrives later.
+    async fn baseline(&self, id: &AccountId, status: MailboxStatus) -> Result<(), AdminError> {
+        let holder = LeaseHolder::unique("register");
+        let lease = match self
+            .store
+            .take_lease(id, &holder, Utc::now(), Duration::from_secs(60))
+            .await?
+        {
+            LeaseOutcome::Acquired(lease) => lease,
+            LeaseOutcome::Held { .. } => return Ok(()),
+        };
+        let result = match (lease.cursor, UidValidity::new(status.uid_validity)) {
+            (None, Ok(uv)) => {
+                let next = Cursor::first_activation(uv, status.uid_next);
+                self.store.advance_cursor(&lease, None, &next).await
+            }
+            _ => Ok(()),
+        };
+        self.store.release_lease(&lease).await?;
+        result?;
+        Ok(())
+    }
+
+    /// Schedule and Zendesk objects for a saved account; saves the objects' ids.
+    async fn finish(&self, mut account: Account) -> Result<Account, AdminError> {
+        self.schedules
+            .put(&Schedule {
+                account: account.id.clone(),
+                interval: account.poll_interval,
+                enabled: account.enabled,
+            })
+            .await?;
+        let deadline = Instant::now() + self.options.zendesk_budget;
+        let objects = provision::ensure(self, &account, deadline).await?;
+        if objects != account.zendesk {
+            account.zendesk = objects;
+            self.store.update_account(&account).await?;
+        }
+        Ok(account)
+    }
+
+    async fn view(&self, account: &Account) -> Result<AccountView, AdminError> {
+        let problem = account.health.problem.as_ref();
+        let cursor = self.cursor(&account.id).await?;
+        Ok(AccountView {
+            id: account.id.as_str().to_owned(),
+            address: account.address.as_str().to_owned(),
+            username: account.username.clone(),
+            imap_host: account.imap.host.clone(),
+            imap_port: account.imap.port,
+            smtp_host: account.smtp.host.clone(),
+            smtp_port: account.smtp.port,
+            poll_interval_minutes: account.poll_interval.as_minutes(),
+            enabled: account.enabled,
+            subject_template: account.subject_template.clone(),
+            message_template: account.message_template.clone(),
+            receipt_mode: account.receipt_mode,
+            outbound_attachments: account.outbound_attachments,
+            zendesk: account.zendesk.clone(),
+            status: AccountStatus {
+                mailbox: problem.map_or("ok".to_owned(), |p| {
+                    serde_json::to_value(p.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                }),
+                last_error: problem.map(|p| p.message.clone()),
+                problem_since: problem.map(|p| p.since),
+                activated: cursor.is_some(),
+                last_uid: cursor.map(|c| c.last_uid),
+                password_set_at: account.password_set_at,
+                password_age_days: account.password_set_at.map(|t| (Utc::now() - t).num_days()),
+            },
+            created_at: account.created_at,
+            updated_at: account.updated_at,
+        })
+    }
+
+    /// The account's cursor, read without disturbing a poll (a lease held by a poll is left
+    /// alone and the cursor reported as unknown).
+    async fn cursor(&self, id: &AccountId) -> Result<Option<Cursor>, AdminError> {
+        let holder = LeaseHolder::unique("status");
+        match self
+            .store
+            .take_lease(id, &holder, Utc::now(), Duration::from_secs(5))
+            .await?
+        {
+            LeaseOutcome::Acquired(lease) => {
+                let cursor = lease.cursor;
+                self.store.release_lease(&lease).await?;
+                Ok(cursor)
+            }
+            LeaseOutcome::Held { .. } => Ok(None),
+        }
+    }
+}
+
+/// An IMAP refusal as the field an admin must fix.
+fn imap_refusal(e: MailboxError) -> AdminError {
+    let (field, message) = match &e {
+        MailboxError::LoginRefused { .. } => (
+            "password",
+            format!(
+                "{e}. If the mailbox has two-step verification, create an app password \
+                 (Aruba: \"password per programmi di posta\") and enable access from mail \
+                 programs in the provider's webmail."
+            ),
+        ),
+        MailboxError::Tls { .. } => ("imap_host", e.to_string()),
+        MailboxError::Connect { .. } | MailboxError::Io { .. } => (
+            "imap_host",
+            format!("{e}. Check the IMAP host and port (IMAPS, usually 993)."),
+        ),
+        MailboxError::Server { .. } => ("imap_host", e.to_string()),
+    };
+    AdminError::Check { field, message }
+}
+
+/// An SMTP refusal as the field an admin must fix.
+fn smtp_refusal(e: SendError) -> AdminError {
+    let field = match &e {
+        SendError::AuthRejected { .. } => "password",
+        _ => "smtp_host",
+    };
+    let message = match &e {
+        SendError::Connect { .. } | SendError::Timeout { .. } => {
+            format!("{e}. Check the SMTP host and port (SMTPS, usually 465).")
+        }
+        _ => e.to_string(),
+    };
+    AdminError::Check { field, message }
+}

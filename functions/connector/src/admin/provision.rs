@@ -1,0 +1,426 @@
+//! What the connector creates in Zendesk, idempotently: found by the id it saved, else by name,
+//! else created; changed in place; and only its own parts of a trigger are ever rewritten.
+//!
+//! * The webhook "PEC Connector" (one per Zendesk instance): our api's URL, a bearer token we
+//!   generate (secret `webhook-bearer-token`); Zendesk's signing secret is copied to the secret
+//!   `webhook-signing-secret`.
+//! * The trigger category "PEC Connector".
+//! * Per account, "Reply by PEC Connector [address]": when the ticket carries the tag
+//!   `pec_connector_reply_<address without @>`, call the webhook with the account's template and
+//!   remove the tag (as the established product does).
+//! * Per account, "Public reply by PEC Connector [address]": an agent's public comment on a
+//!   ticket of this account's PEC (tag `pec_connector_<address without @>`) calls the webhook.
+//!   `current_via_id is not 5` keeps the connector's own API updates from firing it.
+
+use std::time::Instant;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use zendesk::{Condition, Conditions, TriggerAction, TriggerSpec, WebhookSpec, ZendeskError};
+
+use crate::admin::{Admin, AdminError};
+use crate::domain::{Account, SecretName, ZendeskObjects};
+use crate::inbound::render::account_tag;
+use crate::secrets::SecretsError;
+
+pub const WEBHOOK_NAME: &str = "PEC Connector";
+pub const CATEGORY_NAME: &str = "PEC Connector";
+
+pub fn reply_tag(account: &Account) -> String {
+    format!(
+        "pec_connector_reply_{}",
+        account.address.as_str().replace('@', "")
+    )
+}
+
+pub fn reply_title(account: &Account) -> String {
+    format!("Reply by PEC Connector [{}]", account.address)
+}
+
+pub fn public_reply_title(account: &Account) -> String {
+    format!("Public reply by PEC Connector [{}]", account.address)
+}
+
+/// The body of "Reply by PEC Connector": the fields `outbound::webhook::parse` reads.
+pub fn reply_body(account: &Account) -> String {
+    json!({
+        "account": account.id.as_str(),
+        "ticket_id": "{{ticket.id}}",
+        "requester": "{{ticket.requester.email}}",
+        "subject": account.subject_template,
+        "message": account.message_template,
+    })
+    .to_string()
+}
+
+pub fn public_reply_body(account: &Account) -> String {
+    json!({
+        "event": "public_reply",
+        "account": account.id.as_str(),
+        "ticket_id": "{{ticket.id}}",
+        "updated_at": "{{ticket.updated_at_with_timestamp}}",
+    })
+    .to_string()
+}
+
+/// The connector's own conditions and actions of the reply trigger.
+fn reply_parts(account: &Account, webhook: &str) -> (Vec<Condition>, Vec<TriggerAction>) {
+    let tag = reply_tag(account);
+    (
+        vec![Condition::new("current_tags", "includes", tag.clone())],
+        vec![
+            TriggerAction::notification_webhook(webhook, &reply_body(account)),
+            TriggerAction::new("remove_tags", tag),
+        ],
+    )
+}
+
+fn public_reply_parts(account: &Account, webhook: &str) -> (Vec<Condition>, Vec<TriggerAction>) {
+    (
+        vec![
+            Condition::new("update_type", "is", "Change"),
+            Condition::new("comment_is_public", "is", "true"),
+            Condition::new(
+                "current_tags",
+                "includes",
+                account_tag(account.address.as_str()),
+            ),
+            Condition::new("role", "is_not", "end_user"),
+            Condition::new("current_via_id", "is_not", "5"),
+        ],
+        vec![TriggerAction::notification_webhook(
+            webhook,
+            &public_reply_body(account),
+        )],
+    )
+}
+
+/// Whether an action is one of ours: a call to our webhook, or the removal of our tag.
+fn our_action(a: &TriggerAction, webhook: &str, tag: Option<&str>) -> bool {
+    match a.field.as_str() {
+        "notification_webhook" => a.value.get(0).and_then(Value::as_str) == Some(webhook),
+        "remove_tags" => tag.is_some_and(|t| a.value.as_str() == Some(t)),
+        _ => false,
+    }
+}
+
+/// Ours first, then whatever an admin added (kept as it was).
+fn merged(
+    current: Option<TriggerSpec>,
+    title: String,
+    category: &str,
+    (conditions, actions): (Vec<Condition>, Vec<TriggerAction>),
+    webhook: &str,
+    tag: Option<&str>,
+) -> TriggerSpec {
+    let mut spec = TriggerSpec {
+        title,
+        active: true,
+        category_id: Some(category.to_owned()),
+        conditions: Conditions {
+            all: conditions.clone(),
+            any: Vec::new(),
+        },
+        actions: actions.clone(),
+        description: Some(
+            "Created by the PEC Connector. You may add conditions and actions: the connector \
+             changes only its own."
+                .to_owned(),
+        ),
+    };
+    if let Some(current) = current {
+        spec.active = current.active;
+        spec.description = current.description.or(spec.description);
+        spec.conditions.all.extend(
+            current
+                .conditions
+                .all
+                .into_iter()
+                .filter(|c| !conditions.contains(c)),
+        );
+        spec.conditions.any = current.conditions.any;
+        spec.actions.extend(
+            current
+                .actions
+                .into_iter()
+                .filter(|a| !our_action(a, webhook, tag)),
+        );
+    }
+    spec
+}
+
+/// Creates or updates everything the account needs in Zendesk.
+pub async fn ensure(
+    admin: &Admin,
+    account: &Account,
+    deadline: Instant,
+) -> Result<ZendeskObjects, AdminError> {
+    let webhook = ensure_webhook(admin, deadline).await?;
+    let category = ensure_category(admin, deadline).await?;
+    let tag = reply_tag(account);
+    let reply = Wanted {
+        saved: account.zendesk.reply_trigger_id,
+        title: reply_title(account),
+        parts: reply_parts(account, &webhook),
+        tag: Some(&tag),
+    };
+    let public = Wanted {
+        saved: account.zendesk.public_reply_trigger_id,
+        title: public_reply_title(account),
+        parts: public_reply_parts(account, &webhook),
+        tag: None,
+    };
+    let reply = ensure_trigger(admin, reply, &category, &webhook, deadline).await?;
+    let public = ensure_trigger(admin, public, &category, &webhook, deadline).await?;
+    Ok(ZendeskObjects {
+        webhook_id: Some(webhook),
+        trigger_category_id: Some(category),
+        reply_trigger_id: Some(reply),
+        public_reply_trigger_id: Some(public),
+    })
+}
+
+/// One of the account's triggers as the connector wants it.
+struct Wanted<'a> {
+    saved: Option<u64>,
+    title: String,
+    parts: (Vec<Condition>, Vec<TriggerAction>),
+    /// The tag its actions remove, if any.
+    tag: Option<&'a str>,
+}
+
+/// By saved id, else by title, else created; an existing one keeps what an admin added.
+async fn ensure_trigger(
+    admin: &Admin,
+    wanted: Wanted<'_>,
+    category: &str,
+    webhook: &str,
+    deadline: Instant,
+) -> Result<u64, AdminError> {
+    let z = &admin.zendesk;
+    let mut current = match wanted.saved {
+        Some(id) => match z.get_trigger(id, deadline).await {
+            Ok(t) => Some(t),
+            Err(ZendeskError::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    if current.is_none() {
+        current = z
+            .list_triggers(None, deadline)
+            .await?
+            .into_iter()
+            .find(|t| t.title == wanted.title);
+    }
+    let spec = merged(
+        current.as_ref().map(|t| t.spec()),
+        wanted.title,
+        category,
+        wanted.parts,
+        webhook,
+        wanted.tag,
+    );
+    match current {
+        Some(t) => {
+            if spec != t.spec() {
+                z.update_trigger(t.id, &spec, deadline).await?;
+            }
+            Ok(t.id)
+        }
+        None => Ok(z.create_trigger(&spec, deadline).await?.id),
+    }
+}
+
+async fn ensure_category(admin: &Admin, deadline: Instant) -> Result<String, AdminError> {
+    let z = &admin.zendesk;
+    if let Some(c) = z
+        .list_trigger_categories(deadline)
+        .await?
+        .into_iter()
+        .find(|c| c.name == CATEGORY_NAME)
+    {
+        return Ok(c.id);
+    }
+    Ok(z.create_trigger_category(CATEGORY_NAME, deadline).await?.id)
+}
+
+/// The webhook (by name), pointed at our URL with our bearer token; its signing secret saved.
+async fn ensure_webhook(admin: &Admin, deadline: Instant) -> Result<String, AdminError> {
+    let z = &admin.zendesk;
+    let bearer = match admin.secrets.get(&SecretName::WebhookBearerToken).await {
+        Ok(token) => token,
+        Err(SecretsError::NotFound { .. }) => {
+            let token = new_token();
+            admin
+                .secrets
+                .put(&SecretName::WebhookBearerToken, &token)
+                .await?;
+            token
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let spec = WebhookSpec::for_triggers(
+        WEBHOOK_NAME,
+        admin.options.webhook_url.clone(),
+        Some(bearer),
+    );
+    let existing = z
+        .list_webhooks(Some(WEBHOOK_NAME), deadline)
+        .await?
+        .into_iter()
+        .find(|w| w.name == WEBHOOK_NAME);
+    let id = match existing {
+        Some(w) => {
+            // The token cannot be read back to compare: send the settings again.
+            z.update_webhook(&w.id, &spec, deadline).await?;
+            w.id
+        }
+        None => z.create_webhook(&spec, deadline).await?.id,
+    };
+    let signing = z.webhook_signing_secret(&id, deadline).await?;
+    let stored = admin.secrets.get(&SecretName::WebhookSigningSecret).await;
+    if !matches!(&stored, Ok(s) if s.expose_secret() == signing.expose_secret()) {
+        admin
+            .secrets
+            .put(&SecretName::WebhookSigningSecret, &signing)
+            .await?;
+    }
+    Ok(id)
+}
+
+/// Removes the account's triggers; with `last`, also the webhook, the category and the webhook
+/// secrets. What is already gone is not an error.
+pub async fn remove(
+    admin: &Admin,
+    account: &Account,
+    last: bool,
+    deadline: Instant,
+) -> Result<(), AdminError> {
+    let z = &admin.zendesk;
+    let titles = [reply_title(account), public_reply_title(account)];
+    let mut ids: Vec<u64> = [
+        account.zendesk.reply_trigger_id,
+        account.zendesk.public_reply_trigger_id,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for t in z.list_triggers(None, deadline).await? {
+        if titles.contains(&t.title) && !ids.contains(&t.id) {
+            ids.push(t.id);
+        }
+    }
+    for id in ids {
+        gone_ok(z.delete_trigger(id, deadline).await)?;
+    }
+    if last {
+        for w in z.list_webhooks(Some(WEBHOOK_NAME), deadline).await? {
+            if w.name == WEBHOOK_NAME {
+                gone_ok(z.delete_webhook(&w.id, deadline).await)?;
+            }
+        }
+        for c in z.list_trigger_categories(deadline).await? {
+            if c.name == CATEGORY_NAME && z.list_triggers(Some(&c.id), deadline).await?.is_empty() {
+                gone_ok(z.delete_trigger_category(&c.id, deadline).await)?;
+            }
+        }
+        admin
+            .secrets
+            .delete(&SecretName::WebhookBearerToken)
+            .await?;
+        admin
+            .secrets
+            .delete(&SecretName::WebhookSigningSecret)
+            .await?;
+    }
+    Ok(())
+}
+
+fn gone_ok(r: Result<(), ZendeskError>) -> Result<(), AdminError> {
+    match r {
+        Ok(()) | Err(ZendeskError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// 32 random bytes from the operating system, hex.
+fn new_token() -> SecretString {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    SecretString::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> Account {
+        serde_json::from_value(json!({
+            "id": "protocollo", "address": "protocollo@pec.comune.it",
+            "imap": {"host": "imaps.pec.aruba.it", "port": 993},
+            "smtp": {"host": "smtps.pec.aruba.it", "port": 465},
+            "poll_interval": 2, "enabled": true, "password_secret": "account/protocollo",
+            "subject_template": "{{ticket.title}}", "message_template": "Testo \"citato\"",
+            "created_at": "2026-11-27T10:00:00Z", "updated_at": "2026-11-27T10:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_reply_body_is_what_the_webhook_parses() {
+        let a = account();
+        let body: Value = serde_json::from_str(&reply_body(&a)).unwrap();
+        assert_eq!(body["account"], "protocollo");
+        assert_eq!(body["message"], "Testo \"citato\"");
+        assert_eq!(reply_tag(&a), "pec_connector_reply_protocollopec.comune.it");
+        assert_eq!(
+            reply_title(&a),
+            "Reply by PEC Connector [protocollo@pec.comune.it]"
+        );
+    }
+
+    #[test]
+    fn an_update_keeps_what_an_admin_added_and_replaces_our_parts() {
+        let a = account();
+        let first = merged(
+            None,
+            reply_title(&a),
+            "10",
+            reply_parts(&a, "W1"),
+            "W1",
+            Some(&reply_tag(&a)),
+        );
+        let mut by_hand = first.clone();
+        by_hand
+            .conditions
+            .all
+            .push(Condition::new("status", "less_than", "solved"));
+        by_hand.actions.push(TriggerAction::new("status", "solved"));
+        by_hand.active = false;
+        let mut b = a.clone();
+        b.message_template = "Nuovo testo".to_owned();
+        let second = merged(
+            Some(by_hand),
+            reply_title(&b),
+            "10",
+            reply_parts(&b, "W1"),
+            "W1",
+            Some(&reply_tag(&b)),
+        );
+        assert_eq!(second.conditions.all.len(), 2);
+        assert_eq!(
+            second.conditions.all[1],
+            Condition::new("status", "less_than", "solved")
+        );
+        assert_eq!(second.actions.len(), 3, "{:?}", second.actions);
+        assert!(
+            second.actions[0].value[1]
+                .as_str()
+                .unwrap()
+                .contains("Nuovo testo")
+        );
+        assert_eq!(second.actions[2], TriggerAction::new("status", "solved"));
+        assert!(!second.active, "deactivated by hand stays so");
+    }
+}

@@ -1,0 +1,139 @@
+//! The accounts (admin API) tests' world: the AWS adapters on moto (DynamoDB, Secrets Manager,
+//! EventBridge), the Zendesk simulator, the real Dovecot and SMTP test servers, and the api
+//! router with the admin use cases, called in-process with the admin token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::{AppState, WebhookKeys};
+use connector::admin::{Admin, AdminOptions};
+use connector::inbound::{Inbound, PollOptions};
+use connector::mailbox::imap::{ImapProvider, tls_config};
+use connector::mailer::smtp::{SmtpProvider, SmtpTrust};
+use connector::outbound::{Outbound, WebhookLimits};
+use sandbox::ZendeskSimulator;
+use secrecy::SecretString;
+use serde_json::Value;
+use zendesk::{Auth, RetryPolicy, ZendeskClient, ZendeskConfig};
+
+use crate::env::{Env, unique_name};
+use crate::inbound_env::{Dovecot, PASSWORD, smtp_server};
+use crate::outbound_env::{Answer, call, test_options};
+
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789abcdef";
+pub const WEBHOOK_URL: &str = "https://pec.example.test/webhooks/zendesk";
+
+pub struct AdminEnv {
+    pub env: Env,
+    pub sim: Arc<ZendeskSimulator>,
+    pub zendesk: Arc<ZendeskClient>,
+    pub dovecot: Dovecot,
+    pub router: axum::Router,
+}
+
+impl AdminEnv {
+    pub async fn new() -> AdminEnv {
+        let env = crate::env::aws().await;
+        let sim = Arc::new(ZendeskSimulator::start().await.expect("zendesk simulator"));
+        let zendesk = Arc::new(
+            ZendeskClient::new(ZendeskConfig {
+                base_url: sim.base_url().to_owned(),
+                auth: Auth::Basic {
+                    email: sim.credentials().agent_email.clone(),
+                    api_token: SecretString::from(sim.credentials().api_token.clone()),
+                },
+                timeout: Duration::from_secs(10),
+                retry: RetryPolicy::default(),
+            })
+            .expect("zendesk client"),
+        );
+        let dovecot = Dovecot::from_env();
+        let ca = std::env::var("SMTP_CA_PEM")
+            .unwrap_or_else(|_| "/tmp/pec-connector-dovecot-0/cert.pem".to_owned());
+        let smtp_ca = std::fs::read(&ca).unwrap_or_else(|e| panic!("SMTP test CA {ca}: {e}"));
+        let mailers = Arc::new(
+            SmtpProvider::new(SmtpTrust::with_extra_roots(&smtp_ca).expect("test CA"))
+                .with_timeout(Duration::from_secs(3)),
+        );
+        let mailboxes = Arc::new(ImapProvider::new(
+            tls_config(Some(&dovecot.ca_pem)).expect("test CA"),
+        ));
+        let inbound = Arc::new(Inbound {
+            store: env.store.clone(),
+            secrets: env.secrets.clone(),
+            mailboxes: mailboxes.clone(),
+            zendesk: zendesk.clone(),
+            anchors: pec::TrustAnchors::pec(),
+            options: PollOptions::default(),
+            hook: None,
+        });
+        let admin = Admin {
+            store: env.store.clone(),
+            secrets: env.secrets.clone(),
+            schedules: env.schedules.clone(),
+            mailboxes,
+            mailers: mailers.clone(),
+            zendesk: zendesk.clone(),
+            inbound,
+            options: AdminOptions::new(WEBHOOK_URL),
+        };
+        let outbound = Arc::new(Outbound::new(
+            env.store.clone(),
+            env.secrets.clone(),
+            mailers,
+            zendesk.clone(),
+            test_options(),
+        ));
+        let state = AppState {
+            outbound,
+            webhook_secrets: WebhookKeys::stored(env.secrets.clone()),
+            webhook_limits: WebhookLimits::default(),
+            admin: Some((Arc::new(admin), SecretString::from(ADMIN_TOKEN))),
+        };
+        AdminEnv {
+            env,
+            sim,
+            zendesk,
+            dovecot,
+            router: api::router(Arc::new(state)),
+        }
+    }
+
+    /// A fresh Dovecot user (any name logs in with the password "secret").
+    pub fn new_address(&self, label: &str) -> String {
+        format!("{label}-{}@pec.test", unique_name())
+    }
+
+    /// A registration body for `address` against the test servers.
+    pub fn registration(&self, address: &str) -> Value {
+        let (smtp_host, smtp_port) = smtp_server();
+        serde_json::json!({
+            "address": address,
+            "password": PASSWORD,
+            "imap_host": self.dovecot.host,
+            "imap_port": self.dovecot.port,
+            "smtp_host": smtp_host,
+            "smtp_port": smtp_port,
+        })
+    }
+
+    /// An admin call with the admin token.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Answer {
+        self.admin_with(method, path, body, Some(ADMIN_TOKEN)).await
+    }
+
+    pub async fn admin_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> Answer {
+        let mut headers = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+        if let Some(t) = token {
+            headers.push(("Authorization".to_owned(), format!("Bearer {t}")));
+        }
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        call(&self.router, method, path, headers, bytes).await
+    }
+}
