@@ -142,3 +142,110 @@ async fn aws_keeps_secrets_out_of_state_and_logs() {
     let secrets = exercise_and_scan(&env, "aws").await;
     assert!(secrets.iter().all(|s| !s.is_empty()));
 }
+
+/// The admin API and the webhook, end to end: register an account (its password, the webhook's
+/// bearer token and signing secret, the admin token, the Zendesk API token all in play), send a
+/// PEC through the webhook, change and delete the account; no answer, stored item or log line
+/// holds any of those secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_and_webhook_keep_secrets_out_of_answers_state_and_logs() {
+    use e2e::admin_env::{ADMIN_TOKEN, AdminEnv};
+    use e2e::inbound_env::PASSWORD;
+    let logs = captured();
+    let env = AdminEnv::new().await;
+    let address = env.new_address("leak");
+    let mut answers = Vec::new();
+    let r = env
+        .admin("POST", "/accounts", Some(&env.registration(&address)))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    answers.push(r.body.to_string());
+    // A refused login logs and answers without the password either.
+    let mut wrong = env.registration(&env.new_address("leak-wrong"));
+    wrong["password"] = serde_json::json!("Errata-Password-5521");
+    let w = env.admin("POST", "/accounts", Some(&wrong)).await;
+    assert_eq!(w.status, 422);
+    answers.push(w.body.to_string());
+
+    let webhook = env.sim.webhooks().remove(0);
+    let signing = env.sim.webhook_signing_secret(&webhook.id).unwrap();
+    let bearer = webhook.authentication.as_ref().unwrap()["data"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = serde_json::json!({"account": id, "ticket_id": "999999", "requester": "a@pec.test",
+                                  "subject": "Prova", "message": "Testo"})
+    .to_string();
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let headers = vec![
+        ("Authorization".to_owned(), format!("Bearer {bearer}")),
+        (
+            "X-Zendesk-Webhook-Signature".to_owned(),
+            e2e::outbound_env::sign(&signing, &ts, body.as_bytes()),
+        ),
+        ("X-Zendesk-Webhook-Signature-Timestamp".to_owned(), ts),
+    ];
+    let sent = e2e::outbound_env::call(
+        &env.router,
+        "POST",
+        api::WEBHOOK_PATH,
+        headers,
+        body.into_bytes(),
+    )
+    .await;
+    assert!(sent.status < 500, "{sent:?}");
+    answers.push(sent.body.to_string());
+    let p = env
+        .admin(
+            "PATCH",
+            &format!("/accounts/{id}"),
+            Some(&serde_json::json!({"password": PASSWORD, "poll_interval_minutes": 3})),
+        )
+        .await;
+    assert_eq!(p.status, 200, "{p:?}");
+    answers.push(p.body.to_string());
+    let mut stored = env.env.raw.state().await;
+    stored.extend(env.env.raw.schedules().await);
+    assert_eq!(
+        env.admin("DELETE", &format!("/accounts/{id}"), None)
+            .await
+            .status,
+        204
+    );
+
+    let log = logs.lock().unwrap().clone();
+    assert!(
+        contains(&log, "account registered"),
+        "control: the logs were captured"
+    );
+    for secret in [
+        ADMIN_TOKEN,
+        env.sim.credentials().api_token.as_str(),
+        signing.as_str(),
+        bearer.as_str(),
+        "Errata-Password-5521",
+    ] {
+        assert!(!contains(&log, secret), "a secret is in the logs");
+        for text in answers.iter().chain(&stored) {
+            assert!(!text.contains(secret), "a secret leaked into {text}");
+        }
+    }
+    // The test servers' password is the word "secret": look for it as a value.
+    for form in [
+        format!("\"{PASSWORD}\""),
+        format!("S(\"{PASSWORD}\")"),
+        format!("={PASSWORD}"),
+    ] {
+        assert!(
+            !contains(&log, &form),
+            "the account password is in the logs"
+        );
+        for text in answers.iter().chain(&stored) {
+            assert!(
+                !text.contains(&form),
+                "the account password leaked into {text}"
+            );
+        }
+    }
+}
