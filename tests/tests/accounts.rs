@@ -487,3 +487,106 @@ async fn the_openapi_document_names_every_route_and_field() {
         .await;
     assert!(a.error().contains("unknown field"), "{a:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guarding_standard_notifications_is_optional_and_undone_with_the_last_account() {
+    let env = AdminEnv::new().await;
+    let deadline = || std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let standard = |title: &str, to: &str| zendesk::TriggerSpec {
+        title: title.to_owned(),
+        active: true,
+        category_id: None,
+        conditions: zendesk::Conditions {
+            all: vec![zendesk::Condition::new("update_type", "is", "Change")],
+            any: Vec::new(),
+        },
+        actions: vec![zendesk::TriggerAction::new(
+            "notification_user",
+            json!([
+                to,
+                "[{{ticket.account}}] Re: {{ticket.title}}",
+                "{{ticket.comments_formatted}}"
+            ]),
+        )],
+        description: None,
+    };
+    let requester = env
+        .zendesk
+        .create_trigger(
+            &standard(
+                "Notify requester and CCs of comment update",
+                "requester_and_ccs",
+            ),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    let assignee = env
+        .zendesk
+        .create_trigger(
+            &standard("Notify assignee of comment update", "assignee_id"),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    let guard =
+        json!({"field": "current_tags", "operator": "not_includes", "value": "pec_connector"});
+
+    // Off by default.
+    let a = env.new_address("guard-a");
+    assert_eq!(
+        env.admin("POST", "/accounts", Some(&env.registration(&a)))
+            .await
+            .status,
+        201
+    );
+    assert!(!env.sim.trigger(requester.id).unwrap().all.contains(&guard));
+    // Asked for: only the requester notification gets the condition, once.
+    let b = env.new_address("guard-b");
+    let mut body = env.registration(&b);
+    body["guard_notifications"] = json!(true);
+    let rb = env.admin("POST", "/accounts", Some(&body)).await;
+    assert_eq!(rb.status, 201, "{rb:?}");
+    assert_eq!(
+        env.admin("POST", "/accounts", Some(&body)).await.status,
+        200
+    );
+    let guarded = env.sim.trigger(requester.id).unwrap();
+    assert_eq!(
+        guarded.all.iter().filter(|c| **c == guard).count(),
+        1,
+        "{:?}",
+        guarded.all
+    );
+    assert!(
+        guarded
+            .all
+            .contains(&json!({"field": "update_type", "operator": "is", "value": "Change"}))
+    );
+    assert!(!env.sim.trigger(assignee.id).unwrap().all.contains(&guard));
+    // The connector's own triggers are left alone.
+    for t in env.sim.triggers() {
+        if t.title.contains("PEC Connector") {
+            assert!(!t.all.contains(&guard), "{}", t.title);
+        }
+    }
+    // With the last account gone, Zendesk's triggers are as they were.
+    for r in env.admin("GET", "/accounts", None).await.body["accounts"]
+        .as_array()
+        .unwrap()
+    {
+        let id = r["id"].as_str().unwrap();
+        assert_eq!(
+            env.admin("DELETE", &format!("/accounts/{id}"), None)
+                .await
+                .status,
+            204
+        );
+    }
+    assert!(!env.sim.trigger(requester.id).unwrap().all.contains(&guard));
+    assert_eq!(
+        env.sim.triggers().len(),
+        2,
+        "only Zendesk's own triggers remain"
+    );
+}

@@ -20,7 +20,8 @@ pub fn registration_properties() -> Value {
         "message_template": {"type": "string", "default": "{{ticket.latest_comment_html}}"},
         "receipt_mode": {"type": "string", "enum": ["note", "ticket", "both"], "default": "note"},
         "outbound_attachments": {"oneOf": [{"type": "string", "enum": ["zendesk", "on", "off"]}, {"type": "boolean"}], "default": "zendesk", "description": "`zendesk` follows the Zendesk setting \"Include attachments in emails\"."},
-        "enabled": {"type": "boolean", "description": "PATCH only: pause or resume polling."}
+        "enabled": {"type": "boolean", "description": "PATCH only: pause or resume polling."},
+        "guard_notifications": {"type": "boolean", "default": false, "description": "Add the condition \"tags do not contain pec_connector\" to Zendesk's standard requester notification triggers, so PEC requesters get PEC only (false on PATCH removes it)."}
     })
 }
 

@@ -211,6 +211,9 @@ impl Admin {
             self.store.update_account(&account).await?;
         }
         let account = self.finish(account).await?;
+        if reg.guard_notifications {
+            self.guard(true).await?;
+        }
         info!(account = %account.id, created, "account registered");
         Ok((self.view(&account).await?, created))
     }
@@ -261,6 +264,9 @@ impl Admin {
         account.updated_at = now;
         self.store.update_account(&account).await?;
         let account = self.finish(account).await?;
+        if let Some(on) = changes.guard_notifications {
+            self.guard(on).await?;
+        }
         info!(account = %account.id, "account changed");
         self.view(&account).await
     }
@@ -398,6 +404,13 @@ impl Admin {
             self.store.update_account(&account).await?;
         }
         Ok(account)
+    }
+
+    async fn guard(&self, on: bool) -> Result<(), AdminError> {
+        let deadline = Instant::now() + self.options.zendesk_budget;
+        let changed = provision::guard_notifications(self, on, deadline).await?;
+        info!(on, triggers = ?changed, "standard requester notifications guarded");
+        Ok(())
     }
 
     async fn view(&self, account: &Account) -> Result<AccountView, AdminError> {

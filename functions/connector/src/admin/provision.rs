@@ -289,6 +289,59 @@ async fn ensure_webhook(admin: &Admin, deadline: Instant) -> Result<String, Admi
     Ok(id)
 }
 
+/// The condition that keeps Zendesk's own e-mail notifications away from PEC requesters.
+pub fn guard_condition() -> Condition {
+    Condition::new("current_tags", "not_includes", crate::inbound::render::TAG)
+}
+
+/// Whether a trigger is one of Zendesk's standard notifications to the requester (it e-mails the
+/// requester, with or without CCs).
+fn notifies_requester(actions: &[TriggerAction]) -> bool {
+    actions.iter().any(|a| {
+        a.field == "notification_user"
+            && matches!(
+                a.value.get(0).and_then(Value::as_str),
+                Some("requester_id" | "requester_and_ccs")
+            )
+    })
+}
+
+/// Adds (`on`) or removes the guard condition on every active trigger that notifies the
+/// requester, outside the connector's category (reference §5.3 (c)). Returns the triggers changed.
+pub async fn guard_notifications(
+    admin: &Admin,
+    on: bool,
+    deadline: Instant,
+) -> Result<Vec<u64>, AdminError> {
+    let z = &admin.zendesk;
+    let ours: Vec<String> = z
+        .list_trigger_categories(deadline)
+        .await?
+        .into_iter()
+        .filter(|c| c.name == CATEGORY_NAME)
+        .map(|c| c.id)
+        .collect();
+    let guard = guard_condition();
+    let mut changed = Vec::new();
+    for t in z.list_triggers(None, deadline).await? {
+        if t.category_id.as_ref().is_some_and(|c| ours.contains(c))
+            || !notifies_requester(&t.actions)
+        {
+            continue;
+        }
+        let mut spec = t.spec();
+        let has = spec.conditions.all.contains(&guard);
+        match (on, has) {
+            (true, false) => spec.conditions.all.push(guard.clone()),
+            (false, true) => spec.conditions.all.retain(|c| *c != guard),
+            _ => continue,
+        }
+        z.update_trigger(t.id, &spec, deadline).await?;
+        changed.push(t.id);
+    }
+    Ok(changed)
+}
+
 /// Removes the account's triggers; with `last`, also the webhook, the category and the webhook
 /// secrets. What is already gone is not an error.
 pub async fn remove(
@@ -315,6 +368,7 @@ pub async fn remove(
         gone_ok(z.delete_trigger(id, deadline).await)?;
     }
     if last {
+        guard_notifications(admin, false, deadline).await?;
         for w in z.list_webhooks(Some(WEBHOOK_NAME), deadline).await? {
             if w.name == WEBHOOK_NAME {
                 gone_ok(z.delete_webhook(&w.id, deadline).await)?;

@@ -73,6 +73,9 @@ pub struct Registration {
     pub message_template: String,
     pub receipt_mode: ReceiptMode,
     pub outbound_attachments: AttachmentsPolicy,
+    /// Add "tags do not contain pec_connector" to Zendesk's standard requester notification
+    /// triggers, so PEC requesters get PEC only (off by default).
+    pub guard_notifications: bool,
 }
 
 /// `PATCH /accounts/{id}`: only what is given changes.
@@ -88,6 +91,7 @@ pub struct Changes {
     pub receipt_mode: Option<ReceiptMode>,
     pub outbound_attachments: Option<AttachmentsPolicy>,
     pub enabled: Option<bool>,
+    pub guard_notifications: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +112,7 @@ struct RawRegistration {
     receipt_mode: Option<Value>,
     outbound_attachments: Option<Value>,
     enabled: Option<Value>,
+    guard_notifications: Option<Value>,
 }
 
 fn bad(field: &'static str, reason: impl Into<String>) -> InvalidInput {
@@ -248,6 +253,14 @@ fn attachments(v: &Option<Value>) -> Result<Option<AttachmentsPolicy>, InvalidIn
     }
 }
 
+fn flag(field: &'static str, v: &Option<Value>) -> Result<Option<bool>, InvalidInput> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(bad(field, "must be true or false")),
+    }
+}
+
 fn username(v: &Option<Value>) -> Result<Option<String>, InvalidInput> {
     match string("username", v)? {
         None => Ok(None),
@@ -368,6 +381,8 @@ impl Registration {
                 .unwrap_or_else(|| DEFAULT_MESSAGE.to_owned()),
             receipt_mode: receipt_mode(&r.receipt_mode)?.unwrap_or_default(),
             outbound_attachments: attachments(&r.outbound_attachments)?.unwrap_or_default(),
+            guard_notifications: flag("guard_notifications", &r.guard_notifications)?
+                .unwrap_or(false),
         })
     }
 }
@@ -408,11 +423,7 @@ impl Changes {
             )
             .map(Some)
         };
-        let enabled = match &r.enabled {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(*b),
-            Some(_) => return Err(bad("enabled", "must be true or false")),
-        };
+        let enabled = flag("enabled", &r.enabled)?;
         Ok(Changes {
             password: password(&r.password)?,
             username: r
@@ -442,6 +453,7 @@ impl Changes {
             receipt_mode: receipt_mode(&r.receipt_mode)?,
             outbound_attachments: attachments(&r.outbound_attachments)?,
             enabled,
+            guard_notifications: flag("guard_notifications", &r.guard_notifications)?,
         })
     }
 
