@@ -276,7 +276,34 @@ fn admin(state: &AppState, headers: &HeaderMap) -> Result<Arc<Admin>, Refusal> {
     if expected.is_empty() || !bool::from(given.as_bytes().ct_eq(expected)) {
         return Err(Refusal::new(StatusCode::UNAUTHORIZED, "wrong admin token"));
     }
-    Ok(admin.clone())
+    if !admin.options.webhook_url.is_empty() {
+        return Ok(admin.clone());
+    }
+    // No public URL configured: Zendesk is given the address this call came to.
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        })
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "no Host header to build the webhook URL from (or configure PUBLIC_URL)",
+            )
+        })?;
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("http") => "http",
+        _ => "https",
+    };
+    let mut scoped = (**admin).clone();
+    scoped.options.webhook_url = format!("{scheme}://{host}{WEBHOOK_PATH}");
+    Ok(Arc::new(scoped))
 }
 
 fn account_id(raw: &str) -> Result<AccountId, Refusal> {

@@ -11,7 +11,7 @@ use zendesk::{Auth, RetryPolicy, ZendeskClient, ZendeskConfig};
 use secrecy::SecretString;
 
 use crate::admin::{Admin, AdminOptions};
-use crate::domain::SecretName;
+use crate::domain::{PollInterval, SecretName};
 use crate::inbound::{Inbound, PollOptions};
 use crate::mailbox::imap::{ImapProvider, tls_config};
 use crate::mailer::smtp::{SmtpProvider, SmtpTrust};
@@ -40,8 +40,11 @@ pub struct Config {
     /// `RULE_PREFIX` (default `pec-connector`): the EventBridge rules are
     /// `<prefix>-poll-<account id>`.
     pub rule_prefix: String,
-    /// `PUBLIC_URL` (api only): the HTTP API's base URL, for the webhook Zendesk calls.
+    /// `PUBLIC_URL` (api only, optional): the HTTP API's base URL, for the webhook Zendesk
+    /// calls; without it, the URL admin calls arrive at.
     pub public_url: Option<String>,
+    /// `DEFAULT_POLL_INTERVAL` (api only, minutes, default 2).
+    pub default_poll_interval: PollInterval,
 }
 
 /// A missing or unusable setting, named.
@@ -77,6 +80,19 @@ impl Config {
             poller_arn: get("POLLER_ARN"),
             rule_prefix: get("RULE_PREFIX").unwrap_or_else(|| "pec-connector".to_owned()),
             public_url: get("PUBLIC_URL"),
+            default_poll_interval: match get("DEFAULT_POLL_INTERVAL") {
+                None => PollInterval::DEFAULT,
+                Some(v) => v
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .and_then(|m| PollInterval::minutes(m).ok())
+                    .ok_or_else(|| {
+                        ConfigError(format!(
+                            "DEFAULT_POLL_INTERVAL must be 1 to 60 minutes, not {v:?}"
+                        ))
+                    })?,
+            },
         })
     }
 }
@@ -150,9 +166,9 @@ impl AwsParts {
     }
 
     /// The admin use cases and the admin token, when the deployment configures them
-    /// (`POLLER_ARN`, `PUBLIC_URL` and the `admin-token` secret).
+    /// (`POLLER_ARN` and the `admin-token` secret).
     pub async fn admin(&self, config: &Config) -> anyhow::Result<Option<(Admin, SecretString)>> {
-        let (Some(arn), Some(url)) = (&config.poller_arn, &config.public_url) else {
+        let Some(arn) = &config.poller_arn else {
             return Ok(None);
         };
         let token = self.secrets.get(&SecretName::AdminToken).await?;
@@ -162,7 +178,12 @@ impl AwsParts {
             arn.clone(),
         )?;
         let tls = tls_config(None).map_err(anyhow::Error::msg)?;
-        let webhook_url = format!("{}/webhooks/zendesk", url.trim_end_matches('/'));
+        // Empty: the api takes the URL the admin call arrived at.
+        let webhook_url = config
+            .public_url
+            .as_deref()
+            .map(|url| format!("{}/webhooks/zendesk", url.trim_end_matches('/')))
+            .unwrap_or_default();
         Ok(Some((
             Admin {
                 store: self.store.clone(),
@@ -172,7 +193,10 @@ impl AwsParts {
                 mailers: Arc::new(SmtpProvider::new(SmtpTrust::webpki())),
                 zendesk: self.zendesk.clone(),
                 inbound: Arc::new(self.inbound()?),
-                options: AdminOptions::new(webhook_url),
+                options: AdminOptions {
+                    default_poll_interval: config.default_poll_interval,
+                    ..AdminOptions::new(webhook_url)
+                },
             },
             token,
         )))

@@ -43,6 +43,8 @@ pub struct AdminOptions {
     pub zendesk_budget: Duration,
     /// How long "poll now" may take.
     pub poll_budget: Duration,
+    /// The poll interval of accounts registered without one.
+    pub default_poll_interval: PollInterval,
 }
 
 impl AdminOptions {
@@ -51,11 +53,13 @@ impl AdminOptions {
             webhook_url: webhook_url.into(),
             zendesk_budget: Duration::from_secs(20),
             poll_budget: Duration::from_secs(25),
+            default_poll_interval: PollInterval::DEFAULT,
         }
     }
 }
 
-/// The admin use cases, over the ports.
+/// The admin use cases, over the ports. Cheap to clone (shared adapters).
+#[derive(Clone)]
 pub struct Admin {
     pub store: Arc<dyn Store>,
     pub secrets: Arc<dyn Secrets>,
@@ -191,7 +195,10 @@ impl Admin {
         account.imap = reg.imap.clone();
         account.smtp = reg.smtp.clone();
         account.username = reg.username.clone();
-        account.poll_interval = reg.poll_interval;
+        account.poll_interval = reg
+            .poll_interval
+            .or(existing.as_ref().map(|a| a.poll_interval))
+            .unwrap_or(self.options.default_poll_interval);
         account.subject_template = reg.subject_template.clone();
         account.message_template = reg.message_template.clone();
         account.receipt_mode = reg.receipt_mode;

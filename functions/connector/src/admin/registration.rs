@@ -68,7 +68,8 @@ pub struct Registration {
     pub username: Option<String>,
     pub imap: Endpoint,
     pub smtp: Endpoint,
-    pub poll_interval: PollInterval,
+    /// When not given, the deployment's default applies.
+    pub poll_interval: Option<PollInterval>,
     pub subject_template: String,
     pub message_template: String,
     pub receipt_mode: ReceiptMode,
@@ -372,7 +373,7 @@ impl Registration {
             username: username(&r.username)?,
             imap,
             smtp,
-            poll_interval: interval(&r.poll_interval_minutes)?.unwrap_or_default(),
+            poll_interval: interval(&r.poll_interval_minutes)?,
             subject_template: template("subject_template", &r.subject_template, 1000)?
                 .map(|s| one_line("subject_template", &s, 1000))
                 .transpose()?
@@ -483,7 +484,7 @@ mod tests {
         assert_eq!(r.id.as_str(), "protocollo-pec-comune-it");
         assert_eq!(r.imap.to_string(), "imaps.pec.aruba.it:993");
         assert_eq!(r.smtp.to_string(), "smtps.pec.aruba.it:465");
-        assert_eq!(r.poll_interval, PollInterval::DEFAULT);
+        assert_eq!(r.poll_interval, None);
         assert_eq!(r.subject_template, DEFAULT_SUBJECT);
         assert_eq!(r.password.expose_secret(), "s3greta");
         assert_eq!(r.outbound_attachments, AttachmentsPolicy::Zendesk);
