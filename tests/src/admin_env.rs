@@ -28,6 +28,8 @@ pub struct AdminEnv {
     pub sim: Arc<ZendeskSimulator>,
     pub zendesk: Arc<ZendeskClient>,
     pub dovecot: Dovecot,
+    /// The poll use case on the same adapters (what the poller Lambda runs).
+    pub inbound: Arc<Inbound>,
     pub router: axum::Router,
 }
 
@@ -74,7 +76,7 @@ impl AdminEnv {
             mailboxes,
             mailers: mailers.clone(),
             zendesk: zendesk.clone(),
-            inbound,
+            inbound: inbound.clone(),
             options: AdminOptions::new(WEBHOOK_URL),
         };
         let outbound = Arc::new(Outbound::new(
@@ -95,6 +97,7 @@ impl AdminEnv {
             sim,
             zendesk,
             dovecot,
+            inbound,
             router: api::router(Arc::new(state)),
         }
     }
