@@ -1,15 +1,10 @@
-//! `pec-connector`: the connector's command line.
-//!
-//! * `inspect FILE...` explains what each `.eml` is, as the connector sees it: one JSON object per
-//!   file (an array when several). Exit status 0 when every file was read, 1 otherwise.
+//! `pec-connector`: the connector's command line (see the library's documentation).
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pec::report::Report;
-use pec::{Limits, PecMessage, TrustAnchors};
+use pec_connector::serve::config::ServeArgs;
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
@@ -33,67 +28,14 @@ enum Command {
         #[arg(long, value_name = "PEM")]
         trust: Vec<PathBuf>,
     },
+    /// Run the connector on this machine: the HTTP API (admin routes, Zendesk's webhook) and
+    /// every account's poll schedule, with state and secrets in a local data directory.
+    Serve(ServeArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Inspect { files, trust } => inspect(&files, &trust),
-    }
-}
-
-fn inspect(files: &[PathBuf], trust: &[PathBuf]) -> ExitCode {
-    let mut anchors = TrustAnchors::pec();
-    for path in trust {
-        let added = std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|pem| anchors.add_pem(&pem).map_err(|e| e.to_string()));
-        if let Err(e) = added {
-            eprintln!(
-                "pec-connector: cannot use trust anchor {}: {e}",
-                path.display()
-            );
-            return ExitCode::from(2);
-        }
-    }
-    let limits = Limits::default();
-    let mut reports = Vec::new();
-    let mut failed = false;
-    for path in files {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let raw = match std::fs::read(path) {
-            Ok(raw) => raw,
-            Err(e) => {
-                eprintln!("pec-connector: cannot read {}: {e}", path.display());
-                failed = true;
-                continue;
-            }
-        };
-        match PecMessage::parse_with(&raw, &limits, &anchors) {
-            Ok(msg) => reports.push(Report::from_message(&msg, &name)),
-            Err(e) => {
-                eprintln!("pec-connector: {}: {e}", path.display());
-                failed = true;
-            }
-        }
-    }
-    let json = if files.len() == 1 {
-        reports.first().map(serde_json::to_string_pretty)
-    } else {
-        Some(serde_json::to_string_pretty(&reports))
-    };
-    if let Some(json) = json {
-        let json = json.expect("a report always serialises");
-        let mut out = std::io::stdout().lock();
-        if writeln!(out, "{json}").is_err() {
-            return ExitCode::from(1);
-        }
-    }
-    if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
+        Command::Inspect { files, trust } => pec_connector::inspect::run(&files, &trust),
+        Command::Serve(args) => pec_connector::serve::main(args),
     }
 }
