@@ -11,6 +11,7 @@ use connector::inbound::{Inbound, PollOptions};
 use connector::mailbox::imap::{ImapProvider, tls_config};
 use connector::mailer::smtp::{SmtpProvider, SmtpTrust};
 use connector::outbound::{Outbound, WebhookLimits};
+use connector::zendesks::ZendeskDirectory;
 use sandbox::ZendeskSimulator;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -60,6 +61,10 @@ impl AdminEnv {
         let mailboxes = Arc::new(ImapProvider::new(
             tls_config(Some(&dovecot.ca_pem)).expect("test CA"),
         ));
+        let instances = Arc::new(ZendeskDirectory::new(
+            env.store.clone(),
+            env.secrets.clone(),
+        ));
         let inbound = Arc::new(Inbound {
             store: env.store.clone(),
             secrets: env.secrets.clone(),
@@ -68,6 +73,7 @@ impl AdminEnv {
             anchors: pec::TrustAnchors::pec(),
             options: PollOptions::default(),
             hook: None,
+            instances: Some(instances.clone()),
         });
         let admin = Admin {
             store: env.store.clone(),
@@ -78,14 +84,19 @@ impl AdminEnv {
             zendesk: zendesk.clone(),
             inbound: inbound.clone(),
             options: AdminOptions::new(WEBHOOK_URL),
+            instances: Some(instances.clone()),
+            instance: None,
         };
-        let outbound = Arc::new(Outbound::new(
-            env.store.clone(),
-            env.secrets.clone(),
-            mailers,
-            zendesk.clone(),
-            test_options(),
-        ));
+        let outbound = Arc::new(
+            Outbound::new(
+                env.store.clone(),
+                env.secrets.clone(),
+                mailers,
+                zendesk.clone(),
+                test_options(),
+            )
+            .with_instances(instances.clone()),
+        );
         let state = AppState {
             outbound,
             webhook_secrets: WebhookKeys::stored(env.secrets.clone()),

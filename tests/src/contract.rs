@@ -7,9 +7,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use connector::accounts::remove_account;
 use connector::domain::{
-    Account, AccountId, Cursor, DeliveryState, Endpoint, Lease, LeaseHolder, LeaseOutcome,
-    MessageId, MessageOutcome, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress,
-    PollInterval, RecordOutcome, Schedule, SecretName, SendStatus, TicketId, Uid, UidValidity,
+    Account, AccountId, Cursor, DeliveryState, Endpoint, InstanceId, Lease, LeaseHolder,
+    LeaseOutcome, MessageId, MessageOutcome, MessageRecord, OutboundRecord, OutboxEntry, OutboxId,
+    PecAddress, PollInterval, RecordOutcome, Schedule, SecretName, SendStatus, TicketId, Uid,
+    UidValidity, ZendeskAuthKind, ZendeskInstance,
 };
 use connector::ports::Store;
 use connector::schedules::SchedulesError;
@@ -66,12 +67,29 @@ pub fn account(raw_id: &str) -> Account {
         message_template: "{{ticket.latest_comment_html}}".into(),
         receipt_mode: Default::default(),
         outbound_attachments: Default::default(),
+        zendesk_instance: None,
         zendesk: Default::default(),
         password_set_at: None,
         health: Default::default(),
         created_at: at,
         updated_at: at,
         id,
+    }
+}
+
+pub fn instance_id(raw: &str) -> InstanceId {
+    InstanceId::parse(raw).expect("test instance id")
+}
+
+/// A registered Zendesk instance authenticating with an agent's API token.
+pub fn instance(raw_id: &str, url: &str) -> ZendeskInstance {
+    ZendeskInstance {
+        id: instance_id(raw_id),
+        url: url.to_owned(),
+        auth: ZendeskAuthKind::ApiToken {
+            email: format!("agent@{raw_id}.example.it"),
+        },
+        created_at: now(),
     }
 }
 
@@ -152,6 +170,70 @@ pub async fn accounts_crud(env: &Env) {
         "second delete"
     );
     assert_eq!(store.list_accounts().await.unwrap(), vec![changed]);
+}
+
+// ----- zendesk instances -----
+
+pub async fn zendesk_instances_crud(env: &Env) {
+    let store = &*env.store;
+    assert_eq!(store.list_instances().await.unwrap(), vec![]);
+    let a = account("inst-acct-1");
+    store.create_account(&a).await.unwrap();
+
+    let z2 = instance("zeta-2", "https://zeta.zendesk.com");
+    let z1 = ZendeskInstance {
+        auth: ZendeskAuthKind::OAuth,
+        ..instance("alpha-1", "https://alpha.zendesk.com")
+    };
+    store.put_instance(&z2).await.expect("put z2");
+    store.put_instance(&z1).await.expect("put z1");
+    assert_eq!(store.get_instance(&z1.id).await.unwrap(), Some(z1.clone()));
+    assert_eq!(store.get_instance(&z2.id).await.unwrap(), Some(z2.clone()));
+    assert_eq!(
+        store.get_instance(&instance_id("nobody")).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.list_instances().await.unwrap(),
+        vec![z1.clone(), z2.clone()],
+        "sorted by id"
+    );
+
+    // Putting again replaces (no second copy).
+    let z2_moved = ZendeskInstance {
+        url: "https://zeta-new.zendesk.com".into(),
+        auth: ZendeskAuthKind::ApiToken {
+            email: "other-agent@zeta.example.it".into(),
+        },
+        ..z2.clone()
+    };
+    store.put_instance(&z2_moved).await.expect("replace z2");
+    assert_eq!(
+        store.get_instance(&z2.id).await.unwrap(),
+        Some(z2_moved.clone())
+    );
+    assert_eq!(
+        store.list_instances().await.unwrap(),
+        vec![z1.clone(), z2_moved.clone()]
+    );
+
+    // Instances and accounts are independent of each other.
+    assert_eq!(store.list_accounts().await.unwrap(), vec![a.clone()]);
+    assert!(store.delete_account(&a.id).await.unwrap());
+    assert_eq!(
+        store.list_instances().await.unwrap(),
+        vec![z1.clone(), z2_moved.clone()],
+        "deleting an account leaves the instances"
+    );
+
+    assert!(store.delete_instance(&z1.id).await.unwrap());
+    assert!(
+        !store.delete_instance(&z1.id).await.unwrap(),
+        "second delete"
+    );
+    assert_eq!(store.get_instance(&z1.id).await.unwrap(), None);
+    assert_eq!(store.list_instances().await.unwrap(), vec![z2_moved]);
+    assert_eq!(store.list_accounts().await.unwrap(), vec![]);
 }
 
 // ----- cursor -----
@@ -994,6 +1076,15 @@ pub async fn secrets_lifecycle(env: &Env) {
         (SecretName::ZendeskApiToken, "zd-token"),
         (SecretName::WebhookSigningSecret, "whsec"),
         (SecretName::AdminToken, "admin"),
+        (SecretName::ZendeskToken(instance_id("zd-2")), "zd2-token"),
+        (
+            SecretName::InstanceWebhookSigningSecret(instance_id("zd-2")),
+            "zd2-whsec",
+        ),
+        (
+            SecretName::InstanceWebhookBearerToken(instance_id("zd-2")),
+            "zd2-bearer",
+        ),
     ] {
         secrets
             .put(&name, &SecretString::from(value))
@@ -1007,8 +1098,39 @@ pub async fn secrets_lifecycle(env: &Env) {
             pw.clone(),
             SecretName::ZendeskApiToken,
             SecretName::WebhookSigningSecret,
+            SecretName::ZendeskToken(instance_id("zd-2")),
+            SecretName::InstanceWebhookSigningSecret(instance_id("zd-2")),
+            SecretName::InstanceWebhookBearerToken(instance_id("zd-2")),
             SecretName::AdminToken
         ]
+    );
+    // An instance's secrets are its own: deleting one leaves the others and the defaults.
+    secrets
+        .delete(&SecretName::ZendeskToken(instance_id("zd-2")))
+        .await
+        .unwrap();
+    assert!(matches!(
+        secrets
+            .get(&SecretName::ZendeskToken(instance_id("zd-2")))
+            .await
+            .unwrap_err(),
+        SecretsError::NotFound { .. }
+    ));
+    assert_eq!(
+        secrets
+            .get(&SecretName::InstanceWebhookBearerToken(instance_id("zd-2")))
+            .await
+            .unwrap()
+            .expose_secret(),
+        "zd2-bearer"
+    );
+    assert_eq!(
+        secrets
+            .get(&SecretName::ZendeskApiToken)
+            .await
+            .unwrap()
+            .expose_secret(),
+        "zd-token"
     );
     let missing = SecretName::AccountPassword(id("sec-2"));
     let err = secrets.get(&missing).await.unwrap_err();

@@ -23,9 +23,9 @@ use aws_sdk_dynamodb::operation::{
 };
 use chrono::{DateTime, Utc};
 use connector::domain::{
-    Account, AccountId, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome, MessageId,
-    MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome, SendStatus,
-    Uid, UidValidity,
+    Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
+    MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome,
+    SendStatus, Uid, UidValidity, ZendeskInstance,
 };
 use connector::ports::Store;
 use connector::store::StoreError;
@@ -271,6 +271,22 @@ impl Store for CountingStore {
         self.inner
             .set_delivery(account, message_id, recipient, state)
             .await
+    }
+    async fn put_instance(&self, instance: &ZendeskInstance) -> Result<(), StoreError> {
+        self.write();
+        self.inner.put_instance(instance).await
+    }
+    async fn get_instance(&self, id: &InstanceId) -> Result<Option<ZendeskInstance>, StoreError> {
+        self.read();
+        self.inner.get_instance(id).await
+    }
+    async fn list_instances(&self) -> Result<Vec<ZendeskInstance>, StoreError> {
+        self.read();
+        self.inner.list_instances().await
+    }
+    async fn delete_instance(&self, id: &InstanceId) -> Result<bool, StoreError> {
+        self.write();
+        self.inner.delete_instance(id).await
     }
     async fn enqueue_outbox(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         self.write();

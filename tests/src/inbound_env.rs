@@ -536,6 +536,7 @@ impl InboundEnv {
             message_template: "{{ticket.latest_comment_html}}".to_owned(),
             receipt_mode: options.receipt_mode,
             outbound_attachments: Default::default(),
+            zendesk_instance: None,
             zendesk: Default::default(),
             password_set_at: None,
             health: Default::default(),
@@ -580,6 +581,7 @@ impl InboundEnv {
                 ..PollOptions::default()
             },
             hook: None,
+            instances: None,
         };
         InboundEnv {
             dovecot,

@@ -15,6 +15,7 @@ use e2e::env::{POLLER_ARN, moto_config, unique_name};
 
 e2e::contract_tests!(e2e::env::aws;
     accounts_crud,
+    zendesk_instances_crud,
     cursor_is_monotonic_and_conditional,
     message_recorded_once,
     outbound_found_by_either_id,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 e2e::contract_tests!(e2e::env::embedded;
     accounts_crud,
+    zendesk_instances_crud,
     cursor_is_monotonic_and_conditional,
     message_recorded_once,
     outbound_found_by_either_id,
@@ -162,4 +163,46 @@ async fn outbound_status_column_is_added_to_an_old_file() {
     // Opening again leaves the schema as it is.
     drop(store);
     SqliteStore::open(&path).unwrap();
+}
+
+/// A database file from before registered Zendesk instances: opening it adds the table, and the
+/// accounts it held are still there.
+#[tokio::test]
+async fn zendesk_instances_table_is_added_to_an_old_file() {
+    use connector::ports::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let a = contract::account("old-2");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.create_account(&a).await.unwrap();
+    }
+    // Back to the old schema.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE zendesk_instances;")
+        .unwrap();
+    let has_table = |path: &std::path::Path| -> bool {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'zendesk_instances')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert!(!has_table(&path));
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(has_table(&path));
+    assert_eq!(store.list_instances().await.unwrap(), vec![]);
+    let z = contract::instance("old-zd", "https://old.zendesk.com");
+    store.put_instance(&z).await.unwrap();
+    assert_eq!(store.list_instances().await.unwrap(), vec![z.clone()]);
+    assert_eq!(store.get_account(&a.id).await.unwrap(), Some(a));
+    // Opening again keeps what the new table holds.
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.get_instance(&z.id).await.unwrap(), Some(z));
 }

@@ -16,6 +16,7 @@
 
 pub mod openapi;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
 use connector::admin::{Admin, AdminError, Registration};
-use connector::domain::{AccountId, SecretName};
+use connector::domain::{AccountId, InstanceId, SecretName};
 use connector::outbound::{Outbound, WebhookError, WebhookLimits, WebhookSecrets, parse, verify};
 use connector::ports::Secrets;
 use secrecy::{ExposeSecret, SecretString};
@@ -41,15 +42,19 @@ pub const WEBHOOK_PATH: &str = "/webhooks/zendesk";
 const MAX_ADMIN_BODY: usize = 128 * 1024;
 
 /// Where the webhook's secrets come from: given (tests, `serve` with fixed secrets), or read from
-/// the secrets port and kept for a minute (they appear when the first account is registered and
-/// change when the webhook is provisioned again).
+/// the secrets port and kept for a minute (they appear when the first account of an instance is
+/// registered and change when its webhook is provisioned again). Each Zendesk instance has its
+/// own; fixed secrets are the default instance's.
 pub enum WebhookKeys {
     Fixed(Arc<WebhookSecrets>),
     Stored {
         secrets: Arc<dyn Secrets>,
-        cache: Mutex<Option<(Instant, Arc<WebhookSecrets>)>>,
+        cache: Mutex<KeyCache>,
     },
 }
+
+/// Each instance's webhook secrets (`None`: the default instance) and when they were read.
+type KeyCache = HashMap<Option<InstanceId>, (Instant, Arc<WebhookSecrets>)>;
 
 impl WebhookKeys {
     pub fn fixed(secrets: WebhookSecrets) -> Self {
@@ -59,27 +64,45 @@ impl WebhookKeys {
     pub fn stored(secrets: Arc<dyn Secrets>) -> Self {
         WebhookKeys::Stored {
             secrets,
-            cache: Mutex::new(None),
+            cache: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The secrets, or `None` when no webhook is provisioned yet.
-    async fn get(&self) -> Result<Option<Arc<WebhookSecrets>>, String> {
+    /// The secrets of `instance` (`None`: the default one), or `None` when its webhook is not
+    /// provisioned yet.
+    async fn get(
+        &self,
+        instance: Option<&InstanceId>,
+    ) -> Result<Option<Arc<WebhookSecrets>>, String> {
         const FRESH: Duration = Duration::from_secs(60);
         match self {
-            WebhookKeys::Fixed(s) => Ok(Some(s.clone())),
+            WebhookKeys::Fixed(s) => Ok(instance.is_none().then(|| s.clone())),
             WebhookKeys::Stored { secrets, cache } => {
-                if let Some((at, s)) = cache.lock().expect("not poisoned").as_ref()
+                let key = instance.cloned();
+                if let Some((at, s)) = cache.lock().expect("not poisoned").get(&key)
                     && at.elapsed() < FRESH
                 {
                     return Ok(Some(s.clone()));
                 }
-                let signing = secrets.get(&SecretName::WebhookSigningSecret).await;
-                let bearer = secrets.get(&SecretName::WebhookBearerToken).await;
+                let (signing_name, bearer_name) = match instance {
+                    None => (
+                        SecretName::WebhookSigningSecret,
+                        SecretName::WebhookBearerToken,
+                    ),
+                    Some(i) => (
+                        SecretName::InstanceWebhookSigningSecret(i.clone()),
+                        SecretName::InstanceWebhookBearerToken(i.clone()),
+                    ),
+                };
+                let signing = secrets.get(&signing_name).await;
+                let bearer = secrets.get(&bearer_name).await;
                 match (signing, bearer) {
                     (Ok(signing), Ok(bearer)) => {
                         let s = Arc::new(WebhookSecrets::new(signing, bearer));
-                        *cache.lock().expect("not poisoned") = Some((Instant::now(), s.clone()));
+                        cache
+                            .lock()
+                            .expect("not poisoned")
+                            .insert(key, (Instant::now(), s.clone()));
                         Ok(Some(s))
                     }
                     (Err(e), _) | (_, Err(e)) if e.is_transient() => Err(e.to_string()),
@@ -92,7 +115,7 @@ impl WebhookKeys {
     /// Forgets the cached secrets (after provisioning changed them).
     fn refresh(&self) {
         if let WebhookKeys::Stored { cache, .. } = self {
-            *cache.lock().expect("not poisoned") = None;
+            cache.lock().expect("not poisoned").clear();
         }
     }
 }
@@ -112,6 +135,15 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route(WEBHOOK_PATH, post(webhook))
+        .route("/webhooks/zendesk/{instance}", post(instance_webhook))
+        .route(
+            "/zendesk-instances",
+            post(register_instance).get(list_instances),
+        )
+        .route(
+            "/zendesk-instances/{id}",
+            axum::routing::delete(delete_instance),
+        )
         .route("/openapi.json", get(openapi_doc))
         .route("/accounts", post(register).get(list))
         .route("/accounts/{id}", get(show).patch(change).delete(remove))
@@ -155,6 +187,31 @@ async fn body_within(body: Body, limit: usize) -> Result<axum::body::Bytes, ()> 
 }
 
 async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    take_webhook(&state, None, headers, body).await
+}
+
+async fn instance_webhook(
+    State(state): State<Arc<AppState>>,
+    Path(instance): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Ok(instance) = InstanceId::parse(&instance) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no Zendesk instance {instance:?}"),
+            None,
+        );
+    };
+    take_webhook(&state, Some(&instance), headers, body).await
+}
+
+async fn take_webhook(
+    state: &AppState,
+    instance: Option<&InstanceId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let limit = state.webhook_limits.max_body_bytes;
     let Ok(bytes) = body_within(body, limit).await else {
         let size = headers
@@ -164,7 +221,7 @@ async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
             .unwrap_or(limit + 1);
         return refused(WebhookError::BodyTooLarge { size, limit });
     };
-    let keys = match state.webhook_secrets.get().await {
+    let keys = match state.webhook_secrets.get(instance).await {
         Ok(Some(keys)) => keys,
         Ok(None) => {
             return error(
@@ -194,7 +251,7 @@ async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
         Ok(r) => r,
         Err(e) => return refused(e),
     };
-    match state.outbound.accept(&verified, request).await {
+    match state.outbound.accept_on(instance, &verified, request).await {
         Ok(accepted) => (StatusCode::OK, axum::Json(accepted)).into_response(),
         Err(e) => {
             let status =
@@ -393,4 +450,44 @@ async fn poll_now(
     let admin = admin(&state, &headers)?;
     let outcome = admin.poll_now(&account_id(&id)?).await?;
     Ok(json_answer(StatusCode::OK, outcome))
+}
+
+async fn register_instance(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let admin = admin(&state, &headers)?;
+    let bytes = admin_body(body).await?;
+    let (view, created) = admin.register_instance(&bytes).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_answer(status, view))
+}
+
+async fn list_instances(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let instances = admin(&state, &headers)?.list_instances().await?;
+    Ok(json_answer(
+        StatusCode::OK,
+        json!({ "zendesk_instances": instances }),
+    ))
+}
+
+async fn delete_instance(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Refusal> {
+    let admin = admin(&state, &headers)?;
+    let id = InstanceId::parse(&id)
+        .map_err(|_| Refusal::new(StatusCode::NOT_FOUND, format!("no Zendesk instance {id:?}")))?;
+    admin.delete_instance(&id).await?;
+    state.webhook_secrets.refresh();
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

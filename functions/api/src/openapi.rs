@@ -21,6 +21,7 @@ pub fn registration_properties() -> Value {
         "receipt_mode": {"type": "string", "enum": ["note", "ticket", "both"], "default": "note"},
         "outbound_attachments": {"oneOf": [{"type": "string", "enum": ["zendesk", "on", "off"]}, {"type": "boolean"}], "default": "zendesk", "description": "`zendesk` follows the Zendesk setting \"Include attachments in emails\"."},
         "enabled": {"type": "boolean", "description": "PATCH only: pause or resume polling."},
+        "zendesk_instance": {"type": "string", "description": "A Zendesk instance registered with POST /zendesk-instances; absent: the deployment's default. Set at registration only."},
         "guard_notifications": {"type": "boolean", "default": false, "description": "Add the condition \"tags do not contain pec_connector\" to Zendesk's standard requester notification triggers, so PEC requesters get PEC only (false on PATCH removes it)."}
     })
 }
@@ -85,6 +86,28 @@ pub fn document() -> Value {
                     "422": error_response("a field the connector cannot act on"), "503": error_response("the connector's own trouble; Zendesk retries")
                 }
             }},
+            "/webhooks/zendesk/{instance}": {
+                "parameters": [{"name": "instance", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "post": {"summary": "The webhook of a registered Zendesk instance (same body and answers as /webhooks/zendesk)", "security": [{"zendeskWebhook": []}],
+                         "responses": {"200": {"description": "`status`: sent, duplicate, queued, failed or ignored"}, "401": error_response("not that Zendesk"), "404": error_response("unknown instance, account or ticket")}}
+            },
+            "/zendesk-instances": {
+                "post": {
+                    "summary": "Register another Zendesk instance (checked against Zendesk: the token must belong to an agent or admin)",
+                    "security": admin,
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["id"], "additionalProperties": false, "properties": {
+                        "id": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?$"},
+                        "subdomain": {"type": "string"}, "url": {"type": "string", "format": "uri"},
+                        "email": {"type": "string", "description": "The agent the API token belongs to."},
+                        "api_token": {"type": "string", "writeOnly": true}, "oauth_token": {"type": "string", "writeOnly": true}}}}}},
+                    "responses": {"201": {"description": "registered"}, "200": {"description": "replaced"}, "401": error_response("missing or wrong admin token"), "422": error_response("a field is invalid or Zendesk refused the credentials")}
+                },
+                "get": {"summary": "List the registered Zendesk instances", "security": admin, "responses": {"200": {"description": "`{\"zendesk_instances\": [...]}`"}, "401": error_response("missing or wrong admin token")}}
+            },
+            "/zendesk-instances/{id}": {
+                "parameters": id_param,
+                "delete": {"summary": "Remove a Zendesk instance (refused while accounts use it)", "security": admin, "responses": {"204": {"description": "removed"}, "401": error_response("missing or wrong admin token"), "404": error_response("no such instance"), "409": error_response("accounts still use it")}}
+            },
             "/accounts": {
                 "post": {
                     "summary": "Register a PEC account (the same address again updates it)",

@@ -106,6 +106,58 @@ impl AccountId {
 }
 string_newtype_serde!(AccountId);
 
+/// The id of a registered Zendesk instance (a deployment may serve several). Same alphabet as
+/// [`AccountId`], at most 30 characters (it names secrets and the webhook path).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    pub const MAX_LEN: usize = 30;
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let ok = !raw.is_empty()
+            && raw.len() <= Self::MAX_LEN
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !raw.starts_with('-')
+            && !raw.ends_with('-');
+        if !ok {
+            return Err(InvalidInput::new(
+                "zendesk instance id",
+                "must be 1 to 30 characters of a-z, 0-9 and -, starting and ending with a letter or digit",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+string_newtype_serde!(InstanceId);
+
+/// How the connector authenticates to a Zendesk instance; the token itself is a secret
+/// ([`SecretName::ZendeskToken`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ZendeskAuthKind {
+    /// An API token of the agent `email`.
+    ApiToken { email: String },
+    /// An OAuth access token.
+    OAuth,
+}
+
+/// A Zendesk instance registered with the deployment, besides the default one its settings name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZendeskInstance {
+    pub id: InstanceId,
+    /// `https://<subdomain>.zendesk.com` (or another base URL, e.g. a simulator in tests).
+    pub url: String,
+    pub auth: ZendeskAuthKind,
+    pub created_at: DateTime<Utc>,
+}
+
 /// A PEC mailbox address, lower-cased: `local@domain` with a dotted domain.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PecAddress(String);
@@ -402,6 +454,12 @@ pub enum SecretName {
     WebhookSigningSecret,
     /// The bearer token Zendesk's webhook calls must carry.
     WebhookBearerToken,
+    /// The API or OAuth token of a registered Zendesk instance.
+    ZendeskToken(InstanceId),
+    /// The signing secret of a registered instance's webhook.
+    InstanceWebhookSigningSecret(InstanceId),
+    /// The bearer token of a registered instance's webhook.
+    InstanceWebhookBearerToken(InstanceId),
     /// The bearer token admin calls must carry.
     AdminToken,
 }
@@ -414,6 +472,13 @@ impl SecretName {
             SecretName::ZendeskApiToken => "zendesk-api-token".to_owned(),
             SecretName::WebhookSigningSecret => "webhook-signing-secret".to_owned(),
             SecretName::WebhookBearerToken => "webhook-bearer-token".to_owned(),
+            SecretName::ZendeskToken(i) => format!("zendesk/{i}/token"),
+            SecretName::InstanceWebhookSigningSecret(i) => {
+                format!("zendesk/{i}/webhook-signing-secret")
+            }
+            SecretName::InstanceWebhookBearerToken(i) => {
+                format!("zendesk/{i}/webhook-bearer-token")
+            }
             SecretName::AdminToken => "admin-token".to_owned(),
         }
     }
@@ -424,6 +489,25 @@ impl SecretName {
             "webhook-signing-secret" => Ok(SecretName::WebhookSigningSecret),
             "webhook-bearer-token" => Ok(SecretName::WebhookBearerToken),
             "admin-token" => Ok(SecretName::AdminToken),
+            other if other.starts_with("zendesk/") => {
+                let rest = &other["zendesk/".len()..];
+                let (id, what) = rest.split_once('/').ok_or_else(|| {
+                    InvalidInput::new(
+                        "secret name",
+                        format!("{other:?} is not a secret the connector knows"),
+                    )
+                })?;
+                let id = InstanceId::parse(id)?;
+                match what {
+                    "token" => Ok(SecretName::ZendeskToken(id)),
+                    "webhook-signing-secret" => Ok(SecretName::InstanceWebhookSigningSecret(id)),
+                    "webhook-bearer-token" => Ok(SecretName::InstanceWebhookBearerToken(id)),
+                    _ => Err(InvalidInput::new(
+                        "secret name",
+                        format!("{other:?} is not a secret the connector knows"),
+                    )),
+                }
+            }
             other => match other.strip_prefix("account/") {
                 Some(id) => Ok(SecretName::AccountPassword(AccountId::parse(id)?)),
                 None => Err(InvalidInput::new(
@@ -467,6 +551,9 @@ pub struct Account {
     /// The mailbox's health as the last polls saw it (written only when it changes).
     #[serde(default)]
     pub health: AccountHealth,
+    /// The Zendesk instance the account's tickets go to; `None`: the deployment's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zendesk_instance: Option<InstanceId>,
     /// What the connector created in Zendesk for this account.
     #[serde(default)]
     pub zendesk: ZendeskObjects,

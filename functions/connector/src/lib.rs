@@ -43,3 +43,4 @@ pub mod secrets;
 pub mod store;
 #[cfg(feature = "lambda")]
 pub mod wiring;
+pub mod zendesks;

@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use crate::domain::{
-    Account, AccountId, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome, MessageId,
-    MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome, Schedule,
-    SecretName, SendStatus, Uid, UidValidity,
+    Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
+    MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome,
+    Schedule, SecretName, SendStatus, Uid, UidValidity, ZendeskInstance,
 };
 use crate::schedules::SchedulesError;
 use crate::secrets::SecretsError;
@@ -116,6 +116,13 @@ pub trait Store: Send + Sync {
         recipient: &PecAddress,
         state: DeliveryState,
     ) -> Result<(), StoreError>;
+
+    /// Saves a registered Zendesk instance (creating or replacing it).
+    async fn put_instance(&self, instance: &ZendeskInstance) -> Result<(), StoreError>;
+    async fn get_instance(&self, id: &InstanceId) -> Result<Option<ZendeskInstance>, StoreError>;
+    async fn list_instances(&self) -> Result<Vec<ZendeskInstance>, StoreError>;
+    /// Removes an instance; returns whether there was one. Removing twice is not an error.
+    async fn delete_instance(&self, id: &InstanceId) -> Result<bool, StoreError>;
 
     /// Adds a send to retry. [`StoreError::AlreadyExists`] if its id is queued.
     async fn enqueue_outbox(&self, entry: &OutboxEntry) -> Result<(), StoreError>;

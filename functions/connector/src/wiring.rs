@@ -20,6 +20,7 @@ use crate::ports::{Secrets, Store};
 use crate::schedules::eventbridge::EventBridgeSchedules;
 use crate::secrets::aws::AwsSecrets;
 use crate::store::dynamo::DynamoStore;
+use crate::zendesks::ZendeskDirectory;
 
 /// The deployment's settings.
 #[derive(Debug, Clone)]
@@ -103,6 +104,8 @@ pub struct AwsParts {
     pub secrets: Arc<dyn Secrets>,
     pub zendesk: Arc<ZendeskClient>,
     pub egress_ip: Option<String>,
+    /// The Zendesk instances registered besides the default one.
+    pub instances: Arc<ZendeskDirectory>,
     aws: aws_config::SdkConfig,
 }
 
@@ -128,7 +131,9 @@ impl AwsParts {
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
         })?;
+        let instances = Arc::new(ZendeskDirectory::new(store.clone(), secrets.clone()));
         Ok(AwsParts {
+            instances,
             store,
             secrets,
             zendesk: Arc::new(zendesk),
@@ -148,6 +153,7 @@ impl AwsParts {
             anchors: pec::TrustAnchors::pec(),
             options: PollOptions::default(),
             hook: None,
+            instances: Some(self.instances.clone()),
         })
     }
 
@@ -163,6 +169,7 @@ impl AwsParts {
                 ..SendOptions::default()
             },
         )
+        .with_instances(self.instances.clone())
     }
 
     /// The admin use cases and the admin token, when the deployment configures them
@@ -197,6 +204,8 @@ impl AwsParts {
                     default_poll_interval: config.default_poll_interval,
                     ..AdminOptions::new(webhook_url)
                 },
+                instances: Some(self.instances.clone()),
+                instance: None,
             },
             token,
         )))

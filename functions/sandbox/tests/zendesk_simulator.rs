@@ -612,6 +612,68 @@ async fn users_show_the_api_agent_and_requesters_with_their_roles() {
 }
 
 #[tokio::test]
+async fn users_me_is_the_authenticated_api_agent_in_the_oas_shape() {
+    let api = Api::start().await;
+    let agent_id = api.sim.agent_id();
+    let by_id: Value = api
+        .get(&format!("/api/v2/users/{agent_id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in ["/api/v2/users/me", "/api/v2/users/me.json"] {
+        let response = api.get(path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let me: Value = response.json().await.unwrap();
+        let user = &me["user"];
+        assert_eq!(user["id"], agent_id, "{path}");
+        assert_eq!(user["email"], "api@pec-connector.test");
+        assert_eq!(user["role"], "agent");
+        assert_eq!(user["name"], by_id["user"]["name"]);
+        assert_eq!(user["url"], by_id["user"]["url"]);
+        assert_eq!(user["active"], true);
+        assert!(user["authenticity_token"].is_string());
+    }
+    let oauth: Value = api
+        .http
+        .get(api.url("/api/v2/users/me"))
+        .bearer_auth(&api.sim.credentials().oauth_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(oauth["user"]["id"], agent_id);
+    assert_eq!(oauth["user"]["role"], "agent");
+}
+
+#[tokio::test]
+async fn users_me_reports_the_role_set_by_the_test() {
+    let api = Api::start().await;
+    api.sim.set_agent_role("end-user");
+    let me: Value = api
+        .get("/api/v2/users/me")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["user"]["id"], api.sim.agent_id());
+    assert_eq!(me["user"]["role"], "end-user");
+    let agent = api
+        .sim
+        .users()
+        .into_iter()
+        .find(|u| u.id == api.sim.agent_id())
+        .unwrap();
+    assert_eq!(agent.role, "end-user");
+}
+
+#[tokio::test]
 async fn account_settings_report_the_email_attachments_setting() {
     let api = Api::start().await;
     let settings = |api: &Api| {
@@ -640,6 +702,8 @@ async fn users_and_settings_need_credentials() {
     let agent_id = api.sim.agent_id();
     for path in [
         format!("/api/v2/users/{agent_id}"),
+        "/api/v2/users/me".to_string(),
+        "/api/v2/users/me.json".to_string(),
         "/api/v2/account/settings".to_string(),
     ] {
         let response = api.http.get(api.url(&path)).send().await.unwrap();

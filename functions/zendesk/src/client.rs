@@ -413,6 +413,16 @@ impl ZendeskClient {
         Ok(envelope.user)
     }
 
+    /// The user the credentials belong to (`GET /api/v2/users/me`), to check that they work and
+    /// belong to an agent (`role` `agent` or `admin`) before an instance is used. Wrong
+    /// credentials are [`ZendeskError::Unauthorized`]; an anonymous answer (Zendesk answers
+    /// requests without credentials with a user whose `id` is `null`) is [`ZendeskError::Decode`].
+    pub async fn current_user(&self, deadline: Instant) -> Result<User, ZendeskError> {
+        let call = Call::new(Method::GET, "/api/v2/users/me".into());
+        let envelope: UserEnvelope = self.call(call, deadline).await?;
+        Ok(envelope.user)
+    }
+
     /// Whether the account includes attachments in e-mail notifications ("Include attachments
     /// in emails", `settings.tickets.email_attachments` of `GET /api/v2/account/settings`);
     /// false when Zendesk does not say.

@@ -618,6 +618,116 @@ async fn reads_the_api_agent_and_end_users_and_reports_missing_ones() {
 }
 
 #[tokio::test]
+async fn current_user_is_the_api_agent_with_the_api_token_and_with_oauth() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let by_token = client(&sim).current_user(in_secs(5)).await.unwrap();
+    assert_eq!(by_token.id, sim.agent_id());
+    assert_eq!(by_token.email.as_deref(), Some("api@pec-connector.test"));
+    assert_eq!(by_token.role.as_deref(), Some("agent"));
+    assert!(!by_token.name.is_empty());
+
+    let oauth = ZendeskClient::new(ZendeskConfig {
+        auth: Auth::Bearer {
+            token: sim.credentials().oauth_token.clone().into(),
+        },
+        ..config(&sim)
+    })
+    .unwrap();
+    let by_oauth = oauth.current_user(in_secs(5)).await.unwrap();
+    assert_eq!(by_oauth, by_token);
+
+    let log = sim.requests();
+    assert_eq!(log.len(), 2);
+    assert!(
+        log.iter()
+            .all(|r| r.method == "GET" && r.path == "/api/v2/users/me")
+    );
+    assert!(
+        log[0]
+            .headers
+            .iter()
+            .any(|(n, v)| n == "authorization" && v.starts_with("Basic "))
+    );
+    assert!(
+        log[1]
+            .headers
+            .iter()
+            .any(|(n, v)| n == "authorization" && v.starts_with("Bearer "))
+    );
+}
+
+#[tokio::test]
+async fn current_user_with_wrong_credentials_is_unauthorized_and_not_retried() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    for auth in [
+        Auth::Basic {
+            email: sim.credentials().agent_email.clone(),
+            api_token: "wrong-token-value".to_string().into(),
+        },
+        Auth::Bearer {
+            token: "wrong-token-value".to_string().into(),
+        },
+    ] {
+        let zd = ZendeskClient::new(ZendeskConfig {
+            auth,
+            ..config(&sim)
+        })
+        .unwrap();
+        let error = zd.current_user(in_secs(5)).await.unwrap_err();
+        match &error {
+            ZendeskError::Unauthorized { op } => assert_eq!(op, "GET /api/v2/users/me"),
+            other => panic!("{other:?}"),
+        }
+        assert!(error.is_permanent());
+        assert!(!format!("{error} {error:?}").contains("wrong-token-value"));
+    }
+    assert_eq!(sim.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn current_user_shows_a_role_change_of_the_api_user() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    let zd = client(&sim);
+    assert_eq!(
+        zd.current_user(in_secs(5)).await.unwrap().role.as_deref(),
+        Some("agent")
+    );
+    sim.set_agent_role("end-user");
+    let user = zd.current_user(in_secs(5)).await.unwrap();
+    assert_eq!(user.id, sim.agent_id());
+    assert_eq!(user.role.as_deref(), Some("end-user"));
+    assert_eq!(
+        zd.get_user(sim.agent_id(), in_secs(5))
+            .await
+            .unwrap()
+            .role
+            .as_deref(),
+        Some("end-user")
+    );
+    sim.set_agent_role("admin");
+    assert_eq!(
+        zd.current_user(in_secs(5)).await.unwrap().role.as_deref(),
+        Some("admin")
+    );
+}
+
+#[tokio::test]
+async fn current_user_is_retried_on_503_and_429() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    sim.unavailable_next(1);
+    sim.fail_next(
+        1,
+        Fault::RateLimit {
+            retry_after: Some(0),
+            reset: None,
+        },
+    );
+    let user = client(&sim).current_user(in_secs(5)).await.unwrap();
+    assert_eq!(user.id, sim.agent_id());
+    assert_eq!(sim.requests().len(), 3);
+}
+
+#[tokio::test]
 async fn reads_the_include_attachments_in_emails_setting() {
     let sim = ZendeskSimulator::start().await.unwrap();
     let zd = client(&sim);

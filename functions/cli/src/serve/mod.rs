@@ -147,6 +147,10 @@ impl Server {
         let file_secrets = FileSecrets::open(&data_dir.join("secrets"))?;
         let admin_token_file = file_secrets.dir().join(SecretName::AdminToken.key());
         let secrets: Arc<dyn Secrets> = Arc::new(file_secrets);
+        let instances = Arc::new(connector::zendesks::ZendeskDirectory::new(
+            store.clone(),
+            secrets.clone(),
+        ));
 
         let api_token = zendesk_token(&*secrets, config.zendesk_api_token.clone()).await?;
         let admin_token = admin_token(&*secrets, config.admin_token.clone()).await?;
@@ -201,14 +205,18 @@ impl Server {
             anchors: pec::TrustAnchors::pec(),
             options: PollOptions::default(),
             hook: None,
+            instances: Some(instances.clone()),
         });
-        let outbound = Arc::new(Outbound::new(
-            store.clone(),
-            secrets.clone(),
-            mailers.clone(),
-            zendesk.clone(),
-            SendOptions::default(),
-        ));
+        let outbound = Arc::new(
+            Outbound::new(
+                store.clone(),
+                secrets.clone(),
+                mailers.clone(),
+                zendesk.clone(),
+                SendOptions::default(),
+            )
+            .with_instances(instances.clone()),
+        );
         let (scheduler, polls) = LocalScheduler::new(64);
         let scheduler = Arc::new(scheduler);
         let admin = Admin {
@@ -220,6 +228,8 @@ impl Server {
             zendesk,
             inbound: inbound.clone(),
             options: AdminOptions::new(webhook_url),
+            instances: Some(instances.clone()),
+            instance: None,
         };
         let state = AppState {
             outbound: outbound.clone(),

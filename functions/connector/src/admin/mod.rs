@@ -8,6 +8,7 @@
 //! account's two triggers. Registering the same address again, or changing an account, updates
 //! those objects in place.
 
+pub mod instances;
 pub mod provision;
 pub mod registration;
 
@@ -21,8 +22,8 @@ use tracing::info;
 use zendesk::{ZendeskClient, ZendeskError};
 
 use crate::domain::{
-    Account, AccountId, AttachmentsPolicy, Cursor, InvalidInput, LeaseHolder, LeaseOutcome,
-    PollInterval, ReceiptMode, Schedule, UidValidity, ZendeskObjects,
+    Account, AccountId, AttachmentsPolicy, Cursor, InstanceId, InvalidInput, LeaseHolder,
+    LeaseOutcome, PollInterval, ReceiptMode, Schedule, UidValidity, ZendeskObjects,
 };
 use crate::inbound::{Inbound, PollOutcome};
 use crate::mailbox::{MailboxError, MailboxProvider, MailboxStatus};
@@ -31,6 +32,7 @@ use crate::ports::{Schedules, Secrets, Store};
 use crate::schedules::SchedulesError;
 use crate::secrets::SecretsError;
 use crate::store::StoreError;
+use crate::zendesks::{InstanceError, ZendeskDirectory};
 
 pub use registration::{Changes, PRESETS, Preset, Registration};
 
@@ -70,6 +72,10 @@ pub struct Admin {
     /// For `POST /accounts/{id}/poll`.
     pub inbound: Arc<Inbound>,
     pub options: AdminOptions,
+    /// The deployment's other Zendesk instances (`zendesk` is the default one's client).
+    pub instances: Option<Arc<ZendeskDirectory>>,
+    /// The instance this value provisions into (`None`: the default one); see [`Admin::on`].
+    pub instance: Option<InstanceId>,
 }
 
 /// Why an admin call failed. [`AdminError::status`] gives the HTTP status; every message is
@@ -98,6 +104,11 @@ pub enum AdminError {
     Zendesk(#[from] ZendeskError),
     #[error("poll: {0}")]
     Poll(String),
+    #[error("{0}")]
+    Instance(#[from] InstanceError),
+    /// The instance still has accounts.
+    #[error("zendesk instance {id:?} still serves {accounts} account(s); delete them first")]
+    InstanceInUse { id: String, accounts: usize },
 }
 
 impl AdminError {
@@ -105,7 +116,7 @@ impl AdminError {
         match self {
             AdminError::Invalid(_) | AdminError::Check { .. } => 422,
             AdminError::NotFound(_) => 404,
-            AdminError::IdTaken { .. } => 409,
+            AdminError::IdTaken { .. } | AdminError::InstanceInUse { .. } => 409,
             AdminError::Zendesk(e) if !e.is_transient() => 502,
             _ => 503,
         }
@@ -143,6 +154,9 @@ pub struct AccountView {
     pub message_template: String,
     pub receipt_mode: ReceiptMode,
     pub outbound_attachments: AttachmentsPolicy,
+    /// The Zendesk instance (absent: the deployment's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zendesk_instance: Option<String>,
     pub zendesk: ZendeskObjects,
     pub status: AccountStatus,
     pub created_at: DateTime<Utc>,
@@ -166,9 +180,49 @@ pub struct AccountStatus {
 }
 
 impl Admin {
+    /// This admin on Zendesk instance `instance` (`None`: the default one): its client, its
+    /// webhook URL (`.../webhooks/zendesk/<instance>`) and its webhook secrets.
+    pub async fn on(&self, instance: Option<&InstanceId>) -> Result<Admin, AdminError> {
+        let Some(id) = instance else {
+            return Ok(self.clone());
+        };
+        let directory = self
+            .instances
+            .as_ref()
+            .ok_or_else(|| unknown_instance(id))?;
+        let zendesk = match directory.client(id).await {
+            Ok(z) => z,
+            Err(InstanceError::Unknown(_)) => return Err(unknown_instance(id)),
+            Err(e) => return Err(e.into()),
+        };
+        let mut scoped = self.clone();
+        scoped.zendesk = zendesk;
+        scoped.instance = Some(id.clone());
+        if !scoped.options.webhook_url.is_empty() {
+            scoped.options.webhook_url = format!(
+                "{}/{}",
+                scoped.options.webhook_url.trim_end_matches('/'),
+                id.as_str()
+            );
+        }
+        Ok(scoped)
+    }
+
     /// `POST /accounts`. Returns the account and whether it was new.
     pub async fn register(&self, reg: Registration) -> Result<(AccountView, bool), AdminError> {
+        if reg.zendesk_instance != self.instance {
+            let scoped = self.on(reg.zendesk_instance.as_ref()).await?;
+            return Box::pin(scoped.register(reg)).await;
+        }
         let existing = self.existing(&reg).await?;
+        if let Some(a) = &existing
+            && a.zendesk_instance != reg.zendesk_instance
+        {
+            return Err(AdminError::Invalid(InvalidInput::new(
+                "zendesk_instance",
+                "cannot be changed for a registered address; delete the account first",
+            )));
+        }
         let now = Utc::now();
         let mut account = match &existing {
             Some(a) => a.clone(),
@@ -186,6 +240,7 @@ impl Admin {
                 receipt_mode: ReceiptMode::default(),
                 outbound_attachments: AttachmentsPolicy::default(),
                 health: Default::default(),
+                zendesk_instance: reg.zendesk_instance.clone(),
                 zendesk: Default::default(),
                 password_set_at: None,
                 created_at: now,
@@ -228,6 +283,10 @@ impl Admin {
     /// `PATCH /accounts/{id}`.
     pub async fn update(&self, id: &AccountId, body: &[u8]) -> Result<AccountView, AdminError> {
         let mut account = self.account(id).await?;
+        if account.zendesk_instance != self.instance {
+            let scoped = self.on(account.zendesk_instance.as_ref()).await?;
+            return Box::pin(scoped.update(id, body)).await;
+        }
         let changes = Changes::parse(body, &account.imap, &account.smtp)?;
         let now = Utc::now();
         if let Some(e) = changes.imap.clone() {
@@ -297,13 +356,17 @@ impl Admin {
     /// webhook and category when no account of this Zendesk is left); the tickets stay.
     pub async fn delete(&self, id: &AccountId) -> Result<(), AdminError> {
         let account = self.account(id).await?;
+        if account.zendesk_instance != self.instance {
+            let scoped = self.on(account.zendesk_instance.as_ref()).await?;
+            return Box::pin(scoped.delete(id)).await;
+        }
         let deadline = Instant::now() + self.options.zendesk_budget;
         let others = self
             .store
             .list_accounts()
             .await?
             .into_iter()
-            .filter(|a| a.id != account.id)
+            .filter(|a| a.id != account.id && a.zendesk_instance == account.zendesk_instance)
             .count();
         provision::remove(self, &account, others == 0, deadline).await?;
         crate::accounts::remove_account(
@@ -437,6 +500,10 @@ impl Admin {
             message_template: account.message_template.clone(),
             receipt_mode: account.receipt_mode,
             outbound_attachments: account.outbound_attachments,
+            zendesk_instance: account
+                .zendesk_instance
+                .as_ref()
+                .map(|i| i.as_str().to_owned()),
             zendesk: account.zendesk.clone(),
             status: AccountStatus {
                 mailbox: problem.map_or("ok".to_owned(), |p| {
@@ -477,6 +544,16 @@ impl Admin {
 }
 
 /// An IMAP refusal as the field an admin must fix.
+fn unknown_instance(id: &InstanceId) -> AdminError {
+    AdminError::Invalid(InvalidInput::new(
+        "zendesk_instance",
+        format!(
+            "no Zendesk instance {:?} is registered (POST /zendesk-instances)",
+            id.as_str()
+        ),
+    ))
+}
+
 fn imap_refusal(e: MailboxError) -> AdminError {
     let (field, message) = match &e {
         MailboxError::LoginRefused { .. } => (

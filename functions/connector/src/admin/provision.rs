@@ -245,17 +245,29 @@ async fn ensure_category(admin: &Admin, deadline: Instant) -> Result<String, Adm
     Ok(z.create_trigger_category(CATEGORY_NAME, deadline).await?.id)
 }
 
+/// The names of the webhook's bearer token and signing secret on `admin`'s instance.
+pub fn webhook_secret_names(admin: &Admin) -> (SecretName, SecretName) {
+    match &admin.instance {
+        None => (
+            SecretName::WebhookBearerToken,
+            SecretName::WebhookSigningSecret,
+        ),
+        Some(i) => (
+            SecretName::InstanceWebhookBearerToken(i.clone()),
+            SecretName::InstanceWebhookSigningSecret(i.clone()),
+        ),
+    }
+}
+
 /// The webhook (by name), pointed at our URL with our bearer token; its signing secret saved.
 async fn ensure_webhook(admin: &Admin, deadline: Instant) -> Result<String, AdminError> {
     let z = &admin.zendesk;
-    let bearer = match admin.secrets.get(&SecretName::WebhookBearerToken).await {
+    let (bearer_name, signing_name) = webhook_secret_names(admin);
+    let bearer = match admin.secrets.get(&bearer_name).await {
         Ok(token) => token,
         Err(SecretsError::NotFound { .. }) => {
             let token = new_token();
-            admin
-                .secrets
-                .put(&SecretName::WebhookBearerToken, &token)
-                .await?;
+            admin.secrets.put(&bearer_name, &token).await?;
             token
         }
         Err(e) => return Err(e.into()),
@@ -279,12 +291,9 @@ async fn ensure_webhook(admin: &Admin, deadline: Instant) -> Result<String, Admi
         None => z.create_webhook(&spec, deadline).await?.id,
     };
     let signing = z.webhook_signing_secret(&id, deadline).await?;
-    let stored = admin.secrets.get(&SecretName::WebhookSigningSecret).await;
+    let stored = admin.secrets.get(&signing_name).await;
     if !matches!(&stored, Ok(s) if s.expose_secret() == signing.expose_secret()) {
-        admin
-            .secrets
-            .put(&SecretName::WebhookSigningSecret, &signing)
-            .await?;
+        admin.secrets.put(&signing_name, &signing).await?;
     }
     Ok(id)
 }

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::{
-    AccountId, AttachmentsPolicy, Endpoint, InvalidInput, PecAddress, PollInterval, ReceiptMode,
+    AccountId, AttachmentsPolicy, Endpoint, InstanceId, InvalidInput, PecAddress, PollInterval,
+    ReceiptMode,
 };
 
 /// The known PEC providers' servers (reference `pec-format.md` §13): IMAPS 993, SMTPS 465.
@@ -77,6 +78,8 @@ pub struct Registration {
     /// Add "tags do not contain pec_connector" to Zendesk's standard requester notification
     /// triggers, so PEC requesters get PEC only (off by default).
     pub guard_notifications: bool,
+    /// A registered Zendesk instance; `None`: the deployment's default.
+    pub zendesk_instance: Option<InstanceId>,
 }
 
 /// `PATCH /accounts/{id}`: only what is given changes.
@@ -114,6 +117,7 @@ struct RawRegistration {
     outbound_attachments: Option<Value>,
     enabled: Option<Value>,
     guard_notifications: Option<Value>,
+    zendesk_instance: Option<Value>,
 }
 
 fn bad(field: &'static str, reason: impl Into<String>) -> InvalidInput {
@@ -384,6 +388,9 @@ impl Registration {
             outbound_attachments: attachments(&r.outbound_attachments)?.unwrap_or_default(),
             guard_notifications: flag("guard_notifications", &r.guard_notifications)?
                 .unwrap_or(false),
+            zendesk_instance: string("zendesk_instance", &r.zendesk_instance)?
+                .map(|i| InstanceId::parse(&i).map_err(|e| bad("zendesk_instance", e.reason)))
+                .transpose()?,
         })
     }
 }

@@ -40,6 +40,7 @@ use crate::mailbox::{FetchedMessage, MailboxError, MailboxProvider, MailboxSessi
 use crate::ports::{Secrets, Store};
 use crate::secrets::SecretsError;
 use crate::store::StoreError;
+use crate::zendesks::ZendeskDirectory;
 use render::{CommentDraft, TicketDraft, UploadFile};
 
 /// Message ids of In-Reply-To / References looked up to thread a reply.
@@ -121,6 +122,8 @@ pub enum PollError {
     BadTicketId(u64),
     #[error("stopped at {0:?} of UID {1} (injected crash)")]
     Crash(Step, u32),
+    #[error("cannot poll: {0}")]
+    Instance(#[from] crate::zendesks::InstanceError),
 }
 
 impl PollError {
@@ -137,6 +140,7 @@ impl PollError {
             PollError::Secrets(e) => e.is_transient(),
             PollError::Mailbox(e) => e.is_transient(),
             PollError::Zendesk(e) => e.is_transient(),
+            PollError::Instance(e) => e.is_transient(),
             PollError::AccountNotFound(_) | PollError::BadTicketId(_) => false,
             PollError::Crash(..) => true,
         }
@@ -153,6 +157,9 @@ pub struct Inbound {
     pub anchors: TrustAnchors,
     pub options: PollOptions,
     pub hook: Option<StepHook>,
+    /// The deployment's other Zendesk instances; accounts naming one are polled into it
+    /// (`zendesk` is the default instance's client).
+    pub instances: Option<Arc<ZendeskDirectory>>,
 }
 
 /// What to do with one parsed message.
@@ -196,8 +203,23 @@ impl Inbound {
             .get_account(id)
             .await?
             .ok_or_else(|| PollError::AccountNotFound(id.as_str().to_owned()))?;
-        let result = self.poll_account(lease, &account, deadline).await;
-        self.track_health(&account, &result, deadline).await;
+        // An account of another Zendesk instance is polled into that instance.
+        let scoped;
+        let this = match &account.zendesk_instance {
+            None => self,
+            Some(instance) => {
+                let directory = self.instances.as_ref().ok_or_else(|| {
+                    crate::zendesks::InstanceError::Unknown(instance.as_str().to_owned())
+                })?;
+                scoped = Inbound {
+                    zendesk: directory.client(instance).await?,
+                    ..self.clone()
+                };
+                &scoped
+            }
+        };
+        let result = this.poll_account(lease, &account, deadline).await;
+        this.track_health(&account, &result, deadline).await;
         result
     }
 

@@ -523,6 +523,7 @@ mod tests {
             message_template: "{{ticket.latest_comment_html}}".to_owned(),
             receipt_mode: Default::default(),
             outbound_attachments: Default::default(),
+            zendesk_instance: None,
             zendesk: Default::default(),
             password_set_at: None,
             health: Default::default(),

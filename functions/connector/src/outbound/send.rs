@@ -30,8 +30,8 @@ use tracing::{info, warn};
 use zendesk::{Comment, TicketComment, ZendeskClient, ZendeskError};
 
 use crate::domain::{
-    Account, AccountId, AttachmentsPolicy, LeaseHolder, MessageId, OutboundRecord, OutboxEntry,
-    OutboxId, PecAddress, SendStatus, TicketId, Uid, UidValidity,
+    Account, AccountId, AttachmentsPolicy, InstanceId, LeaseHolder, MessageId, OutboundRecord,
+    OutboxEntry, OutboxId, PecAddress, SendStatus, TicketId, Uid, UidValidity,
 };
 use crate::inbound::render::esc;
 use crate::mailer::{MailerProvider, SendError};
@@ -41,6 +41,7 @@ use crate::outbound::compose::{
 use crate::outbound::webhook::{OutboundRequest, VerifiedWebhook};
 use crate::ports::{Secrets, Store};
 use crate::store::StoreError;
+use crate::zendesks::{InstanceError, ZendeskDirectory};
 
 /// How sends are tried and retried.
 #[derive(Debug, Clone)]
@@ -91,6 +92,8 @@ pub struct Outbound {
     pub mailers: Arc<dyn MailerProvider>,
     pub zendesk: Arc<ZendeskClient>,
     pub options: SendOptions,
+    /// The deployment's other Zendesk instances (`zendesk` is the default one's client).
+    pub instances: Option<Arc<ZendeskDirectory>>,
     /// Zendesk's "Include attachments in emails", read at most every few minutes.
     email_attachments: Mutex<Option<(Instant, bool)>>,
 }
@@ -128,6 +131,8 @@ pub enum AcceptError {
     Store(#[from] StoreError),
     #[error("the connector cannot reach Zendesk now: {0}")]
     Zendesk(ZendeskError),
+    #[error("{0}")]
+    Instance(#[from] InstanceError),
 }
 
 impl AcceptError {
@@ -138,6 +143,8 @@ impl AcceptError {
             AcceptError::UnknownAccount(_) | AcceptError::UnknownTicket(_) => 404,
             AcceptError::NoAccount(_) => 422,
             AcceptError::Store(_) | AcceptError::Zendesk(_) => 503,
+            AcceptError::Instance(e) if e.is_transient() => 503,
+            AcceptError::Instance(_) => 404,
         }
     }
 }
@@ -236,20 +243,75 @@ impl Outbound {
             mailers,
             zendesk,
             options,
+            instances: None,
             email_attachments: Mutex::new(None),
         }
     }
 
-    /// Takes on a verified webhook: queues the send (once per event) and tries it at once.
+    /// The same, serving the deployment's other Zendesk instances too.
+    pub fn with_instances(mut self, instances: Arc<ZendeskDirectory>) -> Self {
+        self.instances = Some(instances);
+        self
+    }
+
+    /// The Zendesk client of `instance` (`None`: the default one).
+    async fn client_of(
+        &self,
+        instance: Option<&InstanceId>,
+    ) -> Result<Arc<ZendeskClient>, InstanceError> {
+        match instance {
+            None => Ok(self.zendesk.clone()),
+            Some(i) => match &self.instances {
+                Some(dir) => dir.client(i).await,
+                None => Err(InstanceError::Unknown(i.as_str().to_owned())),
+            },
+        }
+    }
+
+    /// This use case on the account's Zendesk instance, when it is not the default one.
+    async fn scoped(&self, account: &Account) -> Result<Option<Outbound>, InstanceError> {
+        let Some(instance) = &account.zendesk_instance else {
+            return Ok(None);
+        };
+        Ok(Some(Outbound {
+            store: self.store.clone(),
+            secrets: self.secrets.clone(),
+            mailers: self.mailers.clone(),
+            zendesk: self.client_of(Some(instance)).await?,
+            options: self.options.clone(),
+            instances: self.instances.clone(),
+            email_attachments: Mutex::new(None),
+        }))
+    }
+
+    /// Takes on a verified webhook of the default Zendesk instance.
     pub async fn accept(
         &self,
+        verified: &VerifiedWebhook,
+        request: OutboundRequest,
+    ) -> Result<Accepted, AcceptError> {
+        self.accept_on(None, verified, request).await
+    }
+
+    /// Takes on a verified webhook of Zendesk instance `instance` (`None`: the default one):
+    /// queues the send (once per event) and tries it at once.
+    pub async fn accept_on(
+        &self,
+        instance: Option<&InstanceId>,
         verified: &VerifiedWebhook,
         request: OutboundRequest,
     ) -> Result<Accepted, AcceptError> {
         let started = Instant::now();
         let ticket = request.ticket();
         let key = request.dedup_key(verified);
-        let account = self.account_for(&request, started).await?;
+        let zendesk = self.client_of(instance).await?;
+        let account = self.account_for(&zendesk, &request, started).await?;
+        if account.zendesk_instance.as_ref() != instance {
+            // A call from one Zendesk never sends for another's account.
+            return Err(AcceptError::UnknownAccount(account.id.as_str().to_owned()));
+        }
+        let scoped = self.scoped(&account).await?;
+        let this = scoped.as_ref().unwrap_or(self);
         let job = match request {
             OutboundRequest::TemplateSend {
                 to,
@@ -291,7 +353,7 @@ impl Outbound {
             Err(e) => return Err(e.into()),
         }
         let deadline = started + self.options.webhook_budget;
-        let accepted = self.run(&account, &entry, &job, &holder, deadline).await?;
+        let accepted = this.run(&account, &entry, &job, &holder, deadline).await?;
         info!(account = %account.id.as_str(), %ticket, ms = started.elapsed().as_millis() as u64, outcome = ?accepted, "webhook handled");
         Ok(accepted)
     }
@@ -302,6 +364,14 @@ impl Outbound {
         let Some(account) = self.store.get_account(id).await? else {
             return Ok(outcome);
         };
+        let scoped = match self.scoped(&account).await {
+            Ok(scoped) => scoped,
+            Err(e) => {
+                warn!(account = %id.as_str(), error = %e, "cannot retry: the account's Zendesk instance");
+                return Ok(outcome);
+            }
+        };
+        let this = scoped.as_ref().unwrap_or(self);
         let holder = LeaseHolder::unique("retry");
         let entries = self
             .store
@@ -325,7 +395,7 @@ impl Outbound {
                 }
             };
             let deadline = Instant::now() + self.options.retry_budget;
-            match self.run(&account, &entry, &job, &holder, deadline).await {
+            match this.run(&account, &entry, &job, &holder, deadline).await {
                 Ok(Accepted::Sent { .. }) => outcome.sent += 1,
                 Ok(Accepted::Queued { .. }) => outcome.queued += 1,
                 Ok(Accepted::Failed { .. }) => outcome.failed += 1,
@@ -343,6 +413,7 @@ impl Outbound {
     /// The account a request is for: named in the body, or found from the ticket's marker.
     async fn account_for(
         &self,
+        zendesk: &ZendeskClient,
         request: &OutboundRequest,
         started: Instant,
     ) -> Result<Account, AcceptError> {
@@ -351,8 +422,7 @@ impl Outbound {
             Some(id) => id.clone(),
             None => {
                 let deadline = started + self.options.webhook_budget / 2;
-                let t = match self
-                    .zendesk
+                let t = match zendesk
                     .get_ticket(zendesk::TicketId(ticket.get()), deadline)
                     .await
                 {

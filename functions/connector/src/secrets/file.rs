@@ -40,18 +40,14 @@ impl FileSecrets {
 
     /// `account.<id>` for account passwords (`.` cannot appear in an account id), the key
     /// otherwise.
+    /// One flat file per secret: the key with `/` as `.` (`account.<id>`,
+    /// `zendesk.<instance>.token`); no id or key part contains a dot.
     fn file_name(name: &SecretName) -> String {
-        match name {
-            SecretName::AccountPassword(id) => format!("account.{id}"),
-            other => other.key(),
-        }
+        name.key().replace('/', ".")
     }
 
     fn parse_file_name(file: &str) -> Option<SecretName> {
-        match file.strip_prefix("account.") {
-            Some(id) => SecretName::parse_key(&format!("account/{id}")).ok(),
-            None => SecretName::parse_key(file).ok(),
-        }
+        SecretName::parse_key(&file.replace('.', "/")).ok()
     }
 
     fn path(&self, name: &SecretName) -> PathBuf {

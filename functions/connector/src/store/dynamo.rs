@@ -12,6 +12,7 @@
 //! | `ACCOUNT#<id>` | `OUT#<message-id>` | a PEC we sent (with its `status`, `delivery`, ...) |
 //! | `ACCOUNT#<id>` | `OUTID#<identificativo>` | pointer to the `OUT#` item by the provider's identificativo (no copy of the record) |
 //! | `ACCOUNT#<id>` | `OUTBOX#<id>` | a send waiting to be retried (`claimed_by`, `claimed_until` while claimed) |
+//! | `INSTANCES` | `INSTANCE#<id>` | a registered Zendesk instance's settings (one partition, so listing is a Query; no secret) |
 //!
 //! Everything kept for an account lives in its own partition, so deleting an account is one
 //! Query and batch deletes, and nothing can be left behind. The lease and the cursor share the
@@ -41,9 +42,9 @@ use serde_json::Value;
 
 use super::StoreError;
 use crate::domain::{
-    Account, AccountId, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome, MessageId,
-    MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome, SendStatus,
-    Uid, UidValidity,
+    Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
+    MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome,
+    SendStatus, Uid, UidValidity, ZendeskInstance,
 };
 use crate::ports::Store;
 
@@ -105,10 +106,15 @@ impl TableDefinition {
 
 /// Key values of the single-table design.
 mod keys {
-    use crate::domain::{AccountId, MessageId, OutboxId, Uid, UidValidity};
+    use crate::domain::{AccountId, InstanceId, MessageId, OutboxId, Uid, UidValidity};
 
     pub const ACCOUNTS: &str = "ACCOUNTS";
     pub const STATE: &str = "STATE";
+    pub const INSTANCES: &str = "INSTANCES";
+
+    pub fn instance_sk(id: &InstanceId) -> String {
+        format!("INSTANCE#{id}")
+    }
 
     pub fn account_sk(id: &AccountId) -> String {
         format!("ACCOUNT#{id}")
@@ -1080,6 +1086,59 @@ impl Store for DynamoStore {
         }
     }
 
+    async fn put_instance(&self, instance: &ZendeskInstance) -> Result<(), StoreError> {
+        let op = format!("save zendesk instance {}", instance.id);
+        let item = to_item(
+            &op,
+            instance,
+            keys::INSTANCES.to_owned(),
+            keys::instance_sk(&instance.id),
+        )?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| self.err(&op, e))?;
+        Ok(())
+    }
+
+    async fn get_instance(&self, id: &InstanceId) -> Result<Option<ZendeskInstance>, StoreError> {
+        let op = format!("read zendesk instance {id}");
+        self.get(&op, keys::INSTANCES.to_owned(), keys::instance_sk(id))
+            .await?
+            .map(|item| from_item(&op, &item, &[]))
+            .transpose()
+    }
+
+    async fn list_instances(&self) -> Result<Vec<ZendeskInstance>, StoreError> {
+        let op = "list zendesk instances";
+        // The sort keys share their prefix, so the query returns them in id order already.
+        self.query_partition(op, keys::INSTANCES, None)
+            .await?
+            .iter()
+            .map(|item| from_item(op, item, &[]))
+            .collect()
+    }
+
+    async fn delete_instance(&self, id: &InstanceId) -> Result<bool, StoreError> {
+        let op = format!("delete zendesk instance {id}");
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(
+                keys::INSTANCES.to_owned(),
+                keys::instance_sk(id),
+            )))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| self.err(&op, e))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
     async fn enqueue_outbox(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         self.enqueue(entry, None).await
     }
@@ -1327,6 +1386,17 @@ mod tests {
         let v = serde_json::json!({"a": [1, -2, 2.5, "x", null, true], "m": {"k": "v"}});
         let back = from_attr("t", &to_attr(v.clone())).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn instance_keys_sort_by_id() {
+        let key = |raw: &str| keys::instance_sk(&InstanceId::parse(raw).unwrap());
+        let mut ids = ["b", "a-1", "a", "a1", "z9", "0"];
+        let mut sks: Vec<String> = ids.iter().map(|raw| key(raw)).collect();
+        sks.sort();
+        ids.sort();
+        assert_eq!(sks, ids.iter().map(|raw| key(raw)).collect::<Vec<_>>());
+        assert_eq!(key("acme"), "INSTANCE#acme");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! One row per account holds its settings (JSON), its cursor and its lease; message records,
 //! outbound records and the outbox hang off it with `ON DELETE CASCADE`, so deleting the account
-//! deletes its state. Every conditional decision is a single `UPDATE ... WHERE` or `INSERT` inside
+//! deletes its state. Registered Zendesk instances are rows of their own (`zendesk_instances`,
+//! settings as JSON), independent of the accounts. Every conditional decision is a single `UPDATE ... WHERE` or `INSERT` inside
 //! an immediate transaction, so it also holds when two processes share the file.
 //! rusqlite is synchronous: calls run on tokio's blocking pool.
 
@@ -17,9 +18,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 
 use super::StoreError;
 use crate::domain::{
-    Account, AccountId, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome, MessageId,
-    MessageOutcome, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress,
-    RecordOutcome, SendStatus, Uid, UidValidity,
+    Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
+    MessageId, MessageOutcome, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress,
+    RecordOutcome, SendStatus, Uid, UidValidity, ZendeskInstance,
 };
 use crate::ports::Store;
 
@@ -69,6 +70,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     claimed_by    TEXT,
     claimed_until INTEGER,
     PRIMARY KEY (account_id, id)
+) STRICT;
+CREATE TABLE IF NOT EXISTS zendesk_instances (
+    id       TEXT PRIMARY KEY,
+    settings TEXT NOT NULL
 ) STRICT;
 "#;
 
@@ -853,6 +858,64 @@ impl Store for SqliteStore {
             )
             .map_err(sql(op))?;
             tx.commit().map_err(sql(op))
+        })
+        .await
+    }
+
+    async fn put_instance(&self, instance: &ZendeskInstance) -> Result<(), StoreError> {
+        let op = format!("save zendesk instance {}", instance.id);
+        let settings = to_json(&op, instance)?;
+        let id = instance.id.to_string();
+        self.run(op, move |conn, op| {
+            conn.execute(
+                "INSERT INTO zendesk_instances (id, settings) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET settings = excluded.settings",
+                params![id, settings],
+            )
+            .map_err(sql(op))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_instance(&self, id: &InstanceId) -> Result<Option<ZendeskInstance>, StoreError> {
+        let op = format!("read zendesk instance {id}");
+        let id = id.to_string();
+        self.run(op, move |conn, op| {
+            let settings: Option<String> = conn
+                .query_row(
+                    "SELECT settings FROM zendesk_instances WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql(op))?;
+            settings.map(|s| from_json(op, &s)).transpose()
+        })
+        .await
+    }
+
+    async fn list_instances(&self) -> Result<Vec<ZendeskInstance>, StoreError> {
+        self.run("list zendesk instances".into(), move |conn, op| {
+            let mut stmt = conn
+                .prepare("SELECT settings FROM zendesk_instances ORDER BY id")
+                .map_err(sql(op))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(sql(op))?;
+            rows.map(|r| from_json(op, &r.map_err(sql(op))?)).collect()
+        })
+        .await
+    }
+
+    async fn delete_instance(&self, id: &InstanceId) -> Result<bool, StoreError> {
+        let op = format!("delete zendesk instance {id}");
+        let id = id.to_string();
+        self.run(op, move |conn, op| {
+            let n = conn
+                .execute("DELETE FROM zendesk_instances WHERE id = ?1", params![id])
+                .map_err(sql(op))?;
+            Ok(n > 0)
         })
         .await
     }

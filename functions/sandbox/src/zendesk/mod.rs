@@ -12,6 +12,7 @@
 //! | `GET /api/v2/tickets/{id}/comments` | cursor (`page[size]`, `page[after]`, `page[before]`, `sort`) or offset (`page`, `per_page`, `sort_order`) pagination |
 //! | `POST /api/v2/uploads?filename=[&token=]` | raw body; several files chain on one token; token consumed by the comment that uses it |
 //! | `DELETE /api/v2/uploads/{token}` | removes an unused upload |
+//! | `GET /api/v2/users/me` | the user the credentials belong to (API token and OAuth token both act as the API agent), OAS `CurrentUserResponse` with `authenticity_token`; role `agent` unless changed with [`ZendeskSimulator::set_agent_role`] |
 //! | `GET /api/v2/users/{id}` | the API agent (`role: agent`) or an end user created as a requester (`role: end-user`), or `404 RecordNotFound` |
 //! | `GET /api/v2/account/settings` | `settings.tickets` with `email_attachments` ([`ZendeskSimulator::set_email_attachments`], default `true`) and a few other keys of the OAS example |
 //! | `GET /attachments/token/{t}/?name=` | an attachment's `content_url` (no credentials needed) |
@@ -224,6 +225,13 @@ impl ZendeskSimulator {
     /// back to the simulator's. The content stays served by this simulator only.
     pub fn set_attachment_base_url(&self, base: Option<String>) {
         self.shared.lock().attachment_base_url = base;
+    }
+
+    /// Changes the API agent's role (`agent` by default), as an admin would: e.g. `end-user`,
+    /// after which `GET /api/v2/users/me` (and `GET /api/v2/users/{agent_id}`) report that role.
+    /// The credentials keep working.
+    pub fn set_agent_role(&self, role: &str) {
+        self.shared.lock().set_agent_role(role);
     }
 
     /// Sets a ticket's status directly, as an agent would (e.g. `closed`, after which updates are

@@ -41,6 +41,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v2/tickets/{id}/comments", get(list_comments))
         .route("/api/v2/uploads", post(upload))
         .route("/api/v2/uploads/{token}", delete(delete_upload))
+        .route("/api/v2/users/me", get(current_user))
         .route("/api/v2/users/{id}", get(show_user))
         .route("/api/v2/account/settings", get(account_settings))
         .route("/api/v2/webhooks", get(list_webhooks).post(create_webhook))
@@ -282,10 +283,20 @@ async fn list_comments(
 }
 
 async fn show_user(AxumState(shared): Ctx, Path(id): Path<String>) -> Response {
+    // `/api/v2/users/me` has its own route; `me.json` arrives here.
+    if id == "me.json" {
+        return reply(200, shared.lock().current_user());
+    }
     match record_id(&id).and_then(|id| shared.lock().show_user(id)) {
         Ok(body) => reply(200, body),
         Err(e) => error(e),
     }
+}
+
+/// The user the credentials belong to (both the API token and the OAuth token act as the API
+/// agent).
+async fn current_user(AxumState(shared): Ctx) -> Response {
+    reply(200, shared.lock().current_user())
 }
 
 async fn account_settings(AxumState(shared): Ctx) -> Response {

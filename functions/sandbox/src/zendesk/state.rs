@@ -263,18 +263,33 @@ impl State {
     /// `GET /api/v2/users/{id}`.
     pub fn show_user(&self, id: u64) -> Result<Value, ApiError> {
         let user = self.user(id).ok_or_else(ApiError::not_found)?;
-        Ok(json!({
-            "user": {
-                "id": user.id,
-                "url": format!("{}/api/v2/users/{}.json", self.base_url, user.id),
-                "name": user.name,
-                "email": user.email,
-                "role": user.role,
-                "active": true,
-                "verified": true,
-                "suspended": false,
-            }
-        }))
+        Ok(json!({ "user": self.user_json(user) }))
+    }
+
+    /// `GET /api/v2/users/me`: the API agent the credentials belong to, with the
+    /// `authenticity_token` of the OAS `CurrentUserResponse`.
+    pub fn current_user(&self) -> Value {
+        let mut user = self.user_json(&self.users[0]);
+        user["authenticity_token"] = json!("sandbox-authenticity-token");
+        json!({ "user": user })
+    }
+
+    /// Sets the API agent's role (`agent`, `admin`, `end-user`, …).
+    pub fn set_agent_role(&mut self, role: &str) {
+        self.users[0].role = role.to_string();
+    }
+
+    fn user_json(&self, user: &User) -> Value {
+        json!({
+            "id": user.id,
+            "url": format!("{}/api/v2/users/{}.json", self.base_url, user.id),
+            "name": user.name,
+            "email": user.email,
+            "role": user.role,
+            "active": true,
+            "verified": true,
+            "suspended": false,
+        })
     }
 
     /// `GET /api/v2/account/settings`: the ticket settings of the OAS example

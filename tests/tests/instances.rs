@@ -1,0 +1,219 @@
+//! One deployment serving several Zendesk instances: an integrator registers a client's Zendesk
+//! once (checked against it), then that client's PEC accounts name it. Everything of such an
+//! account — provisioning, imported tickets, the webhook and its secrets, the notes — lives in
+//! its own Zendesk, and removing its last account removes that Zendesk's webhook only.
+
+use std::sync::Arc;
+
+use e2e::admin_env::AdminEnv;
+use e2e::inbound_env::mail;
+use e2e::outbound_env::{call, sign};
+use sandbox::ZendeskSimulator;
+use serde_json::{Value, json};
+
+fn instance_body(sim: &ZendeskSimulator, id: &str) -> Value {
+    json!({
+        "id": id,
+        "url": sim.base_url(),
+        "email": sim.credentials().agent_email,
+        "api_token": sim.credentials().api_token,
+    })
+}
+
+/// A webhook call signed with `sim`'s webhook secrets, to `path`.
+async fn signed_call(
+    env: &AdminEnv,
+    sim: &ZendeskSimulator,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let webhook = sim.webhooks().remove(0);
+    let signing = sim.webhook_signing_secret(&webhook.id).unwrap();
+    let bearer = webhook.authentication.as_ref().unwrap()["data"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = body.to_string();
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let headers = vec![
+        ("Authorization".to_owned(), format!("Bearer {bearer}")),
+        (
+            "X-Zendesk-Webhook-Signature".to_owned(),
+            sign(&signing, &ts, body.as_bytes()),
+        ),
+        ("X-Zendesk-Webhook-Signature-Timestamp".to_owned(), ts),
+    ];
+    let a = call(&env.router, "POST", path, headers, body.into_bytes()).await;
+    (a.status, a.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_zendesk_gets_its_own_accounts_objects_tickets_and_webhook() {
+    let env = AdminEnv::new().await;
+    let other = Arc::new(ZendeskSimulator::start().await.unwrap());
+
+    // Registration is checked against that Zendesk.
+    let mut wrong = instance_body(&other, "cliente-b");
+    wrong["api_token"] = json!("not-the-token");
+    let a = env.admin("POST", "/zendesk-instances", Some(&wrong)).await;
+    assert_eq!(
+        (a.status, a.body["field"].as_str()),
+        (422, Some("api_token")),
+        "{a:?}"
+    );
+    other.set_agent_role("end-user");
+    let a = env
+        .admin(
+            "POST",
+            "/zendesk-instances",
+            Some(&instance_body(&other, "cliente-b")),
+        )
+        .await;
+    assert_eq!(a.status, 422, "{a:?}");
+    assert!(a.error().contains("agent"), "{a:?}");
+    other.set_agent_role("agent");
+    assert!(
+        env.env.raw.secrets().await.is_empty(),
+        "nothing kept from refused registrations"
+    );
+    let a = env
+        .admin(
+            "POST",
+            "/zendesk-instances",
+            Some(&instance_body(&other, "cliente-b")),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(a.body["webhook_path"], "/webhooks/zendesk/cliente-b");
+    assert!(!a.body.to_string().contains(&other.credentials().api_token));
+    let again = env
+        .admin(
+            "POST",
+            "/zendesk-instances",
+            Some(&instance_body(&other, "cliente-b")),
+        )
+        .await;
+    assert_eq!(again.status, 200, "the same id again replaces it");
+    let listed = env.admin("GET", "/zendesk-instances", None).await;
+    assert_eq!(
+        listed.body["zendesk_instances"].as_array().unwrap().len(),
+        1
+    );
+
+    // An account naming an unknown instance is refused; one naming cliente-b goes there.
+    let address = env.new_address("istanza");
+    let mut reg = env.registration(&address);
+    reg["zendesk_instance"] = json!("nessuna");
+    let a = env.admin("POST", "/accounts", Some(&reg)).await;
+    assert_eq!(
+        (a.status, a.body["field"].as_str()),
+        (422, Some("zendesk_instance")),
+        "{a:?}"
+    );
+    reg["zendesk_instance"] = json!("cliente-b");
+    let r = env.admin("POST", "/accounts", Some(&reg)).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.body["zendesk_instance"], "cliente-b");
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        env.sim.webhooks().len() + env.sim.triggers().len(),
+        0,
+        "nothing in the default Zendesk"
+    );
+    let webhooks = other.webhooks();
+    assert_eq!(webhooks.len(), 1);
+    assert_eq!(
+        webhooks[0].endpoint,
+        "https://pec.example.test/webhooks/zendesk/cliente-b"
+    );
+    assert_eq!(other.triggers().len(), 2);
+    // A default-instance account alongside.
+    let default_address = env.new_address("predefinita");
+    let d = env
+        .admin(
+            "POST",
+            "/accounts",
+            Some(&env.registration(&default_address)),
+        )
+        .await;
+    assert_eq!(d.status, 201, "{d:?}");
+    assert_eq!((env.sim.webhooks().len(), env.sim.triggers().len()), (1, 2));
+    assert_eq!(other.triggers().len(), 2, "the other Zendesk is untouched");
+
+    // A PEC to the account becomes a ticket in its Zendesk.
+    let original = mail::citizen(7, &address).build();
+    env.dovecot.append_blocking(
+        &address,
+        &[mail::envelope(&original, "opec-istanza-7@pec.sandbox.test")],
+    );
+    let polled = env
+        .admin("POST", &format!("/accounts/{id}/poll"), None)
+        .await;
+    assert_eq!(polled.body["tickets_created"], 1, "{polled:?}");
+    let tickets = other.tickets();
+    assert_eq!(tickets.len(), 1);
+    assert!(env.sim.tickets().is_empty(), "not in the default Zendesk");
+    let ticket = tickets[0].id;
+
+    // Its webhook is verified with its own secrets and sends the reply.
+    let body = json!({"account": id, "ticket_id": ticket.to_string(), "requester": mail::CITIZEN,
+                      "subject": "Risposta", "message": "Testo"});
+    let (status, wrong_keys) =
+        signed_call(&env, &env.sim, "/webhooks/zendesk/cliente-b", &body).await;
+    assert_eq!(
+        status, 401,
+        "signed with the other Zendesk's secrets: {wrong_keys}"
+    );
+    let (status, on_default) = signed_call(&env, &env.sim, "/webhooks/zendesk", &body).await;
+    assert_eq!(
+        status, 404,
+        "the default Zendesk cannot send for it: {on_default}"
+    );
+    let (status, sent) = signed_call(&env, &other, "/webhooks/zendesk/cliente-b", &body).await;
+    assert_eq!((status, &sent["status"]), (200, &json!("sent")), "{sent}");
+    let notes: Vec<String> = other
+        .comments(ticket)
+        .into_iter()
+        .filter(|c| !c.public)
+        .map(|c| c.html_body)
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("PEC inviata a")),
+        "{notes:#?}"
+    );
+
+    // The instance cannot go while it serves an account; its last account takes its webhook.
+    let a = env
+        .admin("DELETE", "/zendesk-instances/cliente-b", None)
+        .await;
+    assert_eq!(a.status, 409, "{a:?}");
+    assert_eq!(
+        env.admin("DELETE", &format!("/accounts/{id}"), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!((other.webhooks().len(), other.triggers().len()), (0, 0));
+    assert_eq!(
+        (env.sim.webhooks().len(), env.sim.triggers().len()),
+        (1, 2),
+        "default untouched"
+    );
+    assert_eq!(
+        env.admin("DELETE", "/zendesk-instances/cliente-b", None)
+            .await
+            .status,
+        204
+    );
+    let secrets = env.env.raw.secrets().await;
+    assert!(
+        secrets.iter().all(|s| !s.contains("zendesk/cliente-b/")),
+        "the instance's secrets are gone: {secrets:?}"
+    );
+    assert_eq!(
+        env.admin("DELETE", "/zendesk-instances/cliente-b", None)
+            .await
+            .status,
+        404
+    );
+}
