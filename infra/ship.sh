@@ -3,7 +3,8 @@
 #
 #   infra/ship.sh lint            sam validate --lint and cfn-lint on template.yaml (offline)
 #   infra/ship.sh build [ARCH]    cargo lambda build --release for x86-64 (default) or arm64;
-#                                 prints each bootstrap's size (target: under 15 MB)
+#                                 prints each bootstrap's size (target: under 15 MB; over it
+#                                 is a warning)
 #
 # The tools (aws-sam-cli, cfn-lint, cargo-lambda with its zig) are installed from PyPI into a
 # virtual environment under ~/.cache/pec-connector/tools when missing.
@@ -53,9 +54,10 @@ case "${1:-}" in
       bin="${CARGO_TARGET_DIR:-target}/lambda/$f/bootstrap"
       size=$(stat -c %s "$bin")
       say "$f: $bin, $size bytes ($(( size / 1024 / 1024 )) MB)"
+      # The target is under 15 MB (a smaller package starts faster); over it is worth a look,
+      # not a failed build (Lambda accepts 250 MB unzipped).
       if [ "$size" -gt $(( 15 * 1024 * 1024 )) ]; then
-        say "$f is over 15 MB"
-        exit 1
+        say "warning: $f is over the 15 MB target"
       fi
     done
     ;;
