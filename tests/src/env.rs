@@ -263,22 +263,32 @@ impl Raw for AwsRaw {
     }
 
     async fn secrets(&self) -> Vec<String> {
-        // Everything on moto whose name carries this test's prefix, deleted-pending included.
-        let out = self
-            .sm
-            .list_secrets()
-            .include_planned_deletion(true)
-            .max_results(100)
-            .send()
-            .await
-            .expect("list secrets");
-        let mut names: Vec<String> = out
-            .secret_list
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|s| s.name)
-            .filter(|n| n.starts_with(&format!("{}/", self.name)))
-            .collect();
+        // Everything on moto whose name carries this test's prefix, deleted-pending included
+        // (every page: a shared moto holds the secrets of every test).
+        let mut names: Vec<String> = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let out = self
+                .sm
+                .list_secrets()
+                .include_planned_deletion(true)
+                .max_results(100)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .expect("list secrets");
+            names.extend(
+                out.secret_list
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|s| s.name)
+                    .filter(|n| n.starts_with(&format!("{}/", self.name))),
+            );
+            match out.next_token {
+                Some(t) if !t.is_empty() => next = Some(t),
+                _ => break,
+            }
+        }
         names.sort();
         names
     }
