@@ -9,8 +9,8 @@ use connector::accounts::remove_account;
 use connector::domain::{
     Account, AccountId, Cursor, DeliveryState, Endpoint, InstanceId, Lease, LeaseHolder,
     LeaseOutcome, MessageId, MessageOutcome, MessageRecord, OutboundRecord, OutboxEntry, OutboxId,
-    PecAddress, PollInterval, RecordOutcome, Schedule, SecretName, SendStatus, TicketId, Uid,
-    UidValidity, ZendeskAuthKind, ZendeskInstance,
+    PecAddress, PollInterval, PollStats, RecordOutcome, Schedule, SecretName, SendStatus, TicketId,
+    Uid, UidValidity, ZendeskAuthKind, ZendeskInstance,
 };
 use connector::ports::Store;
 use connector::schedules::SchedulesError;
@@ -125,6 +125,7 @@ pub fn forged(account: &AccountId, holder: &str) -> Lease {
         holder: LeaseHolder::parse(holder).expect("holder"),
         expires_at: now() + TimeDelta::minutes(1),
         cursor: None,
+        stats: PollStats::default(),
     }
 }
 
@@ -993,6 +994,91 @@ pub async fn lease_released_only_by_holder(env: &Env) {
     );
 }
 
+/// The poll stats travel with the lease: stored by `release_lease_with(Some)`, returned by
+/// `take_lease`, kept by a plain release and by the cursor writes.
+pub async fn lease_release_keeps_poll_stats(env: &Env) {
+    let store = &*env.store;
+    let a = account("stats-1");
+    store.create_account(&a).await.unwrap();
+    let l = lease(store, &a.id, "poller-1").await;
+    assert_eq!(
+        l.stats,
+        PollStats::default(),
+        "no stats before the first poll"
+    );
+
+    let at = now();
+    let failed = PollStats {
+        last_poll_at: Some(at),
+        last_success_at: None,
+        last_error: Some("cannot read the mailbox: connection refused".into()),
+        tickets_created: 0,
+        comments_added: 0,
+        receipts_noted: 0,
+        unreadable: 0,
+    };
+    store.release_lease_with(&l, Some(&failed)).await.unwrap();
+    let l = lease(store, &a.id, "poller-2").await;
+    assert_eq!(l.stats, failed, "the lease carries the stored stats");
+
+    // The stats survive the cursor writes.
+    let base = Cursor::first_activation(uv(7), 1);
+    store.advance_cursor(&l, None, &base).await.unwrap();
+    store
+        .record_message(&l, &record(&a.id, 7, 1, Some("stats.1@pec.it"), 11))
+        .await
+        .unwrap();
+    let ok = PollStats {
+        last_poll_at: Some(at + TimeDelta::minutes(5)),
+        last_success_at: Some(at + TimeDelta::minutes(5)),
+        last_error: None,
+        tickets_created: 1,
+        comments_added: 2,
+        receipts_noted: 3,
+        unreadable: 4,
+    };
+    store.release_lease_with(&l, Some(&ok)).await.unwrap();
+    let l = lease(store, &a.id, "poller-3").await;
+    assert_eq!(l.stats, ok, "new stats replace the old ones");
+    assert_eq!(l.cursor, Some(base.advanced_to(uid(1))));
+
+    // A plain release (the admin's status read) keeps them.
+    store.release_lease(&l).await.unwrap();
+    let l = lease(store, &a.id, "poller-4").await;
+    assert_eq!(l.stats, ok, "a plain release keeps the stored stats");
+    let cursor = l.cursor;
+    store
+        .advance_cursor(&l, cursor.as_ref(), &Cursor::first_activation(uv(9), 5))
+        .await
+        .unwrap();
+    store.release_lease_with(&l, None).await.unwrap();
+
+    // Without the lease, nothing is stored.
+    let other = PollStats {
+        tickets_created: 99,
+        ..ok.clone()
+    };
+    let err = store
+        .release_lease_with(&forged(&a.id, "intruder"), Some(&other))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseNotHeld { .. }),
+        "released by another: {err:?}"
+    );
+    let l = lease(store, &a.id, "poller-5").await;
+    assert_eq!(l.stats, ok, "a refused release stores nothing");
+    assert_eq!(l.cursor, Some(Cursor::first_activation(uv(9), 5)));
+    store.release_lease(&l).await.unwrap();
+
+    // Each account has its own.
+    let b = account("stats-2");
+    store.create_account(&b).await.unwrap();
+    let lb = lease(store, &b.id, "poller-1").await;
+    assert_eq!(lb.stats, PollStats::default());
+    store.release_lease(&lb).await.unwrap();
+}
+
 // ----- errors on a missing account -----
 
 pub async fn missing_account_is_a_typed_error(env: &Env) {
@@ -1351,7 +1437,18 @@ pub async fn poll_once(store: &dyn Store, account: &AccountId, new: &[MessageRec
         let outcome = store.record_message(&lease, r).await.expect("record");
         assert_eq!(outcome, RecordOutcome::Recorded);
     }
-    store.release_lease(&lease).await.expect("release");
+    // As a poll does: the release also stores the poll's stats.
+    let stats = PollStats {
+        last_poll_at: Some(now()),
+        last_success_at: Some(now()),
+        last_error: None,
+        tickets_created: lease.stats.tickets_created + new.len() as u64,
+        ..lease.stats.clone()
+    };
+    store
+        .release_lease_with(&lease, Some(&stats))
+        .await
+        .expect("release");
 }
 
 /// An account with a baseline cursor (uidvalidity 5, nothing processed yet), ready for

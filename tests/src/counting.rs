@@ -24,8 +24,8 @@ use aws_sdk_dynamodb::operation::{
 use chrono::{DateTime, Utc};
 use connector::domain::{
     Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
-    MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome,
-    SendStatus, Uid, UidValidity, ZendeskInstance,
+    MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, PollStats,
+    RecordOutcome, SendStatus, Uid, UidValidity, ZendeskInstance,
 };
 use connector::ports::Store;
 use connector::store::StoreError;
@@ -186,9 +186,14 @@ impl Store for CountingStore {
         self.write();
         self.inner.take_lease(id, holder, now, ttl).await
     }
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+    // `release_lease` is the trait's default (it calls this): one write either way.
+    async fn release_lease_with(
+        &self,
+        lease: &Lease,
+        stats: Option<&PollStats>,
+    ) -> Result<(), StoreError> {
         self.write();
-        self.inner.release_lease(lease).await
+        self.inner.release_lease_with(lease, stats).await
     }
     async fn advance_cursor(
         &self,

@@ -389,6 +389,9 @@ async fn status_and_poll_now_and_no_secret_anywhere() {
         .await;
     assert_eq!(r.status, 201, "{r:?}");
     let id = r.body["id"].as_str().unwrap().to_owned();
+    // Not polled yet: no poll stats.
+    assert!(r.body["status"]["last_poll_at"].is_null(), "{r:?}");
+    assert_eq!(r.body["status"]["counts"]["tickets_created"], 0, "{r:?}");
 
     // Already there before registration? No: after. A PEC arriving now is imported by "poll now".
     let original = mail::citizen(1, &address).build();
@@ -406,6 +409,18 @@ async fn status_and_poll_now_and_no_secret_anywhere() {
     assert_eq!(shown.status, 200);
     assert_eq!(shown.body["status"]["mailbox"], "ok");
     assert!(shown.body["status"]["last_uid"].as_u64().unwrap() >= 1);
+    // The poll's stats, kept by its lease release.
+    let status = &shown.body["status"];
+    assert!(status["last_poll_at"].is_string(), "{status}");
+    assert!(status["last_success_at"].is_string(), "{status}");
+    assert_eq!(
+        status["last_poll_at"], status["last_success_at"],
+        "{status}"
+    );
+    assert!(status["last_poll_error"].is_null(), "{status}");
+    assert_eq!(status["counts"]["tickets_created"], 1, "{status}");
+    assert_eq!(status["counts"]["comments_added"], 0, "{status}");
+    assert_eq!(status["counts"]["unreadable"], 0, "{status}");
 
     // No secret in any answer, table item or secret name.
     let webhook = &env.sim.webhooks()[0];

@@ -25,6 +25,7 @@ e2e::contract_tests!(e2e::env::aws;
     lease_one_of_twenty_wins,
     lease_expired_can_be_taken_over,
     lease_released_only_by_holder,
+    lease_release_keeps_poll_stats,
     missing_account_is_a_typed_error,
     secrets_lifecycle,
     schedules_lifecycle,

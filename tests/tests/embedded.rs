@@ -19,6 +19,7 @@ e2e::contract_tests!(e2e::env::embedded;
     lease_one_of_twenty_wins,
     lease_expired_can_be_taken_over,
     lease_released_only_by_holder,
+    lease_release_keeps_poll_stats,
     missing_account_is_a_typed_error,
     secrets_lifecycle,
     schedules_lifecycle,
@@ -160,6 +161,59 @@ async fn outbound_status_column_is_added_to_an_old_file() {
         store.find_outbound(&a.id, &new.message_id).await.unwrap(),
         Some(new)
     );
+    // Opening again leaves the schema as it is.
+    drop(store);
+    SqliteStore::open(&path).unwrap();
+}
+
+/// A database file from before the accounts' `stats` column: opening it adds the column, the
+/// cursor is kept, the stats read as empty until a release stores some.
+#[tokio::test]
+async fn poll_stats_column_is_added_to_an_old_file() {
+    use connector::domain::{Cursor, PollStats};
+    use connector::ports::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let a = contract::account("old-3");
+    let base = Cursor::first_activation(contract::uv(5), 10);
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.create_account(&a).await.unwrap();
+        let l = contract::lease(&store, &a.id, "setup").await;
+        store.advance_cursor(&l, None, &base).await.unwrap();
+        store.release_lease(&l).await.unwrap();
+    }
+    // Back to the old schema.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("ALTER TABLE accounts DROP COLUMN stats;")
+        .unwrap();
+    let has_column = |path: &std::path::Path| -> bool {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('accounts') WHERE name = 'stats')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert!(!has_column(&path));
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(has_column(&path));
+    let l = contract::lease(&store, &a.id, "poller-1").await;
+    assert_eq!(l.cursor, Some(base));
+    assert_eq!(l.stats, PollStats::default());
+    let stats = PollStats {
+        last_poll_at: Some(contract::now()),
+        tickets_created: 3,
+        ..PollStats::default()
+    };
+    store.release_lease_with(&l, Some(&stats)).await.unwrap();
+    let l = contract::lease(&store, &a.id, "poller-2").await;
+    assert_eq!(l.stats, stats);
+    store.release_lease(&l).await.unwrap();
     // Opening again leaves the schema as it is.
     drop(store);
     SqliteStore::open(&path).unwrap();

@@ -34,6 +34,28 @@ fn account_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Account"}}}})
 }
 
+/// `Account.status`: the mailbox's health, the cursor, the password's age and the poll stats.
+fn account_status_schema() -> Value {
+    json!({"type": "object", "properties": {
+        "mailbox": {"type": "string"},
+        "last_error": {"type": ["string", "null"]},
+        "problem_since": {"type": ["string", "null"]},
+        "activated": {"type": "boolean"},
+        "last_uid": {"type": ["integer", "null"]},
+        "password_set_at": {"type": ["string", "null"]},
+        "password_age_days": {"type": ["integer", "null"]},
+        "last_poll_at": {"type": ["string", "null"], "description": "When the last poll ended (successful or not)."},
+        "last_success_at": {"type": ["string", "null"], "description": "When the last successful poll ended."},
+        "last_poll_error": {"type": ["string", "null"], "description": "The last poll's error; cleared by a successful poll."},
+        "counts": {"type": "object", "description": "What the polls did since registration.", "properties": {
+            "tickets_created": {"type": "integer"},
+            "comments_added": {"type": "integer"},
+            "receipts_noted": {"type": "integer"},
+            "unreadable": {"type": "integer"}
+        }}
+    }})
+}
+
 /// The document.
 pub fn document() -> Value {
     let id_param =
@@ -62,7 +84,7 @@ pub fn document() -> Value {
                     "subject_template": {"type": "string"}, "message_template": {"type": "string"},
                     "receipt_mode": {"type": "string"}, "outbound_attachments": {"type": "string"},
                     "zendesk": {"type": "object", "properties": {"webhook_id": {"type": "string"}, "trigger_category_id": {"type": "string"}, "reply_trigger_id": {"type": "integer"}, "public_reply_trigger_id": {"type": "integer"}}},
-                    "status": {"type": "object", "properties": {"mailbox": {"type": "string"}, "last_error": {"type": ["string", "null"]}, "problem_since": {"type": ["string", "null"]}, "activated": {"type": "boolean"}, "last_uid": {"type": ["integer", "null"]}, "password_set_at": {"type": ["string", "null"]}, "password_age_days": {"type": ["integer", "null"]}}},
+                    "status": account_status_schema(),
                     "created_at": {"type": "string"}, "updated_at": {"type": "string"}
                 }},
                 "PollOutcome": {"type": "object", "properties": {"busy": {"type": "boolean"}, "baseline": {"type": "boolean"}, "tickets_created": {"type": "integer"}, "comments_added": {"type": "integer"}, "receipts_noted": {"type": "integer"}, "duplicates": {"type": "integer"}, "unreadable": {"type": "integer"}, "remaining": {"type": "integer"}}}

@@ -722,14 +722,30 @@ impl fmt::Display for LeaseHolder {
     }
 }
 
-/// A lease on an account, as granted: who, until when, and the cursor read with it (so a poll
-/// needs no separate read of its cursor).
+/// A lease on an account, as granted: who, until when, and the cursor and poll stats read with
+/// it (so a poll needs no separate read of its cursor or stats).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub account: AccountId,
     pub holder: LeaseHolder,
     pub expires_at: DateTime<Utc>,
     pub cursor: Option<Cursor>,
+    /// The account's poll stats, read with the lease (Default when none were stored).
+    pub stats: PollStats,
+}
+
+/// What the polls of an account did, kept with its cursor (written by the lease release).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollStats {
+    pub last_poll_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The last failed poll's error (never a secret), cleared by a success.
+    pub last_error: Option<String>,
+    /// Totals since registration.
+    pub tickets_created: u64,
+    pub comments_added: u64,
+    pub receipts_noted: u64,
+    pub unreadable: u64,
 }
 
 /// The answer to a lease request.

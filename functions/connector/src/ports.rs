@@ -13,8 +13,8 @@ use secrecy::SecretString;
 
 use crate::domain::{
     Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
-    MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome,
-    Schedule, SecretName, SendStatus, Uid, UidValidity, ZendeskInstance,
+    MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, PollStats,
+    RecordOutcome, Schedule, SecretName, SendStatus, Uid, UidValidity, ZendeskInstance,
 };
 use crate::schedules::SchedulesError;
 use crate::secrets::SecretsError;
@@ -29,7 +29,8 @@ use crate::store::StoreError;
 /// The poll of one account costs, by design: [`take_lease`](Store::take_lease) (one write, which
 /// also returns the cursor), [`get_account`](Store::get_account) (one read),
 /// one [`record_message`](Store::record_message) per new message (one atomic write of the
-/// record and the cursor), and [`release_lease`](Store::release_lease) (one write).
+/// record and the cursor), and [`release_lease_with`](Store::release_lease_with) (one write, which
+/// also stores the poll stats).
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Saves a new account and its empty poll state. [`StoreError::AlreadyExists`] if the id is
@@ -53,7 +54,18 @@ pub trait Store: Send + Sync {
         ttl: Duration,
     ) -> Result<LeaseOutcome, StoreError>;
     /// Gives the lease back. [`StoreError::LeaseNotHeld`] unless `lease.holder` holds it.
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// The stored poll stats are kept unchanged.
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.release_lease_with(lease, None).await
+    }
+    /// Gives the lease back and, with `Some(stats)`, replaces the stored poll stats, in the same
+    /// single conditional write. [`StoreError::LeaseNotHeld`] unless `lease.holder` holds it
+    /// (and then nothing is written).
+    async fn release_lease_with(
+        &self,
+        lease: &Lease,
+        stats: Option<&PollStats>,
+    ) -> Result<(), StoreError>;
     /// Moves the cursor from `expected` to `next` (first activation, a new UIDVALIDITY, skipping
     /// UIDs). Conditional: the lease must be held, the stored cursor must equal `expected`, and
     /// within one UIDVALIDITY the cursor never moves down ([`StoreError::ConditionFailed`]).

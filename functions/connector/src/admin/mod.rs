@@ -23,7 +23,7 @@ use zendesk::{ZendeskClient, ZendeskError};
 
 use crate::domain::{
     Account, AccountId, AttachmentsPolicy, Cursor, InstanceId, InvalidInput, LeaseHolder,
-    LeaseOutcome, PollInterval, ReceiptMode, Schedule, UidValidity, ZendeskObjects,
+    LeaseOutcome, PollInterval, PollStats, ReceiptMode, Schedule, UidValidity, ZendeskObjects,
 };
 use crate::inbound::{Inbound, PollOutcome};
 use crate::mailbox::{MailboxError, MailboxProvider, MailboxStatus};
@@ -177,6 +177,23 @@ pub struct AccountStatus {
     pub last_uid: Option<u32>,
     pub password_set_at: Option<DateTime<Utc>>,
     pub password_age_days: Option<i64>,
+    /// When the last poll ended (successful or not).
+    pub last_poll_at: Option<DateTime<Utc>>,
+    /// When the last successful poll ended.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The last poll's error, if it failed (cleared by a successful poll).
+    pub last_poll_error: Option<String>,
+    /// What the polls did since registration.
+    pub counts: PollCounts,
+}
+
+/// What the polls of an account did since registration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PollCounts {
+    pub tickets_created: u64,
+    pub comments_added: u64,
+    pub receipts_noted: u64,
+    pub unreadable: u64,
 }
 
 impl Admin {
@@ -485,7 +502,7 @@ impl Admin {
 
     async fn view(&self, account: &Account) -> Result<AccountView, AdminError> {
         let problem = account.health.problem.as_ref();
-        let cursor = self.cursor(&account.id).await?;
+        let (cursor, stats) = self.cursor(&account.id).await?;
         Ok(AccountView {
             id: account.id.as_str().to_owned(),
             address: account.address.as_str().to_owned(),
@@ -518,15 +535,24 @@ impl Admin {
                 last_uid: cursor.map(|c| c.last_uid),
                 password_set_at: account.password_set_at,
                 password_age_days: account.password_set_at.map(|t| (Utc::now() - t).num_days()),
+                last_poll_at: stats.last_poll_at,
+                last_success_at: stats.last_success_at,
+                last_poll_error: stats.last_error,
+                counts: PollCounts {
+                    tickets_created: stats.tickets_created,
+                    comments_added: stats.comments_added,
+                    receipts_noted: stats.receipts_noted,
+                    unreadable: stats.unreadable,
+                },
             },
             created_at: account.created_at,
             updated_at: account.updated_at,
         })
     }
 
-    /// The account's cursor, read without disturbing a poll (a lease held by a poll is left
-    /// alone and the cursor reported as unknown).
-    async fn cursor(&self, id: &AccountId) -> Result<Option<Cursor>, AdminError> {
+    /// The account's cursor and poll stats, read without disturbing a poll (a lease held by a
+    /// poll is left alone, the cursor reported as unknown and the stats as empty).
+    async fn cursor(&self, id: &AccountId) -> Result<(Option<Cursor>, PollStats), AdminError> {
         let holder = LeaseHolder::unique("status");
         match self
             .store
@@ -534,11 +560,11 @@ impl Admin {
             .await?
         {
             LeaseOutcome::Acquired(lease) => {
-                let cursor = lease.cursor;
+                // A plain release: the stored stats are kept as they are.
                 self.store.release_lease(&lease).await?;
-                Ok(cursor)
+                Ok((lease.cursor, lease.stats))
             }
-            LeaseOutcome::Held { .. } => Ok(None),
+            LeaseOutcome::Held { .. } => Ok((None, PollStats::default())),
         }
     }
 }

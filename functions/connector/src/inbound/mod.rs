@@ -24,7 +24,7 @@ pub mod render;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use pec::{Kind, PecMessage, ReceiptKind, TrustAnchors};
 use tracing::{info, warn};
 use zendesk::{
@@ -33,8 +33,8 @@ use zendesk::{
 
 use crate::domain::{
     Account, AccountId, AccountProblem, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome,
-    MessageId, MessageOutcome, MessageRecord, OutboundRecord, PecAddress, ProblemKind, ReceiptMode,
-    RecordOutcome, TicketId, Uid, UidValidity,
+    MessageId, MessageOutcome, MessageRecord, OutboundRecord, PecAddress, PollStats, ProblemKind,
+    ReceiptMode, RecordOutcome, TicketId, Uid, UidValidity,
 };
 use crate::mailbox::{FetchedMessage, MailboxError, MailboxProvider, MailboxSession, MessageRef};
 use crate::ports::{Secrets, Store};
@@ -103,6 +103,31 @@ pub struct PollOutcome {
     pub unreadable: u32,
     /// New messages left for the next run (the deadline came first).
     pub remaining: u32,
+}
+
+/// The account's poll stats after a poll that ended with `result` at `now`: a success clears
+/// the last error and adds to the totals, a failure records its error (never a secret).
+fn poll_stats(
+    before: &PollStats,
+    result: &Result<PollOutcome, PollError>,
+    now: DateTime<Utc>,
+) -> PollStats {
+    let mut stats = PollStats {
+        last_poll_at: Some(now),
+        ..before.clone()
+    };
+    match result {
+        Ok(outcome) => {
+            stats.last_success_at = Some(now);
+            stats.last_error = None;
+            stats.tickets_created += u64::from(outcome.tickets_created);
+            stats.comments_added += u64::from(outcome.comments_added);
+            stats.receipts_noted += u64::from(outcome.receipts_noted);
+            stats.unreadable += u64::from(outcome.unreadable);
+        }
+        Err(e) => stats.last_error = Some(e.to_string()),
+    }
+    stats
 }
 
 /// Why a poll stopped early. Handled messages stay recorded; the next run continues.
@@ -186,7 +211,9 @@ impl Inbound {
             }
         };
         let result = self.poll_leased(&lease, deadline).await;
-        if let Err(e) = self.store.release_lease(&lease).await {
+        // The poll's stats go back with the lease: no extra write.
+        let stats = poll_stats(&lease.stats, &result, Utc::now());
+        if let Err(e) = self.store.release_lease_with(&lease, Some(&stats)).await {
             warn!(account = %id.as_str(), error = %e, "cannot release the lease; it expires by itself");
         }
         result
@@ -960,5 +987,67 @@ fn problem_of(e: &PollError) -> Option<(ProblemKind, String)> {
             Some((ProblemKind::Credentials, s.to_string()))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_stats_add_successes_and_keep_failures_apart() {
+        let t0 = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let t1 = t0 + chrono::Duration::minutes(5);
+        let t2 = t1 + chrono::Duration::minutes(5);
+        let ok = PollOutcome {
+            tickets_created: 2,
+            comments_added: 1,
+            receipts_noted: 3,
+            unreadable: 1,
+            duplicates: 7,
+            ..PollOutcome::default()
+        };
+        let first = poll_stats(&PollStats::default(), &Ok(ok.clone()), t0);
+        assert_eq!(
+            first,
+            PollStats {
+                last_poll_at: Some(t0),
+                last_success_at: Some(t0),
+                last_error: None,
+                tickets_created: 2,
+                comments_added: 1,
+                receipts_noted: 3,
+                unreadable: 1,
+            }
+        );
+        // A failure records its error and keeps the last success and the totals.
+        let failed = poll_stats(
+            &first,
+            &Err(PollError::AccountNotFound("acme-1".into())),
+            t1,
+        );
+        assert_eq!(failed.last_poll_at, Some(t1));
+        assert_eq!(failed.last_success_at, Some(t0));
+        assert_eq!(
+            failed.last_error.as_deref(),
+            Some("cannot poll account acme-1: no such account")
+        );
+        assert_eq!(failed.tickets_created, 2);
+        // A success clears it and adds up.
+        let again = poll_stats(&failed, &Ok(ok), t2);
+        assert_eq!(again.last_poll_at, Some(t2));
+        assert_eq!(again.last_success_at, Some(t2));
+        assert_eq!(again.last_error, None);
+        assert_eq!(
+            (
+                again.tickets_created,
+                again.comments_added,
+                again.receipts_noted,
+                again.unreadable
+            ),
+            (4, 2, 6, 2)
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! | pk | sk | what |
 //! |---|---|---|
 //! | `ACCOUNTS` | `ACCOUNT#<id>` | an account's settings (one partition, so listing is a Query) |
-//! | `ACCOUNT#<id>` | `STATE` | cursor (`uid_validity`, `last_uid`, `baseline_uid_next`) and lease (`lease_holder`, `lease_expires_at`) |
+//! | `ACCOUNT#<id>` | `STATE` | cursor (`uid_validity`, `last_uid`, `baseline_uid_next`), lease (`lease_holder`, `lease_expires_at`) and poll stats (`stats`, a map written by the lease release) |
 //! | `ACCOUNT#<id>` | `MSG#<uidvalidity>#<uid>` | a message record |
 //! | `ACCOUNT#<id>` | `MID#<message-id>` | the same record, found by Message-ID |
 //! | `ACCOUNT#<id>` | `OUT#<message-id>` | a PEC we sent (with its `status`, `delivery`, ...) |
@@ -16,7 +16,8 @@
 //!
 //! Everything kept for an account lives in its own partition, so deleting an account is one
 //! Query and batch deletes, and nothing can be left behind. The lease and the cursor share the
-//! `STATE` item: taking the lease is one conditional `UpdateItem` that also returns the cursor.
+//! `STATE` item: taking the lease is one conditional `UpdateItem` that also returns the cursor
+//! and the poll stats, and releasing it is one that also stores the poll's stats.
 //! A message record is written together with the cursor advance in one `TransactWriteItems`
 //! whose conditions make it exactly-once.
 //!
@@ -43,8 +44,8 @@ use serde_json::Value;
 use super::StoreError;
 use crate::domain::{
     Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
-    MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, RecordOutcome,
-    SendStatus, Uid, UidValidity, ZendeskInstance,
+    MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, PollStats,
+    RecordOutcome, SendStatus, Uid, UidValidity, ZendeskInstance,
 };
 use crate::ports::Store;
 
@@ -442,6 +443,30 @@ fn cursor_of(op: &str, item: &Item) -> Result<Option<Cursor>, StoreError> {
     }))
 }
 
+/// The poll stats kept on the `STATE` item (a map attribute); Default when none were stored.
+fn stats_of(op: &str, item: &Item) -> Result<PollStats, StoreError> {
+    match item.get(STATS) {
+        None | Some(AttributeValue::Null(_)) => Ok(PollStats::default()),
+        Some(v) => serde_json::from_value(from_attr(op, v)?).map_err(|e| corrupt(op, e)),
+    }
+}
+
+/// Poll stats as a map attribute (absent fields are `None`, as in [`to_item`]).
+fn stats_attr(op: &str, stats: &PollStats) -> Result<AttributeValue, StoreError> {
+    let Value::Object(map) = serde_json::to_value(stats).map_err(|e| corrupt(op, e))? else {
+        return Err(corrupt(op, "poll stats are not an object"));
+    };
+    Ok(AttributeValue::M(
+        map.into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k, to_attr(v)))
+            .collect(),
+    ))
+}
+
+/// The `STATE` attribute holding the poll stats.
+const STATS: &str = "stats";
+
 fn time_of(op: &str, ms: i64) -> Result<DateTime<Utc>, StoreError> {
     Utc.timestamp_millis_opt(ms)
         .single()
@@ -707,6 +732,7 @@ impl Store for DynamoStore {
                     holder: holder.clone(),
                     expires_at: time_of(&op, until)?,
                     cursor: cursor_of(&op, &item)?,
+                    stats: stats_of(&op, &item)?,
                 }))
             }
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
@@ -733,9 +759,13 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+    async fn release_lease_with(
+        &self,
+        lease: &Lease,
+        stats: Option<&PollStats>,
+    ) -> Result<(), StoreError> {
         let op = format!("release the lease on account {}", lease.account);
-        let result = self
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -743,11 +773,17 @@ impl Store for DynamoStore {
                 keys::account_pk(&lease.account),
                 keys::STATE.to_owned(),
             )))
-            .update_expression("REMOVE lease_holder, lease_expires_at")
             .condition_expression("lease_holder = :h")
-            .expression_attribute_values(":h", s(lease.holder.as_str()))
-            .send()
-            .await;
+            .expression_attribute_values(":h", s(lease.holder.as_str()));
+        // One conditional write: the stats (when given) are stored only if the lease is released.
+        req = match stats {
+            Some(stats) => req
+                .update_expression("REMOVE lease_holder, lease_expires_at SET #stats = :stats")
+                .expression_attribute_names("#stats", STATS)
+                .expression_attribute_values(":stats", stats_attr(&op, stats)?),
+            None => req.update_expression("REMOVE lease_holder, lease_expires_at"),
+        };
+        let result = req.send().await;
         self.leased_write(&op, lease, result).await
     }
 

@@ -20,7 +20,7 @@ use super::StoreError;
 use crate::domain::{
     Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
     MessageId, MessageOutcome, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress,
-    RecordOutcome, SendStatus, Uid, UidValidity, ZendeskInstance,
+    PollStats, RecordOutcome, SendStatus, Uid, UidValidity, ZendeskInstance,
 };
 use crate::ports::Store;
 
@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     last_uid          INTEGER,
     baseline_uid_next INTEGER,
     lease_holder      TEXT,
-    lease_expires_at  INTEGER
+    lease_expires_at  INTEGER,
+    stats             TEXT
 ) STRICT;
 CREATE TABLE IF NOT EXISTS messages (
     account_id   TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
@@ -134,15 +135,21 @@ impl SqliteStore {
 /// Brings a database file created by an older version up to [`SCHEMA`]: `CREATE TABLE IF NOT
 /// EXISTS` leaves an existing table as it was, so columns added since are added here.
 fn migrate(conn: &Connection, op: &str) -> Result<(), StoreError> {
-    let has_status: bool = conn
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('outbound') WHERE name = 'status')",
-            [],
+    let has_column = |table: &str, column: &str| -> Result<bool, StoreError> {
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+            params![table, column],
             |r| r.get(0),
         )
-        .map_err(sql(op))?;
-    if !has_status {
+        .map_err(sql(op))
+    };
+    if !has_column("outbound", "status")? {
         conn.execute_batch("ALTER TABLE outbound ADD COLUMN status TEXT NOT NULL DEFAULT 'sent'")
+            .map_err(sql(op))?;
+    }
+    // Poll stats (JSON), kept beside the cursor; none until the first poll's release.
+    if !has_column("accounts", "stats")? {
+        conn.execute_batch("ALTER TABLE accounts ADD COLUMN stats TEXT")
             .map_err(sql(op))?;
     }
     Ok(())
@@ -452,18 +459,29 @@ impl Store for SqliteStore {
                     "UPDATE accounts SET lease_holder = ?2, lease_expires_at = ?3
                      WHERE id = ?1
                        AND (lease_holder IS NULL OR lease_expires_at <= ?4 OR lease_holder = ?2)
-                     RETURNING uid_validity, last_uid, baseline_uid_next",
+                     RETURNING uid_validity, last_uid, baseline_uid_next, stats",
                     params![account.as_str(), holder.as_str(), until_ms, now_ms],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                        ))
+                    },
                 )
                 .optional()
                 .map_err(sql(op))?;
             let outcome = match granted {
-                Some((uv, last, base)) => LeaseOutcome::Acquired(Lease {
+                Some((uv, last, base, stats)) => LeaseOutcome::Acquired(Lease {
                     account: account.clone(),
                     holder: holder.clone(),
                     expires_at: from_millis(op, until_ms)?,
                     cursor: cursor_from(op, uv, last, base)?,
+                    stats: match stats {
+                        Some(json) => from_json(op, &json)?,
+                        None => PollStats::default(),
+                    },
                 }),
                 None => match lease_columns(&tx, op, account.as_str())? {
                     None => return Err(StoreError::NotFound { op: op.to_owned() }),
@@ -480,18 +498,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+    async fn release_lease_with(
+        &self,
+        lease: &Lease,
+        stats: Option<&PollStats>,
+    ) -> Result<(), StoreError> {
         let op = format!("release the lease on account {}", lease.account);
         let (account, holder) = (lease.account.to_string(), lease.holder.to_string());
+        let stats = stats.map(|s| to_json(&op, s)).transpose()?;
         self.run(op, move |conn, op| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql(op))?;
+            // One statement: the stats (when given) are stored only if the lease is released.
             let n = tx
                 .execute(
-                    "UPDATE accounts SET lease_holder = NULL, lease_expires_at = NULL
+                    "UPDATE accounts SET lease_holder = NULL, lease_expires_at = NULL,
+                         stats = COALESCE(?3, stats)
                      WHERE id = ?1 AND lease_holder = ?2",
-                    params![account, holder],
+                    params![account, holder, stats],
                 )
                 .map_err(sql(op))?;
             if n == 0 {
