@@ -5,7 +5,17 @@
 //!   trigger categories and triggers, auth and error bodies, `Idempotency-Key`, pagination, and
 //!   injected `429`/`5xx`/latency. Tests drive it with a real HTTP client and read back what it
 //!   stored.
+//! - [`provider`]: the behaviour of a PEC provider as pure code ([`PecProvider`]): what a
+//!   submission produces (accettazione or non accettazione, buste di trasporto, avvenuta or
+//!   mancata consegna) and what ordinary mail from outside becomes (busta di anomalia), every
+//!   message with `daticert.xml`, the identificativo as Message-ID, and a sandbox S/MIME signature.
+//! - [`smtp`]: a PEC provider's SMTP submission server ([`smtp::SmtpSimulator`]): implicit TLS
+//!   with the sandbox test CA ([`smtp::SANDBOX_CA_PEM`]), AUTH, MAIL/RCPT/DATA; it keeps what it
+//!   accepts.
 
+pub mod provider;
+pub mod smtp;
 pub mod zendesk;
 
+pub use provider::PecProvider;
 pub use zendesk::ZendeskSimulator;
