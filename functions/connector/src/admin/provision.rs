@@ -411,7 +411,7 @@ fn gone_ok(r: Result<(), ZendeskError>) -> Result<(), AdminError> {
 fn new_token() -> SecretString {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the operating system's random source");
-    SecretString::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    SecretString::from(crate::outbound::compose::hex(&bytes))
 }
 
 #[cfg(test)]

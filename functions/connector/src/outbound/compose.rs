@@ -483,7 +483,8 @@ fn boundary(seed: &[u8; 32], kind: &str) -> String {
     format!("=_{kind}_{}", hex(&seed[..16]))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hexadecimal.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s

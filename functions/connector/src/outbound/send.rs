@@ -36,7 +36,7 @@ use crate::domain::{
 use crate::inbound::render::esc;
 use crate::mailer::{MailerProvider, SendError};
 use crate::outbound::compose::{
-    ComposeError, OutboundFile, OutboundMessage, compose, html_to_text, message_id,
+    ComposeError, OutboundFile, OutboundMessage, compose, hex, html_to_text, message_id,
 };
 use crate::outbound::webhook::{OutboundRequest, VerifiedWebhook};
 use crate::ports::{Secrets, Store};
@@ -952,10 +952,6 @@ fn backoff_after(options: &SendOptions, attempts: u32) -> Duration {
         .backoff
         .saturating_mul(factor)
         .min(options.max_backoff)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn delta(d: Duration) -> TimeDelta {
