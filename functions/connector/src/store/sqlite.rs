@@ -85,6 +85,45 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// The JSON `settings` of row `id` of `table` (`accounts`, `zendesk_instances`).
+    async fn settings_of<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        table: &'static str,
+        op: String,
+        id: String,
+    ) -> Result<Option<T>, StoreError> {
+        self.run(op, move |conn, op| {
+            let settings: Option<String> = conn
+                .query_row(
+                    &format!("SELECT settings FROM {table} WHERE id = ?1"),
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql(op))?;
+            settings.map(|s| from_json(op, &s)).transpose()
+        })
+        .await
+    }
+
+    /// Every row's JSON `settings` of `table`, by id.
+    async fn all_settings<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        table: &'static str,
+        op: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.run(op.to_owned(), move |conn, op| {
+            let mut stmt = conn
+                .prepare(&format!("SELECT settings FROM {table} ORDER BY id"))
+                .map_err(sql(op))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(sql(op))?;
+            rows.map(|r| from_json(op, &r.map_err(sql(op))?)).collect()
+        })
+        .await
+    }
+
     /// Opens (creating if needed) the database file at `path` and its tables.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let op = format!("open the database {}", path.display());
@@ -379,33 +418,12 @@ impl Store for SqliteStore {
     }
 
     async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
-        let op = format!("read account {id}");
-        let id = id.to_string();
-        self.run(op, move |conn, op| {
-            let settings: Option<String> = conn
-                .query_row(
-                    "SELECT settings FROM accounts WHERE id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql(op))?;
-            settings.map(|s| from_json(op, &s)).transpose()
-        })
-        .await
+        self.settings_of("accounts", format!("read account {id}"), id.to_string())
+            .await
     }
 
     async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        self.run("list accounts".into(), move |conn, op| {
-            let mut stmt = conn
-                .prepare("SELECT settings FROM accounts ORDER BY id")
-                .map_err(sql(op))?;
-            let rows = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(sql(op))?;
-            rows.map(|r| from_json(op, &r.map_err(sql(op))?)).collect()
-        })
-        .await
+        self.all_settings("accounts", "list accounts").await
     }
 
     async fn update_account(&self, account: &Account) -> Result<(), StoreError> {
@@ -904,33 +922,17 @@ impl Store for SqliteStore {
     }
 
     async fn get_instance(&self, id: &InstanceId) -> Result<Option<ZendeskInstance>, StoreError> {
-        let op = format!("read zendesk instance {id}");
-        let id = id.to_string();
-        self.run(op, move |conn, op| {
-            let settings: Option<String> = conn
-                .query_row(
-                    "SELECT settings FROM zendesk_instances WHERE id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql(op))?;
-            settings.map(|s| from_json(op, &s)).transpose()
-        })
+        self.settings_of(
+            "zendesk_instances",
+            format!("read zendesk instance {id}"),
+            id.to_string(),
+        )
         .await
     }
 
     async fn list_instances(&self) -> Result<Vec<ZendeskInstance>, StoreError> {
-        self.run("list zendesk instances".into(), move |conn, op| {
-            let mut stmt = conn
-                .prepare("SELECT settings FROM zendesk_instances ORDER BY id")
-                .map_err(sql(op))?;
-            let rows = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(sql(op))?;
-            rows.map(|r| from_json(op, &r.map_err(sql(op))?)).collect()
-        })
-        .await
+        self.all_settings("zendesk_instances", "list zendesk instances")
+            .await
     }
 
     async fn delete_instance(&self, id: &InstanceId) -> Result<bool, StoreError> {
