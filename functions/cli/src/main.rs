@@ -31,11 +31,16 @@ enum Command {
     /// Run the connector on this machine: the HTTP API (admin routes, Zendesk's webhook) and
     /// every account's poll schedule, with state and secrets in a local data directory.
     Serve(ServeArgs),
+    /// The whole loop offline: a simulated PEC provider and Zendesk, the connector between
+    /// them; a citizen's PEC becomes a ticket, the agent's reply leaves as PEC, the receipts
+    /// land on the ticket.
+    Demo(pec_connector::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Inspect { files, trust } => pec_connector::inspect::run(&files, &trust),
         Command::Serve(args) => pec_connector::serve::main(args),
+        Command::Demo(args) => pec_connector::demo::main(args),
     }
 }

@@ -13,9 +13,13 @@
 //!   with the sandbox test CA ([`smtp::SANDBOX_CA_PEM`]), AUTH, MAIL/RCPT/DATA; it keeps what it
 //!   accepts.
 
+pub mod imap;
+pub mod mailstore;
 pub mod provider;
+pub mod provider_sim;
 pub mod smtp;
 pub mod zendesk;
 
 pub use provider::PecProvider;
+pub use provider_sim::PecProviderSimulator;
 pub use zendesk::ZendeskSimulator;

@@ -21,9 +21,17 @@
 //! `functions/pec` reports `untrusted` unless that CA is configured as a trust anchor).
 //!
 //! Recipients on domains the provider does not host are accepted but not delivered (no
-//! provider-to-provider transport, no presa in carico) in this slice.
+//! provider-to-provider transport, no presa in carico); with [`Quirks::preavviso_for_external`]
+//! the sender gets, for each of them, the *preavviso di mancata consegna* a provider sends when
+//! 12 hours pass without a delivery.
+//!
+//! Real providers differ in details that clients trip on; [`Quirks`] switches them on:
+//! lower-case top-level header names, `errore="altro"` (Aruba) instead of `no-dest` for a
+//! mailbox that does not exist, the 12-hour preavviso, and receipts that arrive late
+//! ([`Delivery::delay`], honoured by the running simulator).
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Local};
 use pec::build::{PecBuilder, Provider, SignatureMode, daticert_from_original};
@@ -53,7 +61,29 @@ pub struct Delivery {
     pub mailbox: String,
     pub raw: Vec<u8>,
     pub kind: Kind,
+    /// How long after the submission it reaches the mailbox (zero: at once).
+    pub delay: Duration,
 }
+
+/// Real-provider behaviours a client must cope with, off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Quirks {
+    /// Top-level header names written in lower case (`x-ricevuta: accettazione`).
+    pub lowercase_headers: bool,
+    /// A mailbox that does not exist is reported with daticert `errore="altro"` (as Aruba
+    /// does) instead of `no-dest`.
+    pub altro_for_unknown_mailbox: bool,
+    /// Each recipient on a domain the provider does not host gets the sender a *preavviso di
+    /// mancata consegna* (`preavviso-errore-consegna`, errore-esteso `5.4.1`), dated 12 hours
+    /// after the submission — as if no receipt came back in time.
+    pub preavviso_for_external: bool,
+    /// Receipts of delivery (avvenuta consegna, mancata consegna, preavviso) reach the sender
+    /// this long after the submission; the accettazione and the envelopes are not delayed.
+    pub receipt_delay: Duration,
+}
+
+/// How long a provider waits for a delivery before the preavviso (pec-format §9).
+pub const PREAVVISO_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(12);
 
 /// A simulated PEC provider hosting some domains.
 #[derive(Debug, Clone)]
@@ -64,7 +94,7 @@ pub struct PecProvider {
     size_limit: usize,
     receipt_type: TipoRicevuta,
     known_mailboxes: Option<HashSet<String>>,
-    unknown_errore: String,
+    quirks: Quirks,
     clock: Option<DateTime<FixedOffset>>,
 }
 
@@ -80,7 +110,7 @@ impl PecProvider {
             size_limit: DEFAULT_SIZE_LIMIT,
             receipt_type: TipoRicevuta::Completa,
             known_mailboxes: None,
-            unknown_errore: "no-dest".to_owned(),
+            quirks: Quirks::default(),
             clock: None,
         }
     }
@@ -111,11 +141,19 @@ impl PecProvider {
             .insert(mailbox.to_ascii_lowercase());
     }
 
-    /// The daticert `errore` of a mancata consegna for a mailbox that does not exist: `no-dest`
-    /// (default) or `altro`, as Aruba reports it.
-    pub fn with_unknown_mailbox_errore(mut self, errore: &str) -> Self {
-        self.unknown_errore = errore.to_owned();
+    /// Switches real-provider quirks on (see [`Quirks`]).
+    pub fn with_quirks(mut self, quirks: Quirks) -> Self {
+        self.quirks = quirks;
         self
+    }
+
+    /// Changes the quirks of a provider already in use.
+    pub fn set_quirks(&mut self, quirks: Quirks) {
+        self.quirks = quirks;
+    }
+
+    pub fn quirks(&self) -> &Quirks {
+        &self.quirks
     }
 
     /// Fixes the provider's clock (daticert `data`, Date headers, identificativi).
@@ -180,6 +218,7 @@ impl PecProvider {
                 mailbox: sender,
                 raw,
                 kind: Kind::Receipt(ReceiptKind::NonAccettazione),
+                delay: Duration::ZERO,
             }];
         }
 
@@ -189,6 +228,7 @@ impl PecProvider {
             mailbox: sender.clone(),
             raw: self.build(accettazione, s.raw, base.clone(), Some(&sender)),
             kind: accettazione,
+            delay: Duration::ZERO,
         });
 
         let variant = header_values(s.raw, "X-TipoRicevuta")
@@ -207,6 +247,7 @@ impl PecProvider {
                     mailbox: r.to_string(),
                     raw: envelope.clone(),
                     kind: Kind::Envelope,
+                    delay: Duration::ZERO,
                 });
             }
         }
@@ -218,7 +259,12 @@ impl PecProvider {
             } else {
                 let mut d = base.clone();
                 d.consegna = vec![r.clone()];
-                d.errore = self.unknown_errore.clone();
+                d.errore = if self.quirks.altro_for_unknown_mailbox {
+                    "altro"
+                } else {
+                    "no-dest"
+                }
+                .to_owned();
                 d.errore_esteso = Some(format!("5.1.1 - {} - indirizzo non valido", self.gestore));
                 (Kind::Receipt(ReceiptKind::ErroreConsegna), d)
             };
@@ -226,7 +272,27 @@ impl PecProvider {
                 mailbox: sender.clone(),
                 raw: self.build(kind, s.raw, d, Some(&sender)),
                 kind,
+                delay: self.quirks.receipt_delay,
             });
+        }
+        if self.quirks.preavviso_for_external {
+            let preavviso = Kind::Receipt(ReceiptKind::PreavvisoErroreConsegna);
+            for r in s.recipients.iter().filter(|r| !self.hosts(r)) {
+                let mut d = base.clone();
+                d.data = Some(now + PREAVVISO_AFTER);
+                d.consegna = vec![r.clone()];
+                d.errore = "no-dest".to_owned();
+                d.errore_esteso = Some(format!(
+                    "5.4.1 - {} - nessuna ricevuta di consegna entro 12 ore",
+                    self.gestore
+                ));
+                out.push(Delivery {
+                    mailbox: sender.clone(),
+                    raw: self.build(preavviso, s.raw, d, Some(&sender)),
+                    kind: preavviso,
+                    delay: self.quirks.receipt_delay,
+                });
+            }
         }
         out
     }
@@ -250,6 +316,7 @@ impl PecProvider {
             mailbox: to.to_owned(),
             raw: self.build(Kind::Anomaly, raw, d, None),
             kind: Kind::Anomaly,
+            delay: Duration::ZERO,
         }
     }
 
@@ -292,6 +359,7 @@ impl PecProvider {
         let provider = Provider::new(&self.gestore, self.domain());
         let mut b = PecBuilder::new(kind, provider, d)
             .original(original)
+            .lowercase_headers(self.quirks.lowercase_headers)
             .signature(SignatureMode::signed_by(SigningIdentity::sandbox()));
         if let Some(to) = to {
             b = b.to(to);
@@ -539,7 +607,10 @@ mod tests {
         // An explicit mailbox list, and Aruba's errore="altro".
         let mut p = provider()
             .with_mailboxes(&[SENDER, ALICE])
-            .with_unknown_mailbox_errore("altro");
+            .with_quirks(Quirks {
+                altro_for_unknown_mailbox: true,
+                ..Quirks::default()
+            });
         let out = submit(&mut p, SENDER, &[BOB], &message(SENDER, &[BOB]).build());
         let kinds: Vec<Kind> = out.iter().map(|d| d.kind).collect();
         assert_eq!(
@@ -638,6 +709,69 @@ mod tests {
         let original = m.original.expect("postacert.eml");
         assert_eq!(original.subject.as_deref(), Some("Comunicato"));
         assert_eq!(original.message_id.as_deref(), Some("plain-1@esempio.test"));
+    }
+
+    #[test]
+    fn quirk_lowercase_header_names_still_classify() {
+        let mut p = provider().with_quirks(Quirks {
+            lowercase_headers: true,
+            ..Quirks::default()
+        });
+        let raw = message(SENDER, &[ALICE]).build();
+        let out = submit(&mut p, SENDER, &[ALICE], &raw);
+        assert_eq!(out.len(), 3);
+        for d in &out {
+            let head = String::from_utf8_lossy(&d.raw);
+            let head = head.split("\r\n\r\n").next().expect("header block");
+            let names: Vec<&str> = head
+                .lines()
+                .filter(|l| !l.starts_with([' ', '\t']))
+                .filter_map(|l| l.split_once(':').map(|(n, _)| n))
+                .collect();
+            assert!(
+                names.contains(&"x-trasporto") || names.contains(&"x-ricevuta"),
+                "{names:?}"
+            );
+            assert!(
+                names.iter().all(|n| *n == n.to_ascii_lowercase()),
+                "{names:?}"
+            );
+            parse(d);
+        }
+    }
+
+    #[test]
+    fn quirk_preavviso_for_a_recipient_outside_arrives_dated_12_hours_later() {
+        let mut p = provider().with_quirks(Quirks {
+            preavviso_for_external: true,
+            receipt_delay: Duration::from_millis(300),
+            ..Quirks::default()
+        });
+        let outside = "ufficio@pec.altrogestore.test";
+        let raw = message(SENDER, &[ALICE, outside]).build();
+        let out = submit(&mut p, SENDER, &[ALICE, outside], &raw);
+        let kinds: Vec<(Kind, Duration)> = out.iter().map(|d| (d.kind, d.delay)).collect();
+        let late = Duration::from_millis(300);
+        assert_eq!(
+            kinds,
+            vec![
+                (Kind::Receipt(ReceiptKind::Accettazione), Duration::ZERO),
+                (Kind::Envelope, Duration::ZERO),
+                (Kind::Receipt(ReceiptKind::AvvenutaConsegna), late),
+                (Kind::Receipt(ReceiptKind::PreavvisoErroreConsegna), late),
+            ]
+        );
+        let accettazione = parse(&out[0]).daticert.expect("daticert");
+        let m = parse(&out[3]);
+        let facts = m.receipt().expect("facts");
+        assert_eq!(facts.consegna, [outside.to_owned()]);
+        assert!(facts.errore_esteso.is_some_and(|e| e.starts_with("5.4.1")));
+        let d = m.daticert.as_ref().expect("daticert");
+        assert_eq!(d.identificativo, accettazione.identificativo);
+        assert_eq!(
+            d.data.expect("data") - accettazione.data.expect("data"),
+            PREAVVISO_AFTER
+        );
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct Submission {
 /// Who may log in: a user name and password check.
 pub type Logins = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
+/// Called with every accepted message, after it is kept and before the client hears `250`.
+pub type OnSubmission = Arc<dyn Fn(Submission) + Send + Sync>;
+
 /// A running SMTP submission server on loopback.
 pub struct SmtpSimulator {
     addr: SocketAddr,
@@ -46,7 +49,7 @@ pub struct SmtpSimulator {
 }
 
 /// The server's TLS identity: the sandbox certificate for `localhost` and `127.0.0.1`.
-fn acceptor() -> Result<TlsAcceptor, String> {
+pub(crate) fn acceptor() -> Result<TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(SERVER_CERT_PEM.as_bytes())
             .chain(CertificateDer::pem_slice_iter(SANDBOX_CA_PEM.as_bytes()))
@@ -68,6 +71,15 @@ impl SmtpSimulator {
     /// Starts on 127.0.0.1 (a free port); `logins` decides who may authenticate; `max_size` is
     /// the largest message accepted.
     pub async fn start(logins: Logins, max_size: usize) -> Result<SmtpSimulator, String> {
+        Self::start_with(logins, max_size, None).await
+    }
+
+    /// [`Self::start`], handing every accepted message to `on_submission` too.
+    pub async fn start_with(
+        logins: Logins,
+        max_size: usize,
+        on_submission: Option<OnSubmission>,
+    ) -> Result<SmtpSimulator, String> {
         let acceptor = acceptor()?;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -83,9 +95,10 @@ impl SmtpSimulator {
                     accepted = listener.accept() => {
                         let Ok((tcp, _)) = accepted else { continue };
                         let (acceptor, logins, kept) = (acceptor.clone(), logins.clone(), kept.clone());
+                        let hook = on_submission.clone();
                         tokio::spawn(async move {
                             if let Ok(tls) = acceptor.accept(tcp).await {
-                                let _ = session(tls, logins, kept, max_size).await;
+                                let _ = session(tls, logins, kept, hook, max_size).await;
                             }
                         });
                     }
@@ -144,6 +157,7 @@ async fn session<S>(
     stream: S,
     logins: Logins,
     kept: Arc<Mutex<Vec<Submission>>>,
+    hook: Option<OnSubmission>,
     max_size: usize,
 ) -> std::io::Result<()>
 where
@@ -277,16 +291,20 @@ where
                     if too_big {
                         "552 5.3.4 Message size exceeds fixed maximum message size\r\n".to_owned()
                     } else {
+                        let submission = Submission {
+                            authenticated_user: user.clone().unwrap_or_default(),
+                            mail_from: from.take().unwrap_or_default(),
+                            recipients: std::mem::take(&mut rcpts),
+                            raw,
+                        };
                         let n = {
                             let mut kept = kept.lock().expect("not poisoned");
-                            kept.push(Submission {
-                                authenticated_user: user.clone().unwrap_or_default(),
-                                mail_from: from.take().unwrap_or_default(),
-                                recipients: std::mem::take(&mut rcpts),
-                                raw,
-                            });
+                            kept.push(submission.clone());
                             kept.len()
                         };
+                        if let Some(hook) = &hook {
+                            hook(submission);
+                        }
                         format!("250 2.0.0 OK queued as sandbox-{n}\r\n")
                     }
                 }

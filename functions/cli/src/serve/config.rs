@@ -21,7 +21,7 @@ Secrets, from the environment only (stored on first use in <data-dir>/secrets, o
 Logging: RUST_LOG (default `info`), to standard error.
 
 --config FILE is a JSON object with any of the keys listen, data_dir, zendesk_url,
-zendesk_subdomain, zendesk_email, public_url, trust_ca (relative paths are relative to the
+zendesk_subdomain, zendesk_email, public_url, trust_ca, trust_pec_ca (relative paths are relative to the
 working directory).")]
 pub struct ServeArgs {
     /// Settings file (JSON); flags and environment variables override it [env: PEC_CONFIG]
@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// roots are always trusted [env: PEC_TRUST_CA]
     #[arg(long, value_name = "FILE")]
     pub trust_ca: Option<PathBuf>,
+    /// Also trust this CA (PEM) for the providers' S/MIME signatures on PEC messages, e.g. the
+    /// sandbox provider's; the accredited providers' CAs are always trusted [env:
+    /// PEC_TRUST_PEC_CA]
+    #[arg(long, value_name = "FILE")]
+    pub trust_pec_ca: Option<PathBuf>,
 }
 
 /// The settings file's keys: the same as the flags.
@@ -65,6 +70,7 @@ struct ConfigFile {
     zendesk_email: Option<String>,
     public_url: Option<String>,
     trust_ca: Option<PathBuf>,
+    trust_pec_ca: Option<PathBuf>,
 }
 
 /// `serve`'s settings, resolved.
@@ -83,6 +89,8 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     /// Extra trusted CA (PEM) for IMAP and SMTP.
     pub trust_ca: Option<PathBuf>,
+    /// Extra trusted CA (PEM) for the providers' signatures.
+    pub trust_pec_ca: Option<PathBuf>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -174,6 +182,11 @@ impl ServeArgs {
                 .clone()
                 .or_else(|| env("PEC_TRUST_CA").map(PathBuf::from))
                 .or(file.trust_ca),
+            trust_pec_ca: self
+                .trust_pec_ca
+                .clone()
+                .or_else(|| env("PEC_TRUST_PEC_CA").map(PathBuf::from))
+                .or(file.trust_pec_ca),
         })
     }
 }
@@ -248,6 +261,7 @@ mod tests {
         assert_eq!(c.public_url, None, "blank is unset");
         assert!(c.zendesk_api_token.is_none() && c.admin_token.is_none());
         assert_eq!(c.trust_ca, None);
+        assert_eq!(c.trust_pec_ca, None);
     }
 
     #[test]
@@ -257,7 +271,7 @@ mod tests {
         std::fs::write(
             &file,
             r#"{"listen": "127.0.0.1:9000", "data_dir": "/srv/pec", "zendesk_url": "https://file.zendesk.com",
-                "zendesk_email": "file@acme.test", "public_url": "https://file.example", "trust_ca": "/ca.pem"}"#,
+                "zendesk_email": "file@acme.test", "public_url": "https://file.example", "trust_ca": "/ca.pem", "trust_pec_ca": "/pec-ca.pem"}"#,
         )
         .unwrap();
         let args = ServeArgs {
@@ -282,6 +296,7 @@ mod tests {
         assert_eq!(c.zendesk_url, "https://file.zendesk.com");
         assert_eq!(c.public_url.as_deref(), Some("https://file.example"));
         assert_eq!(c.trust_ca, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(c.trust_pec_ca, Some(PathBuf::from("/pec-ca.pem")));
         assert_eq!(c.zendesk_api_token.unwrap().expose_secret(), "zd-token");
         assert_eq!(
             c.admin_token.unwrap().expose_secret(),

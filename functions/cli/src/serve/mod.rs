@@ -171,6 +171,15 @@ impl Server {
                 .context("cannot use the trusted CA for SMTP")?,
             None => SmtpTrust::webpki(),
         };
+        let mut anchors = pec::TrustAnchors::pec();
+        if let Some(path) = &config.trust_pec_ca {
+            let pem = std::fs::read(path).with_context(|| {
+                format!("cannot read the trusted PEC CA file {}", path.display())
+            })?;
+            anchors
+                .add_pem(&pem)
+                .with_context(|| format!("cannot use the trusted PEC CA {}", path.display()))?;
+        }
         let mailboxes = Arc::new(ImapProvider::new(imap_tls));
         let mailers = Arc::new(SmtpProvider::new(smtp_trust));
 
@@ -202,7 +211,7 @@ impl Server {
             secrets: secrets.clone(),
             mailboxes: mailboxes.clone(),
             zendesk: zendesk.clone(),
-            anchors: pec::TrustAnchors::pec(),
+            anchors,
             options: PollOptions::default(),
             hook: None,
             instances: Some(instances.clone()),

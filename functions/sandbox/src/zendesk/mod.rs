@@ -22,6 +22,22 @@
 //! | `GET/POST /api/v2/trigger_categories`, `GET/PATCH/DELETE …/{id}` | OAS shapes (create answers `200`); errors as `{"errors": [{code, title}]}`; deleting a category that holds triggers is `400 TriggerCategoryNotEmpty` |
 //! | `GET/POST /api/v2/triggers`, `GET/PUT/DELETE …/{id}` | `category_id` and `active` filters, cursor pages with `page[…]`; create `201`; `PUT` replaces conditions and actions together; `422` for a blank title, bad conditions, no actions, an unknown category or `notification_webhook` webhook |
 //!
+//!
+//! **Triggers fire** (reference §4.2, §5, §6), as in Zendesk: after a ticket create or update the
+//! active triggers run once each in `position` order (then id), and a firing trigger's actions
+//! change the ticket before the next trigger is checked. [`ZendeskSimulator::agent_reply`] (an
+//! agent's comment in the agent UI, via `web` = 0) always runs them; API creates and updates (via
+//! `api` = 5) only after [`ZendeskSimulator::set_fire_triggers`]`(true)`, so API-only tests see no
+//! calls. Every firing is logged ([`ZendeskSimulator::trigger_firings`],
+//! [`ZendeskSimulator::wait_for_firings`]).
+//!
+//! | part | supported |
+//! |---|---|
+//! | conditions (`all` every one, `any` at least one when not empty) | `update_type` `is`/`is_not` `Create`/`Change`; `comment_is_public` `is`/`is_not` `true`/`false`/`not_relevant` (= a comment of either kind)/`requester_can_see_comment` (= public), false without a comment; `current_tags` `includes` (any listed tag present) / `not_includes` (none present), space-separated; `role` `is`/`is_not` `end_user`/`agent`/`admin` of the updating user (the API agent for API updates; `agent` matches admins too); `current_via_id` `is`/`is_not`; `status` `is`/`is_not`. Any other field or operator: the condition is false |
+//! | actions | `notification_webhook` `[id, body]`; `current_tags` (Zendesk's "add tags", `add_tags` accepted too), `remove_tags`, `set_tags`; `status`. Others are ignored |
+//! | webhook call | real HTTP in a task of its own after the state lock is released; the webhook's method, one attempt, 10 s timeout; `Content-Type` from `request_format`; `X-Zendesk-Webhook-Id`, `-Invocation-Id` (unique), `-Signature-Timestamp` (RFC 3339 UTC, `…Z`), `-Signature` = base64(HMAC-SHA256(signing secret, timestamp + body)); the webhook's `bearer_token` / `basic_auth` / `api_key` header. An inactive or deleted webhook is logged as failed, not called; `GET` sends no body |
+//! | body placeholders | `ticket.id`, `.title`, `.status`, `.external_id`, `.tags`, `.url`, `.via`, `.requester.id/.email/.name`, `.created_at_with_timestamp`, `.updated_at_with_timestamp`, `.latest_comment`, `.latest_public_comment` (plain body) and their `_html`, `current_user.id/.email/.name`; unknown ones render empty (Liquid); values are inserted verbatim, not JSON-escaped (§6); rendered after every trigger has run, with the ticket as saved |
+//!
 //! Where the reference leaves a detail open, the simulator picks one and says so here
 //! (unverified against Zendesk): a reused `Idempotency-Key` with another body is
 //! `400 {"error": "IdempotentRequestError", …}`; only `201` answers are remembered for replay;
@@ -47,8 +63,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use state::{
-    Attachment, COMMENT_BODY_LIMIT, Comment, Fault, IDEMPOTENCY_WINDOW, MAX_COMMENTS_PER_TICKET,
-    RecordedRequest, Ticket, Trigger, TriggerCategory, User, Webhook,
+    Attachment, COMMENT_BODY_LIMIT, CallOutcome, Comment, Fault, IDEMPOTENCY_WINDOW,
+    MAX_COMMENTS_PER_TICKET, RecordedRequest, Ticket, Trigger, TriggerCategory, TriggerFiring,
+    User, WEBHOOK_TIMEOUT, Webhook, WebhookCall,
 };
 
 use routes::Shared;
@@ -89,6 +106,8 @@ pub struct ZendeskSimulator {
 pub enum StartError {
     #[error("cannot bind the zendesk simulator to 127.0.0.1")]
     Bind(#[source] std::io::Error),
+    #[error("cannot build the http client the simulator's triggers call webhooks with")]
+    Http(#[source] reqwest::Error),
 }
 
 impl ZendeskSimulator {
@@ -104,12 +123,20 @@ impl ZendeskSimulator {
             .map_err(StartError::Bind)?;
         let addr = listener.local_addr().map_err(StartError::Bind)?;
         let base_url = format!("http://{addr}");
+        // Webhook endpoints are local in tests and the demo: never through a proxy.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(state::WEBHOOK_TIMEOUT)
+            .build()
+            .map_err(StartError::Http)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(state::State::new(
                 base_url.clone(),
                 &credentials.agent_email,
             )),
             credentials: credentials.clone(),
+            http,
+            runtime: tokio::runtime::Handle::current(),
         });
         let app = routes::router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -243,6 +270,54 @@ impl ZendeskSimulator {
                 true
             }
             None => false,
+        }
+    }
+
+    // ----- triggers ----------------------------------------------------------------------------
+
+    /// Whether ticket creates and updates made through the API (via `api`, id 5) run the
+    /// triggers, as they do in Zendesk. Off by default, so tests of the API alone see no webhook
+    /// calls; [`ZendeskSimulator::agent_reply`] always runs them.
+    pub fn set_fire_triggers(&self, on: bool) {
+        self.shared.lock().fire_triggers = on;
+    }
+
+    /// The API agent replies on ticket `id` in the agent UI (via `web`, id 0): a public reply or,
+    /// with `public: false`, an internal note. `updated_at` moves and the triggers run; their
+    /// webhook calls go out in the background (see [`ZendeskSimulator::wait_for_firings`]).
+    /// Returns the comment id, or `None` when there is no such ticket or it is closed.
+    pub fn agent_reply(&self, ticket_id: u64, body: &str, public: bool) -> Option<u64> {
+        let (comment_id, calls) = {
+            let mut state = self.shared.lock();
+            let update = state.agent_comment(ticket_id, body, public)?;
+            (update.comment_id, state.run_triggers(&update))
+        };
+        state::dispatch(&self.shared, calls);
+        comment_id
+    }
+
+    /// Every trigger firing so far, in order, with its webhook calls (a call's
+    /// [`WebhookCall::outcome`] is [`CallOutcome::Pending`] until it returns).
+    pub fn trigger_firings(&self) -> Vec<TriggerFiring> {
+        self.shared.lock().firings.clone()
+    }
+
+    /// Waits until at least `n` trigger firings are logged with every webhook call returned, or
+    /// `timeout` passes; returns how many complete firings there are.
+    pub async fn wait_for_firings(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let complete = self
+                .shared
+                .lock()
+                .firings
+                .iter()
+                .filter(|f| f.is_complete())
+                .count();
+            if complete >= n || tokio::time::Instant::now() >= deadline {
+                return complete;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

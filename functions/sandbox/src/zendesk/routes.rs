@@ -15,7 +15,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::Credentials;
-use super::state::{ApiError, Fault, RecordedRequest, State};
+use super::state::{self, ApiError, Fault, PendingCall, RecordedRequest, State, Update, VIA_API};
 
 /// Larger than Zendesk's 50 MB attachment limit, so big uploads reach the handler.
 const BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -23,6 +23,10 @@ const BODY_LIMIT: usize = 64 * 1024 * 1024;
 pub(crate) struct Shared {
     pub state: Mutex<State>,
     pub credentials: Credentials,
+    /// The client the triggers call webhooks with.
+    pub http: reqwest::Client,
+    /// Where webhook calls run (the runtime the simulator was started on).
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
@@ -216,10 +220,35 @@ async fn create_ticket(AxumState(shared): Ctx, headers: HeaderMap, body: Bytes) 
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let outcome =
-        json_body(&body).and_then(|request| shared.lock().create_ticket(request, key.as_deref()));
+    let outcome = json_body(&body).and_then(|request| {
+        let mut state = shared.lock();
+        let mut outcome = state.create_ticket(request, key.as_deref())?;
+        let mut calls = Vec::new();
+        // A replayed answer is not a new ticket: nothing to trigger.
+        if state.fire_triggers
+            && outcome.idempotency_lookup != Some("hit")
+            && let Some(id) = outcome.body["ticket"]["id"].as_u64()
+        {
+            let comment_id = state
+                .tickets
+                .get(&id)
+                .and_then(|t| t.comments.first())
+                .map(|c| c.id);
+            let update = Update {
+                ticket_id: id,
+                created: true,
+                via_id: VIA_API,
+                user_id: state.agent_id(),
+                comment_id,
+            };
+            calls = state.run_triggers(&update);
+            state.refresh_ticket_json(id, &mut outcome.body);
+        }
+        Ok((outcome, calls))
+    });
     match outcome {
-        Ok(outcome) => {
+        Ok((outcome, calls)) => {
+            state::dispatch(&shared, calls);
             let location = outcome.body["ticket"]["url"].as_str().map(str::to_string);
             let mut response = reply(outcome.status, outcome.body);
             if let Some(lookup) = outcome.idempotency_lookup {
@@ -262,10 +291,35 @@ async fn update_ticket(AxumState(shared): Ctx, Path(id): Path<String>, body: Byt
         if let Err(wait) = state.count_update(id) {
             return Ok(Err(wait));
         }
-        state.update_ticket(id, &request).map(Ok)
+        let mut body = state.update_ticket(id, &request)?;
+        let calls = if state.fire_triggers {
+            let with_comment = request["ticket"]["comment"].is_object();
+            let comment_id = state
+                .tickets
+                .get(&id)
+                .and_then(|t| t.comments.last())
+                .map(|c| c.id)
+                .filter(|_| with_comment);
+            let update = Update {
+                ticket_id: id,
+                created: false,
+                via_id: VIA_API,
+                user_id: state.agent_id(),
+                comment_id,
+            };
+            let calls = state.run_triggers(&update);
+            state.refresh_ticket_json(id, &mut body);
+            calls
+        } else {
+            Vec::<PendingCall>::new()
+        };
+        Ok(Ok((body, calls)))
     });
     match result {
-        Ok(Ok(body)) => reply(200, body),
+        Ok(Ok((body, calls))) => {
+            state::dispatch(&shared, calls);
+            reply(200, body)
+        }
         Ok(Err(wait)) => rate_limited(Some(wait), None),
         Err(e) => error(e),
     }

@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
+mod engine;
 mod rules;
 
+pub use engine::{CallOutcome, TriggerFiring, WEBHOOK_TIMEOUT, WebhookCall};
+pub(crate) use engine::{PendingCall, Update, VIA_API, VIA_WEB, dispatch};
 pub use rules::{Trigger, TriggerCategory, Webhook};
 
 /// Comment bodies above this many bytes are truncated without error (reference §2.5).
@@ -58,6 +61,8 @@ pub struct Comment {
     pub attachment_ids: Vec<u64>,
     /// True when the sent body exceeded [`COMMENT_BODY_LIMIT`] and was cut.
     pub truncated: bool,
+    /// How the comment was made: `5` through the API (`api`), `0` in the agent UI (`web`).
+    pub via_id: u64,
     pub created_at: String,
 }
 
@@ -204,6 +209,10 @@ pub(crate) struct State {
     /// Trigger categories by numeric id.
     pub trigger_categories: BTreeMap<u64, TriggerCategory>,
     pub triggers: BTreeMap<u64, Trigger>,
+    /// Whether API creates and updates run the triggers (agent replies always do).
+    pub fire_triggers: bool,
+    /// What the triggers did, in firing order.
+    pub firings: Vec<TriggerFiring>,
     next_id: u64,
 }
 
@@ -530,6 +539,7 @@ impl State {
             public,
             attachment_ids,
             truncated,
+            via_id: VIA_API,
             created_at: timestamp(),
         }
     }
@@ -622,6 +632,39 @@ impl State {
         });
         self.tickets.insert(id, ticket);
         Ok(body)
+    }
+
+    /// A public reply or internal note by the API agent in the agent UI (via `web`): `None` when
+    /// there is no such ticket, it is closed or full. The update to run the triggers for comes
+    /// back with the comment id.
+    pub fn agent_comment(&mut self, id: u64, body: &str, public: bool) -> Option<Update> {
+        let ticket = self.tickets.get(&id)?.clone();
+        if ticket.status == "closed" || ticket.comments.len() >= MAX_COMMENTS_PER_TICKET {
+            return None;
+        }
+        let mut input = Map::new();
+        input.insert("body".into(), Value::String(body.to_string()));
+        let author = self.agent_id();
+        let mut comment = self.build_comment(&ticket, &input, author, public);
+        comment.via_id = VIA_WEB;
+        let comment_id = comment.id;
+        let ticket = self.tickets.get_mut(&id)?;
+        ticket.comments.push(comment);
+        ticket.updated_at = timestamp();
+        Some(Update {
+            ticket_id: id,
+            created: false,
+            via_id: VIA_WEB,
+            user_id: author,
+            comment_id: Some(comment_id),
+        })
+    }
+
+    /// Replaces `body["ticket"]` with the ticket as it is now (after the triggers ran).
+    pub fn refresh_ticket_json(&self, id: u64, body: &mut Value) {
+        if let (Some(ticket), Some(slot)) = (self.tickets.get(&id), body.get_mut("ticket")) {
+            *slot = self.ticket_json(ticket);
+        }
     }
 
     pub fn show_ticket(&self, id: u64) -> Result<Value, ApiError> {
@@ -844,7 +887,7 @@ impl State {
             "plain_body": c.body,
             "public": c.public,
             "attachments": c.attachment_ids.iter().filter_map(|i| self.attachments.get(i)).map(|a| self.attachment_json(a)).collect::<Vec<_>>(),
-            "via": { "channel": "api" },
+            "via": { "channel": engine::via_channel(c.via_id) },
             "created_at": c.created_at,
         })
     }
@@ -973,20 +1016,49 @@ fn escape_html(text: &str) -> String {
 
 /// A rough plain-text view of HTML: tags dropped, the basic entities decoded.
 fn html_to_text(html: &str) -> String {
+    // Block ends and line breaks become new lines, as Zendesk's plain `body` shows them.
+    const BREAKS: [&str; 14] = [
+        "/p",
+        "br",
+        "br/",
+        "/div",
+        "/li",
+        "/tr",
+        "/h1",
+        "/h2",
+        "/h3",
+        "/h4",
+        "/blockquote",
+        "/table",
+        "/ul",
+        "/ol",
+    ];
     let mut out = String::with_capacity(html.len());
-    let mut in_tag = false;
+    let mut tag: Option<String> = None;
     for ch in html.chars() {
-        match ch {
-            '<' => in_tag = true,
-            '>' if in_tag => in_tag = false,
-            _ if !in_tag => out.push(ch),
-            _ => {}
+        match (&mut tag, ch) {
+            (None, '<') => tag = Some(String::new()),
+            (Some(name), '>') => {
+                let name = name
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                if BREAKS.contains(&name.as_str()) && !out.ends_with("\n\n") {
+                    out.push('\n');
+                }
+                tag = None;
+            }
+            (Some(name), c) => name.push(c),
+            (None, c) => out.push(c),
         }
     }
-    out.replace("&lt;", "<")
+    out.trim()
+        .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&quot;", "\"")
         .replace("&#8203;", "\u{200b}")
+        .replace("&nbsp;", " ")
         .replace("&amp;", "&")
 }
 
@@ -1104,6 +1176,10 @@ mod tests {
     #[test]
     fn html_to_text_drops_tags() {
         assert_eq!(html_to_text("<p>a &amp; <b>b</b></p>"), "a & b");
+        assert_eq!(
+            html_to_text("<p>x</p><p>y<br>z</p><ul><li>1</li><li>2</li></ul>"),
+            "x\ny\nz\n1\n2"
+        );
     }
 
     #[test]

@@ -1,0 +1,3 @@
+//! Test code shared by several test binaries.
+
+pub mod imap_adapter;
