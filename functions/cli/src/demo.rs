@@ -27,7 +27,7 @@ use connector::mailer::Mailer;
 use connector::mailer::smtp::{SmtpConfig, SmtpMailer, SmtpTrust};
 use pec::build::{Address, MailBuilder};
 use pec::{Kind, PecMessage, ReceiptKind};
-use sandbox::provider::PecProvider;
+use sandbox::provider::{PecProvider, Quirks};
 use sandbox::smtp::SANDBOX_CA_PEM;
 use sandbox::zendesk::CallOutcome;
 use sandbox::{PecProviderSimulator, ZendeskSimulator};
@@ -113,6 +113,225 @@ pub fn main(args: DemoArgs) -> ExitCode {
     }
 }
 
+/// The demo's world: the PEC provider and Zendesk simulators and the connector between them,
+/// its state in a temporary directory (removed on [`Sandbox::shutdown`] or drop). Tests use it
+/// to drive the same loop with the provider's quirks switched on.
+pub struct Sandbox {
+    pub provider: PecProviderSimulator,
+    pub zendesk: ZendeskSimulator,
+    /// The connector's HTTP API, `http://127.0.0.1:<port>`.
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub admin_token_file: PathBuf,
+    admin_token: SecretString,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _temp: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// Starts the simulators (the provider with `quirks`) and the connector (`serve`, trusting
+    /// the sandbox's TLS and signing CAs); the office's and the citizen's mailboxes exist.
+    pub async fn start(args: &DemoArgs, quirks: Quirks) -> anyhow::Result<Sandbox> {
+        // The temporary directory holds the state, the secrets and the two sandbox CAs.
+        let temp = tempfile::Builder::new()
+            .prefix("pec-connector-demo-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let data_dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| temp.path().join("data"));
+        let tls_ca = temp.path().join("sandbox-tls-ca.pem");
+        std::fs::write(&tls_ca, SANDBOX_CA_PEM)?;
+        let pec_ca = temp.path().join("sandbox-pec-ca.pem");
+        std::fs::write(&pec_ca, pec::signature::SigningIdentity::sandbox_ca_pem())?;
+
+        let provider = PecProviderSimulator::start(
+            PecProvider::new(GESTORE, &["pec.sandbox.test", "pec.cittadini.test"])
+                .with_quirks(quirks),
+        )
+        .await
+        .map_err(|e| anyhow!("cannot start the PEC provider simulator: {e}"))?;
+        provider.add_user(OFFICE, OFFICE_PASSWORD);
+        provider.add_user(CITIZEN, CITIZEN_PASSWORD);
+        let zendesk = ZendeskSimulator::start()
+            .await
+            .map_err(|e| anyhow!("cannot start the Zendesk simulator: {e}"))?;
+
+        // The connector, as `pec-connector serve` runs it.
+        let server = Server::start(ServeConfig {
+            listen: args
+                .listen
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:0".to_owned()),
+            data_dir: data_dir.clone(),
+            zendesk_url: zendesk.base_url().to_owned(),
+            zendesk_email: zendesk.credentials().agent_email.clone(),
+            zendesk_api_token: Some(SecretString::from(zendesk.credentials().api_token.clone())),
+            // Generated and kept in the data directory, as `serve` does.
+            admin_token: None,
+            public_url: None,
+            trust_ca: Some(tls_ca),
+            trust_pec_ca: Some(pec_ca),
+        })
+        .await?;
+        let base = format!("http://{}", server.local_addr());
+        let admin_token_file = server.admin_token_file().to_owned();
+        let admin_token = SecretString::from(
+            std::fs::read_to_string(&admin_token_file)
+                .context("cannot read the generated admin token")?
+                .trim()
+                .to_owned(),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Ok(Sandbox {
+            provider,
+            zendesk,
+            base,
+            data_dir,
+            admin_token_file,
+            admin_token,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            serving: Some(serving),
+            _temp: temp,
+        })
+    }
+
+    /// Calls the connector's admin API; a non-2xx answer is an error naming the status.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        use secrecy::ExposeSecret as _;
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.admin_token.expose_secret())
+            .timeout(STEP_TIMEOUT);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer = request.send().await.context("admin API call")?;
+        let status = answer.status();
+        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("the admin API answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Registers the office's PEC box; its account id.
+    pub async fn register_office(&self) -> anyhow::Result<String> {
+        let account = self
+            .admin(
+                reqwest::Method::POST,
+                "/accounts",
+                Some(json!({
+                    "address": OFFICE,
+                    "password": OFFICE_PASSWORD,
+                    "imap_host": "localhost",
+                    "imap_port": self.provider.imap_addr().port(),
+                    "smtp_host": "localhost",
+                    "smtp_port": self.provider.smtp_addr().port(),
+                })),
+            )
+            .await
+            .context("registering the demo account")?;
+        Ok(account["id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no account id in {account}"))?
+            .to_owned())
+    }
+
+    /// "Poll now" for `account`: the poll's outcome.
+    pub async fn poll(&self, account: &str) -> anyhow::Result<Value> {
+        self.admin(
+            reqwest::Method::POST,
+            &format!("/accounts/{account}/poll"),
+            None,
+        )
+        .await
+    }
+
+    /// The citizen sends the office a PEC over the provider's SMTP server.
+    pub async fn citizen_sends(&self, subject: &str, text: &str) -> anyhow::Result<()> {
+        let request = MailBuilder::new()
+            .from(Address::named(CITIZEN_NAME, CITIZEN))
+            .to(OFFICE)
+            .subject(subject)
+            .message_id(&format!(
+                "richiesta-{}-{}@pec.cittadini.test",
+                std::process::id(),
+                self.provider.submissions().len()
+            ))
+            .text(text)
+            .attachment(
+                "documento-identita.pdf",
+                "application/pdf",
+                b"%PDF-1.4 documento di identita (demo)",
+            )
+            .build();
+        let mut config = SmtpConfig::new("localhost", self.provider.smtp_addr().port(), CITIZEN);
+        config.timeout = STEP_TIMEOUT;
+        let citizen_smtp = SmtpMailer::new(
+            config,
+            SecretString::from(CITIZEN_PASSWORD.to_owned()),
+            SmtpTrust::with_extra_roots(SANDBOX_CA_PEM.as_bytes()).map_err(anyhow::Error::msg)?,
+        );
+        citizen_smtp
+            .send(CITIZEN, &[OFFICE.to_owned()], &request)
+            .await
+            .map_err(|e| anyhow!("the citizen's PEC was refused: {e}"))?;
+        Ok(())
+    }
+
+    /// Waits until the mailbox of `address` holds `n` messages.
+    pub async fn wait_for(&self, address: &str, n: usize) -> anyhow::Result<()> {
+        let got = self
+            .provider
+            .store()
+            .wait_for(address, n, STEP_TIMEOUT)
+            .await;
+        if got < n {
+            bail!(
+                "{address} holds {got} messages after {} s, expected {n}",
+                STEP_TIMEOUT.as_secs()
+            );
+        }
+        Ok(())
+    }
+
+    /// The kinds of the messages in the mailbox of `address`, oldest first.
+    pub fn mailbox_kinds(&self, address: &str) -> Vec<Kind> {
+        self.provider
+            .store()
+            .messages(address)
+            .iter()
+            .filter_map(|raw| PecMessage::parse(raw).ok().map(|m| m.kind))
+            .collect()
+    }
+
+    /// Stops the connector, then the simulators.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            let _ = serving.await;
+        }
+        self.provider.shutdown().await;
+        self.zendesk.shutdown().await;
+    }
+}
+
 /// Runs the loop, printing through `say`; then waits for `shutdown` before stopping
 /// everything (give a ready future to stop at once).
 pub async fn run(
@@ -127,161 +346,67 @@ pub async fn run(
             started.elapsed().as_secs_f64()
         ))
     };
-
-    // The temporary directory holds the state, the secrets and the two sandbox CAs.
-    let temp = tempfile::Builder::new()
-        .prefix("pec-connector-demo-")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| temp.path().join("data"));
-    let tls_ca = temp.path().join("sandbox-tls-ca.pem");
-    std::fs::write(&tls_ca, SANDBOX_CA_PEM)?;
-    let pec_ca = temp.path().join("sandbox-pec-ca.pem");
-    std::fs::write(&pec_ca, pec::signature::SigningIdentity::sandbox_ca_pem())?;
-
-    // The outside world.
-    let provider = PecProviderSimulator::start(PecProvider::new(
-        GESTORE,
-        &["pec.sandbox.test", "pec.cittadini.test"],
-    ))
-    .await
-    .map_err(|e| anyhow!("cannot start the PEC provider simulator: {e}"))?;
-    provider.add_user(OFFICE, OFFICE_PASSWORD);
-    provider.add_user(CITIZEN, CITIZEN_PASSWORD);
+    let world = Sandbox::start(args, Quirks::default()).await?;
     step(&format!(
         "PEC provider simulator \"{GESTORE}\" up: SMTPS {}, IMAPS {}; mailboxes {OFFICE} (the \
          office) and {CITIZEN} (a citizen)",
-        provider.smtp_addr(),
-        provider.imap_addr()
+        world.provider.smtp_addr(),
+        world.provider.imap_addr()
     ));
-    let zendesk = ZendeskSimulator::start()
-        .await
-        .map_err(|e| anyhow!("cannot start the Zendesk simulator: {e}"))?;
-    step(&format!("Zendesk simulator up: {}", zendesk.base_url()));
-
-    // The connector, as `pec-connector serve` runs it.
-    let server = Server::start(ServeConfig {
-        listen: args
-            .listen
-            .clone()
-            .unwrap_or_else(|| "127.0.0.1:0".to_owned()),
-        data_dir: data_dir.clone(),
-        zendesk_url: zendesk.base_url().to_owned(),
-        zendesk_email: zendesk.credentials().agent_email.clone(),
-        zendesk_api_token: Some(SecretString::from(zendesk.credentials().api_token.clone())),
-        // Generated and kept in the data directory, as `serve` does.
-        admin_token: None,
-        public_url: None,
-        trust_ca: Some(tls_ca),
-        trust_pec_ca: Some(pec_ca),
-    })
-    .await?;
-    let base = format!("http://{}", server.local_addr());
-    let admin_token_file = server.admin_token_file().to_owned();
-    let admin_token = std::fs::read_to_string(&admin_token_file)
-        .context("cannot read the generated admin token")?
-        .trim()
-        .to_owned();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
     step(&format!(
-        "Connector up (pec-connector serve): {base}, state in {}",
-        data_dir.display()
+        "Zendesk simulator up: {}",
+        world.zendesk.base_url()
+    ));
+    step(&format!(
+        "Connector up (pec-connector serve): {}, state in {}",
+        world.base,
+        world.data_dir.display()
     ));
 
-    let outcome = the_loop(&provider, &zendesk, &base, &admin_token, &mut step).await;
-    let report = match outcome {
-        Ok(mut report) => {
-            report.elapsed = started.elapsed();
-            step(&format!(
-                "Done: the whole loop took {:.1} s.",
-                report.elapsed.as_secs_f64()
-            ));
-            Ok(report)
-        }
-        Err(e) => Err(e),
-    };
+    let report = the_loop(&world, &mut step).await.map(|mut report| {
+        report.elapsed = started.elapsed();
+        step(&format!(
+            "Done: the whole loop took {:.1} s.",
+            report.elapsed.as_secs_f64()
+        ));
+        report
+    });
     if report.is_ok() && !args.once {
         say("");
         say("Still running — poke at it (Ctrl-C stops everything):");
         say(&format!(
-            "  connector API   {base}  (GET /health, GET /openapi.json; admin routes need the \
+            "  connector API   {}  (GET /health, GET /openapi.json; admin routes need the \
              bearer token in {})",
-            admin_token_file.display()
+            world.base,
+            world.admin_token_file.display()
         ));
         say(&format!(
-            "  Zendesk         {}/api/v2/tickets.json  (Basic auth {}/token : {})",
-            zendesk.base_url(),
-            zendesk.credentials().agent_email,
-            zendesk.credentials().api_token
+            "  Zendesk         {}/api/v2/tickets  (Basic auth {}/token : {})",
+            world.zendesk.base_url(),
+            world.zendesk.credentials().agent_email,
+            world.zendesk.credentials().api_token
         ));
         say(&format!(
             "  PEC provider    IMAPS {} / SMTPS {} (TLS by the sandbox CA); {OFFICE} / \
              {OFFICE_PASSWORD}, {CITIZEN} / {CITIZEN_PASSWORD}",
-            provider.imap_addr(),
-            provider.smtp_addr()
+            world.provider.imap_addr(),
+            world.provider.smtp_addr()
         ));
         shutdown.await;
     }
-    let _ = stop.send(());
-    let _ = serving.await;
-    provider.shutdown().await;
-    zendesk.shutdown().await;
+    world.shutdown().await;
     report
 }
 
 /// Steps 1 to 5 (see the module documentation).
 async fn the_loop(
-    provider: &PecProviderSimulator,
-    zendesk: &ZendeskSimulator,
-    base: &str,
-    admin_token: &str,
+    world: &Sandbox,
     step: &mut (dyn FnMut(&str) + Send),
 ) -> anyhow::Result<DemoReport> {
-    let http = reqwest::Client::new();
-    let admin = |method: reqwest::Method, path: String, body: Option<Value>| {
-        let mut request = http
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(admin_token)
-            .timeout(STEP_TIMEOUT);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        async move {
-            let answer = request.send().await.context("admin API call")?;
-            let status = answer.status();
-            let body: Value = answer.json().await.unwrap_or(Value::Null);
-            if !status.is_success() {
-                bail!("the admin API answered {status}: {body}");
-            }
-            Ok::<Value, anyhow::Error>(body)
-        }
-    };
+    let (provider, zendesk) = (&world.provider, &world.zendesk);
 
     // 1. Register the office's box.
-    let account = admin(
-        reqwest::Method::POST,
-        "/accounts".to_owned(),
-        Some(json!({
-            "address": OFFICE,
-            "password": OFFICE_PASSWORD,
-            "imap_host": "localhost",
-            "imap_port": provider.imap_addr().port(),
-            "smtp_host": "localhost",
-            "smtp_port": provider.smtp_addr().port(),
-        })),
-    )
-    .await
-    .context("registering the demo account")?;
-    let id = account["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no account id in {account}"))?
-        .to_owned();
+    let id = world.register_office().await?;
     let triggers: Vec<String> = zendesk.triggers().into_iter().map(|t| t.title).collect();
     step(&format!(
         "1. Account {OFFICE} registered (id {id}): IMAP and SMTP logins checked; in Zendesk: \
@@ -294,38 +419,16 @@ async fn the_loop(
     ));
 
     // 2. The citizen sends a PEC.
-    let request = MailBuilder::new()
-        .from(Address::named(CITIZEN_NAME, CITIZEN))
-        .to(OFFICE)
-        .subject("Richiesta di accesso agli atti")
-        .message_id(&format!(
-            "richiesta-{}@pec.cittadini.test",
-            std::process::id()
-        ))
-        .text(
+    world
+        .citizen_sends(
+            "Richiesta di accesso agli atti",
             "Buongiorno,\nchiedo copia della delibera n. 42/2026 sul servizio mensa.\n\
              Cordiali saluti,\nMario Rossi\n",
         )
-        .attachment(
-            "documento-identita.pdf",
-            "application/pdf",
-            b"%PDF-1.4 documento di identita (demo)",
-        )
-        .build();
-    let mut config = SmtpConfig::new("localhost", provider.smtp_addr().port(), CITIZEN);
-    config.timeout = STEP_TIMEOUT;
-    let citizen_smtp = SmtpMailer::new(
-        config,
-        SecretString::from(CITIZEN_PASSWORD.to_owned()),
-        SmtpTrust::with_extra_roots(SANDBOX_CA_PEM.as_bytes()).map_err(anyhow::Error::msg)?,
-    );
-    citizen_smtp
-        .send(CITIZEN, &[OFFICE.to_owned()], &request)
-        .await
-        .map_err(|e| anyhow!("the citizen's PEC was refused: {e}"))?;
+        .await?;
     let store = provider.store();
-    wait_for(store, OFFICE, 1).await?;
-    wait_for(store, CITIZEN, 2).await?;
+    world.wait_for(OFFICE, 1).await?;
+    world.wait_for(CITIZEN, 2).await?;
     let answers: Vec<String> = store
         .messages(CITIZEN)
         .iter()
@@ -338,7 +441,7 @@ async fn the_loop(
     ));
 
     // 3. Poll now: the PEC becomes a ticket.
-    let polled = admin(reqwest::Method::POST, format!("/accounts/{id}/poll"), None).await?;
+    let polled = world.poll(&id).await?;
     let ticket = zendesk
         .tickets()
         .into_iter()
@@ -418,8 +521,8 @@ async fn the_loop(
     ));
 
     // 5. The receipts come back and land on the ticket.
-    wait_for(store, CITIZEN, 3).await?;
-    wait_for(store, OFFICE, 3).await?;
+    world.wait_for(CITIZEN, 3).await?;
+    world.wait_for(OFFICE, 3).await?;
     let receipts: Vec<String> = store.messages(OFFICE)[1..]
         .iter()
         .map(|raw| describe(raw))
@@ -429,7 +532,7 @@ async fn the_loop(
         describe(&last_message(store, CITIZEN)?),
         receipts.join(", ")
     ));
-    let polled = admin(reqwest::Method::POST, format!("/accounts/{id}/poll"), None).await?;
+    let polled = world.poll(&id).await?;
     let comments: Vec<(bool, String)> = zendesk
         .comments(ticket.id)
         .into_iter()
@@ -455,18 +558,11 @@ async fn the_loop(
             if *public { "[public] " } else { "[note]   " }
         ));
     }
-    let kinds = |address: &str| -> Vec<Kind> {
-        store
-            .messages(address)
-            .iter()
-            .filter_map(|raw| PecMessage::parse(raw).ok().map(|m| m.kind))
-            .collect()
-    };
     let report = DemoReport {
         ticket_id: ticket.id,
         comments,
-        office_box: kinds(OFFICE),
-        citizen_box: kinds(CITIZEN),
+        office_box: world.mailbox_kinds(OFFICE),
+        citizen_box: world.mailbox_kinds(CITIZEN),
         elapsed: Duration::ZERO,
     };
     let consegna = Kind::Receipt(ReceiptKind::AvvenutaConsegna);
@@ -477,21 +573,6 @@ async fn the_loop(
         );
     }
     Ok(report)
-}
-
-async fn wait_for(
-    store: &sandbox::mailstore::MailStore,
-    address: &str,
-    n: usize,
-) -> anyhow::Result<()> {
-    let got = store.wait_for(address, n, STEP_TIMEOUT).await;
-    if got < n {
-        bail!(
-            "{address} holds {got} messages after {} s, expected {n}",
-            STEP_TIMEOUT.as_secs()
-        );
-    }
-    Ok(())
 }
 
 fn last_message(store: &sandbox::mailstore::MailStore, address: &str) -> anyhow::Result<Vec<u8>> {
