@@ -79,38 +79,15 @@ pub struct DemoReport {
 /// The `demo` subcommand.
 pub fn main(args: DemoArgs) -> ExitCode {
     // The demo prints its own steps; the connector's log shows only warnings unless asked.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pec-connector: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let once = args.once;
-    let result = runtime.block_on(async move {
-        let shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = if once {
+    crate::serve::init_logging("warn");
+    crate::serve::block_on("pec-connector demo", async move {
+        let shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = if args.once {
             Box::pin(async {})
         } else {
             Box::pin(crate::serve::shutdown_signal())
         };
         run(&args, &mut |line: &str| println!("{line}"), shutdown).await
-    });
-    match result {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pec-connector demo: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    })
 }
 
 /// The demo's world: the PEC provider and Zendesk simulators and the connector between them,

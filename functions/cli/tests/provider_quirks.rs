@@ -130,75 +130,69 @@ async fn lower_case_header_names_change_nothing_for_the_connector() {
     world.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn errore_altro_for_an_unknown_mailbox_is_a_mancata_consegna_on_the_ticket() {
-    let (world, id) = world(Quirks {
-        altro_for_unknown_mailbox: true,
-        ..Quirks::default()
-    })
-    .await;
-    let nobody = "nessuno@pec.cittadini.test";
-    let ticket = ticket_for(&world, nobody).await;
+/// A reply to `recipient` that the provider cannot deliver: the accettazione, then `notice`;
+/// both land on the ticket, the notice with `tag` and a note saying `note`.
+async fn undelivered_reply_lands_on_its_ticket(
+    quirks: Quirks,
+    recipient: &str,
+    notice: ReceiptKind,
+    tag: &str,
+    note: &str,
+) {
+    let (world, id) = world(quirks).await;
+    let ticket = ticket_for(&world, recipient).await;
     agent_replies(&world, ticket).await;
     world.wait_for(OFFICE, 2).await.unwrap();
     assert_eq!(
         world.mailbox_kinds(OFFICE),
         vec![
             Kind::Receipt(ReceiptKind::Accettazione),
-            Kind::Receipt(ReceiptKind::ErroreConsegna)
+            Kind::Receipt(notice)
         ]
     );
     let outcome = world.poll(&id).await.unwrap();
     assert_eq!(outcome["receipts_noted"], 2, "{outcome}");
     let tags = tags(&world, ticket);
-    assert!(
-        tags.contains(&"pec_mancata_consegna".to_owned()),
-        "{tags:?}"
-    );
+    assert!(tags.contains(&tag.to_owned()), "{tag} in {tags:?}");
     assert!(!tags.contains(&"pec_consegnata".to_owned()), "{tags:?}");
     let notes = notes(&world, ticket);
     assert!(
         notes
             .iter()
-            .any(|n| n.contains("mancata consegna") && n.contains(nobody)),
-        "{notes:#?}"
+            .any(|n| n.contains(note) && n.contains(recipient)),
+        "{note} for {recipient} in {notes:#?}"
     );
     world.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_12_hour_preavviso_lands_on_the_ticket() {
-    let (world, id) = world(Quirks {
-        preavviso_for_external: true,
-        ..Quirks::default()
-    })
+async fn errore_altro_for_an_unknown_mailbox_is_a_mancata_consegna_on_the_ticket() {
+    undelivered_reply_lands_on_its_ticket(
+        Quirks {
+            altro_for_unknown_mailbox: true,
+            ..Quirks::default()
+        },
+        "nessuno@pec.cittadini.test",
+        ReceiptKind::ErroreConsegna,
+        "pec_mancata_consegna",
+        "mancata consegna",
+    )
     .await;
-    let outside = "ufficio@pec.altrogestore.test";
-    let ticket = ticket_for(&world, outside).await;
-    agent_replies(&world, ticket).await;
-    world.wait_for(OFFICE, 2).await.unwrap();
-    assert_eq!(
-        world.mailbox_kinds(OFFICE),
-        vec![
-            Kind::Receipt(ReceiptKind::Accettazione),
-            Kind::Receipt(ReceiptKind::PreavvisoErroreConsegna)
-        ]
-    );
-    let outcome = world.poll(&id).await.unwrap();
-    assert_eq!(outcome["receipts_noted"], 2, "{outcome}");
-    let tags = tags(&world, ticket);
-    assert!(
-        tags.contains(&"pec_preavviso_mancata_consegna".to_owned()),
-        "{tags:?}"
-    );
-    let notes = notes(&world, ticket);
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.contains("Preavviso di mancata consegna")),
-        "{notes:#?}"
-    );
-    world.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_12_hour_preavviso_lands_on_the_ticket() {
+    undelivered_reply_lands_on_its_ticket(
+        Quirks {
+            preavviso_for_external: true,
+            ..Quirks::default()
+        },
+        "ufficio@pec.altrogestore.test",
+        ReceiptKind::PreavvisoErroreConsegna,
+        "pec_preavviso_mancata_consegna",
+        "Preavviso di mancata consegna",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -54,12 +54,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// The `serve` subcommand: reads the settings, logs to standard error, serves until Ctrl-C or
 /// SIGTERM.
 pub fn main(args: ServeArgs) -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging("info");
     let config = match args.resolve(|k| std::env::var(k).ok()) {
         Ok(config) => config,
         Err(e) => {
@@ -67,20 +62,36 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    block_on("pec-connector", run(config, shutdown_signal()))
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (else `default`).
+pub(crate) fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs `work` on a multi-threaded runtime: exit status 0, or 1 with the error chain after
+/// `what:`.
+pub(crate) fn block_on<T>(what: &str, work: impl Future<Output = anyhow::Result<T>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("pec-connector: cannot start the async runtime: {e}");
+            eprintln!("{what}: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config, shutdown_signal())) {
-        Ok(()) => ExitCode::SUCCESS,
+    match runtime.block_on(work) {
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pec-connector: {e:#}");
+            eprintln!("{what}: {e:#}");
             ExitCode::from(1)
         }
     }

@@ -320,11 +320,6 @@ impl State {
                 .find(|c| c.public || !public_only)
         };
         match name {
-            "ticket.id" => ticket.id.to_string(),
-            "ticket.title" => ticket.subject.clone(),
-            "ticket.status" => ticket.status.clone(),
-            "ticket.external_id" => ticket.external_id.clone().unwrap_or_default(),
-            "ticket.tags" => ticket.tags.join(" "),
             "ticket.url" => format!("{}/agent/tickets/{}", self.base_url, ticket.id),
             "ticket.via" => via_channel(update.via_id).to_string(),
             "ticket.created_at_with_timestamp" => ticket.created_at.clone(),
@@ -345,7 +340,8 @@ impl State {
             "current_user.id" => update.user_id.to_string(),
             "current_user.email" => current.map(|u| u.email.clone()).unwrap_or_default(),
             "current_user.name" => current.map(|u| u.name.clone()).unwrap_or_default(),
-            _ => String::new(),
+            // The ticket's own fields, as in agent comments.
+            _ => super::placeholder_value(name, ticket),
         }
     }
 }
