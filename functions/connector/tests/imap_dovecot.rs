@@ -1,11 +1,12 @@
 //! The IMAP adapter against a real Dovecot IMAPS server on loopback (infra/dovecot.sh). The
 //! scenarios are shared with `imap_simulator.rs` (tests/common/imap_adapter.rs).
 
-mod common;
+#[path = "common/imap_adapter.rs"]
+mod imap_adapter;
 
 use std::net::TcpStream;
 
-use common::imap_adapter::{self as scenario, Server};
+use imap_adapter::{self as scenario, Server};
 
 /// The Dovecot test server started by infra/test.sh; fails loudly when it is not there. Any user
 /// name logs in with "secret".

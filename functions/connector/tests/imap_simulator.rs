@@ -2,9 +2,10 @@
 //! (in-process, implicit TLS with the sandbox test CA): the same scenarios as against Dovecot
 //! (tests/common/imap_adapter.rs).
 
-mod common;
+#[path = "common/imap_adapter.rs"]
+mod imap_adapter;
 
-use common::imap_adapter::{self as scenario, Server};
+use imap_adapter::{self as scenario, Server};
 use sandbox::imap::ImapSimulator;
 use sandbox::mailstore::MailStore;
 use sandbox::smtp::SANDBOX_CA_PEM;

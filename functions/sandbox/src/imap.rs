@@ -37,10 +37,8 @@ use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
 use imap_codec::{CommandCodec, GreetingCodec, ResponseCodec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
+use crate::listener::TlsServer;
 use crate::mailstore::{MailStore, StoredMessage};
 
 /// The largest literal (an APPENDed message) accepted.
@@ -52,65 +50,31 @@ const MAX_BAD_COMMANDS: u32 = 5;
 
 /// A running IMAP server (implicit TLS) on loopback, serving the INBOXes of a [`MailStore`].
 pub struct ImapSimulator {
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: TlsServer,
 }
 
 impl ImapSimulator {
     /// Starts on 127.0.0.1 (a free port); users log in with the store's addresses and passwords.
     pub async fn start(store: MailStore) -> Result<ImapSimulator, String> {
-        let acceptor = crate::smtp::acceptor()?;
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| format!("bind: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let (tx, mut rx) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = &mut rx => break,
-                    accepted = listener.accept() => {
-                        let Ok((tcp, _)) = accepted else { continue };
-                        let (acceptor, store) = (acceptor.clone(), store.clone());
-                        tokio::spawn(async move {
-                            if let Ok(tls) = acceptor.accept(tcp).await {
-                                if let Err(e) = serve(tls, store).await {
-                                    tracing::debug!(error = %e, "imap connection ended");
-                                }
-                            }
-                        });
-                    }
+        let server = TlsServer::start(move |tls| {
+            let store = store.clone();
+            async move {
+                if let Err(e) = serve(tls, store).await {
+                    tracing::debug!(error = %e, "imap connection ended");
                 }
             }
-        });
-        Ok(ImapSimulator {
-            addr,
-            shutdown: Some(tx),
-            task: Some(task),
         })
+        .await?;
+        Ok(ImapSimulator { server })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Stops accepting connections (open ones end when their clients leave).
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for ImapSimulator {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }
 

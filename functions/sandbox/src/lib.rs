@@ -14,6 +14,7 @@
 //!   accepts.
 
 pub mod imap;
+mod listener;
 pub mod mailstore;
 pub mod provider;
 pub mod provider_sim;

@@ -7,18 +7,36 @@
 //! FROM (parameters ignored), RCPT TO, DATA with dot-unstuffing, RSET, NOOP, QUIT. A refused
 //! password answers `535 5.7.8`; commands before AUTH answer `530 5.7.0`; a message over the size
 //! limit answers `552 5.3.4`.
+//!
+//! ## Faults by name (opt-in)
+//!
+//! With [`SmtpOptions::faults_by_name`] the server also follows the convention of the aiosmtpd
+//! test server (infra/smtpd.py), so that the connector's SMTP adapter tests run unchanged against
+//! both. The fault is chosen by the AUTH user name (a substring of it), so parallel tests, each
+//! with its own user, never interfere:
+//! - `fail535`: every password is refused, `535 5.7.8` at AUTH;
+//! - `block571`: `554 5.7.1 Indirizzo IP bloccato: connessione rifiutata dal gestore` at MAIL
+//!   FROM (the provider blocks the sending IP address);
+//! - `busy452`: `452 4.3.1 Insufficient system storage` at MAIL FROM on that user's first
+//!   attempt, then accepted;
+//! - `stall`: no answer to the end of DATA for [`SmtpOptions::stall`];
+//! - `toobig`: `552 5.3.4 Message size exceeds fixed maximum message size` at the end of DATA;
+//!
+//! and a recipient containing `unknown` gets `550 5.1.1 <address>: utente sconosciuto` at RCPT
+//! TO. It is off by default: the PEC provider simulator and the demo never use it.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+
+use crate::listener::TlsServer;
 
 /// The sandbox's test CA: trust it (and only in tests and the demo) to talk to the simulators.
 pub const SANDBOX_CA_PEM: &str = include_str!("tls/ca.pem");
@@ -40,12 +58,57 @@ pub type Logins = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 /// Called with every accepted message, after it is kept and before the client hears `250`.
 pub type OnSubmission = Arc<dyn Fn(Submission) + Send + Sync>;
 
+/// How a [`SmtpSimulator`] behaves.
+#[derive(Clone)]
+pub struct SmtpOptions {
+    /// The largest message accepted; a larger one gets `552 5.3.4`.
+    pub max_size: usize,
+    /// Called with every accepted message, after it is kept and before the client hears `250`.
+    pub on_submission: Option<OnSubmission>,
+    /// The test-server fault convention shared with infra/smtpd.py (see the module docs).
+    pub faults_by_name: bool,
+    /// How long a `stall` user waits for the answer to the end of DATA (with `faults_by_name`).
+    pub stall: Duration,
+}
+
+impl SmtpOptions {
+    /// No hook and no faults; a `stall` lasts 30 s, as on infra/smtpd.py, once faults are on.
+    pub fn new(max_size: usize) -> SmtpOptions {
+        SmtpOptions {
+            max_size,
+            on_submission: None,
+            faults_by_name: false,
+            stall: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every session of one server shares.
+struct Shared {
+    logins: Logins,
+    kept: Arc<Mutex<Vec<Submission>>>,
+    options: SmtpOptions,
+    /// The `busy452` users already refused once.
+    busy_seen: Mutex<HashSet<String>>,
+}
+
+impl Shared {
+    /// The fault `name` is on for `user`.
+    fn fault(&self, user: &str, name: &str) -> bool {
+        self.options.faults_by_name && user.contains(name)
+    }
+
+    /// `user`'s first `busy452` attempt: remembered, so that the next one is accepted.
+    fn first_busy(&self, user: &str) -> bool {
+        let mut seen = self.busy_seen.lock().expect("not poisoned");
+        seen.insert(user.to_owned())
+    }
+}
+
 /// A running SMTP submission server on loopback.
 pub struct SmtpSimulator {
-    addr: SocketAddr,
+    server: TlsServer,
     submissions: Arc<Mutex<Vec<Submission>>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
 }
 
 /// The server's TLS identity: the sandbox certificate for `localhost` and `127.0.0.1`.
@@ -80,41 +143,40 @@ impl SmtpSimulator {
         max_size: usize,
         on_submission: Option<OnSubmission>,
     ) -> Result<SmtpSimulator, String> {
-        let acceptor = acceptor()?;
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| format!("bind: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let options = SmtpOptions {
+            on_submission,
+            ..SmtpOptions::new(max_size)
+        };
+        Self::start_with_options(logins, options).await
+    }
+
+    /// Starts on 127.0.0.1 (a free port), behaving as `options` say.
+    pub async fn start_with_options(
+        logins: Logins,
+        options: SmtpOptions,
+    ) -> Result<SmtpSimulator, String> {
         let submissions = Arc::new(Mutex::new(Vec::new()));
-        let (tx, mut rx) = oneshot::channel();
-        let kept = submissions.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = &mut rx => break,
-                    accepted = listener.accept() => {
-                        let Ok((tcp, _)) = accepted else { continue };
-                        let (acceptor, logins, kept) = (acceptor.clone(), logins.clone(), kept.clone());
-                        let hook = on_submission.clone();
-                        tokio::spawn(async move {
-                            if let Ok(tls) = acceptor.accept(tcp).await {
-                                let _ = session(tls, logins, kept, hook, max_size).await;
-                            }
-                        });
-                    }
-                }
-            }
+        let shared = Arc::new(Shared {
+            logins,
+            kept: submissions.clone(),
+            options,
+            busy_seen: Mutex::new(HashSet::new()),
         });
+        let server = TlsServer::start(move |tls| {
+            let shared = shared.clone();
+            async move {
+                let _ = session(tls, &shared).await;
+            }
+        })
+        .await?;
         Ok(SmtpSimulator {
-            addr,
+            server,
             submissions,
-            shutdown: Some(tx),
-            task: Some(task),
         })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Every message accepted so far, oldest first.
@@ -122,21 +184,9 @@ impl SmtpSimulator {
         self.submissions.lock().expect("not poisoned").clone()
     }
 
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for SmtpSimulator {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    /// Stops accepting connections (open ones end when their clients leave).
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }
 
@@ -153,16 +203,11 @@ fn b64(text: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-async fn session<S>(
-    stream: S,
-    logins: Logins,
-    kept: Arc<Mutex<Vec<Submission>>>,
-    hook: Option<OnSubmission>,
-    max_size: usize,
-) -> std::io::Result<()>
+async fn session<S>(stream: S, shared: &Shared) -> std::io::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let max_size = shared.options.max_size;
     let (read, mut write) = tokio::io::split(stream);
     let mut lines = BufReader::new(read);
     let mut user: Option<String> = None;
@@ -233,7 +278,7 @@ where
                     _ => None,
                 };
                 match creds {
-                    Some((u, p)) if logins(&u, &p) => {
+                    Some((u, p)) if !shared.fault(&u, "fail535") && (shared.logins)(&u, &p) => {
                         user = Some(u);
                         "235 2.7.0 Authentication successful\r\n".to_owned()
                     }
@@ -244,17 +289,30 @@ where
             "MAIL" | "RCPT" | "DATA" if user.is_none() => {
                 "530 5.7.0 Authentication required\r\n".to_owned()
             }
-            "MAIL" => match path_of(&arg) {
-                Some(p) => {
-                    from = Some(p);
-                    rcpts.clear();
-                    "250 2.1.0 OK\r\n".to_owned()
+            "MAIL" => {
+                let u = user.as_deref().unwrap_or_default();
+                match path_of(&arg) {
+                    None => "501 5.5.4 Syntax: MAIL FROM:<address>\r\n".to_owned(),
+                    Some(_) if shared.fault(u, "block571") => {
+                        "554 5.7.1 Indirizzo IP bloccato: connessione rifiutata dal gestore\r\n"
+                            .to_owned()
+                    }
+                    Some(_) if shared.fault(u, "busy452") && shared.first_busy(u) => {
+                        "452 4.3.1 Insufficient system storage\r\n".to_owned()
+                    }
+                    Some(p) => {
+                        from = Some(p);
+                        rcpts.clear();
+                        "250 2.1.0 OK\r\n".to_owned()
+                    }
                 }
-                None => "501 5.5.4 Syntax: MAIL FROM:<address>\r\n".to_owned(),
-            },
+            }
             "RCPT" => match (&from, path_of(&arg)) {
                 (None, _) => "503 5.5.1 MAIL first\r\n".to_owned(),
                 (_, None) => "501 5.5.4 Syntax: RCPT TO:<address>\r\n".to_owned(),
+                (_, Some(r)) if shared.options.faults_by_name && r.contains("unknown") => {
+                    format!("550 5.1.1 <{r}>: utente sconosciuto\r\n")
+                }
                 (_, Some(r)) => {
                     rcpts.push(r);
                     "250 2.1.5 OK\r\n".to_owned()
@@ -288,21 +346,25 @@ where
                             raw.extend_from_slice(l);
                         }
                     }
-                    if too_big {
+                    let user = user.as_deref().unwrap_or("");
+                    if shared.fault(user, "stall") {
+                        tokio::time::sleep(shared.options.stall).await;
+                    }
+                    if too_big || shared.fault(user, "toobig") {
                         "552 5.3.4 Message size exceeds fixed maximum message size\r\n".to_owned()
                     } else {
                         let submission = Submission {
-                            authenticated_user: user.clone().unwrap_or_default(),
+                            authenticated_user: user.to_owned(),
                             mail_from: from.take().unwrap_or_default(),
                             recipients: std::mem::take(&mut rcpts),
                             raw,
                         };
                         let n = {
-                            let mut kept = kept.lock().expect("not poisoned");
+                            let mut kept = shared.kept.lock().expect("not poisoned");
                             kept.push(submission.clone());
                             kept.len()
                         };
-                        if let Some(hook) = &hook {
+                        if let Some(hook) = &shared.options.on_submission {
                             hook(submission);
                         }
                         format!("250 2.0.0 OK queued as sandbox-{n}\r\n")
@@ -340,5 +402,115 @@ mod tests {
         .unwrap();
         assert!(sim.addr().ip().is_loopback());
         sim.shutdown().await;
+    }
+
+    fn shared(faults_by_name: bool) -> Shared {
+        Shared {
+            logins: Arc::new(|_, p| p == "secret"),
+            kept: Arc::new(Mutex::new(Vec::new())),
+            options: SmtpOptions {
+                faults_by_name,
+                stall: Duration::from_millis(50),
+                ..SmtpOptions::new(1000)
+            },
+            busy_seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// One session without TLS: sends each step (CRLF added) and collects the last line of
+    /// each reply.
+    async fn converse(shared: &Shared, user: &str, steps: &[&str]) -> Vec<String> {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (read, mut write) = tokio::io::split(client);
+        let mut replies = BufReader::new(read);
+        let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0secret"));
+        let auth = format!("AUTH PLAIN {plain}");
+        let client = async {
+            let mut greeting = String::new();
+            replies.read_line(&mut greeting).await.unwrap();
+            let mut got = Vec::new();
+            for step in [auth.as_str()]
+                .iter()
+                .chain(steps)
+                .map(|s| format!("{s}\r\n"))
+            {
+                write.write_all(step.as_bytes()).await.unwrap();
+                loop {
+                    let mut line = String::new();
+                    replies.read_line(&mut line).await.unwrap();
+                    if line.as_bytes().get(3) != Some(&b'-') {
+                        got.push(line.trim_end().to_owned());
+                        break;
+                    }
+                }
+            }
+            write.write_all(b"QUIT\r\n").await.unwrap();
+            got
+        };
+        let (got, served) = tokio::join!(client, session(server, shared));
+        served.unwrap();
+        got
+    }
+
+    const SEND: [&str; 5] = [
+        "MAIL FROM:<a@pec.test>",
+        "RCPT TO:<b@pec.test>",
+        "DATA",
+        "Subject: x\r\n\r\nbody\r\n.",
+        "NOOP",
+    ];
+
+    #[tokio::test]
+    async fn faults_by_name_follow_the_test_server_convention() {
+        let s = shared(true);
+        let fail = converse(&s, "fail535-1@pec.test", &[]).await;
+        assert_eq!(fail, ["535 5.7.8 Authentication credentials invalid"]);
+        let blocked = converse(&s, "block571-1@pec.test", &SEND[..1]).await;
+        assert_eq!(
+            blocked[1],
+            "554 5.7.1 Indirizzo IP bloccato: connessione rifiutata dal gestore"
+        );
+        let busy = converse(&s, "busy452-1@pec.test", &SEND[..1]).await;
+        assert_eq!(busy[1], "452 4.3.1 Insufficient system storage");
+        let retried = converse(&s, "busy452-1@pec.test", &SEND).await;
+        assert!(
+            retried[4].starts_with("250 2.0.0 OK queued as "),
+            "{retried:?}"
+        );
+        let unknown = converse(&s, "u@pec.test", &[SEND[0], "RCPT TO:<unknown.x@pec.test>"]).await;
+        assert_eq!(
+            unknown[2],
+            "550 5.1.1 <unknown.x@pec.test>: utente sconosciuto"
+        );
+        let big = converse(&s, "toobig-1@pec.test", &SEND).await;
+        assert_eq!(
+            big[4],
+            "552 5.3.4 Message size exceeds fixed maximum message size"
+        );
+        let started = std::time::Instant::now();
+        let stalled = converse(&s, "stall-1@pec.test", &SEND).await;
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert!(
+            stalled[4].starts_with("250 2.0.0 OK queued as "),
+            "{stalled:?}"
+        );
+        let kept = s.kept.lock().unwrap();
+        let users: Vec<_> = kept.iter().map(|k| k.authenticated_user.as_str()).collect();
+        assert_eq!(users, ["busy452-1@pec.test", "stall-1@pec.test"]);
+    }
+
+    #[tokio::test]
+    async fn without_faults_by_name_the_names_mean_nothing() {
+        let s = shared(false);
+        for user in ["fail535", "block571", "busy452", "stall", "toobig"] {
+            let replies = converse(&s, &format!("{user}@pec.test"), &SEND).await;
+            assert!(replies[0].starts_with("235 "), "{user}: {replies:?}");
+            assert!(
+                replies[4].starts_with("250 2.0.0 OK queued as "),
+                "{user}: {replies:?}"
+            );
+        }
+        let unknown = converse(&s, "u@pec.test", &[SEND[0], "RCPT TO:<unknown@pec.test>"]).await;
+        assert_eq!(unknown[2], "250 2.1.5 OK");
     }
 }

@@ -1,3 +1,0 @@
-//! Test code shared by several test binaries.
-
-pub mod imap_adapter;
