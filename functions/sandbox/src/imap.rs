@@ -899,13 +899,33 @@ impl Session {
     }
 }
 
-/// `*` and `%` over a mailbox name (there is no hierarchy: both match anything).
+/// `*` and `%` over a mailbox name (there is no hierarchy: both match anything). Linear in
+/// the name for each wildcard: a pattern of many wildcards cannot blow up.
 fn glob(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*' | b'%', rest)) => (0..=name.len()).any(|i| glob(rest, &name[i..])),
-        Some((c, rest)) => name.first() == Some(c) && glob(rest, &name[1..]),
+    let (mut p, mut n) = (0, 0);
+    // The last wildcard seen and the name position it currently stands for.
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some(b'*' | b'%') => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(c) if *c == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    star = Some((sp, sn + 1));
+                    p = sp + 1;
+                    n = sn + 1;
+                }
+                None => return false,
+            },
+        }
     }
+    pattern[p..].iter().all(|c| matches!(c, b'*' | b'%'))
 }
 
 // ----- message parts -----
@@ -1147,6 +1167,22 @@ mod tests {
     use tokio_rustls::client::TlsStream;
 
     use super::*;
+
+    #[test]
+    fn glob_matches_wildcards_without_blowing_up() {
+        assert!(glob(b"*", b"INBOX"));
+        assert!(glob(b"%", b"INBOX"));
+        assert!(glob(b"IN*", b"INBOX"));
+        assert!(glob(b"*B*X", b"INBOX"));
+        assert!(glob(b"INBOX", b"INBOX"));
+        assert!(!glob(b"INBOX", b"INBO"));
+        assert!(!glob(b"*Y", b"INBOX"));
+        assert!(!glob(b"", b"INBOX"));
+        let many = "*a".repeat(30_000) + "*b";
+        let started = std::time::Instant::now();
+        assert!(!glob(many.as_bytes(), b"INBOX"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
 
     const USER: &str = "protocollo@pec.sandbox.test";
 
