@@ -43,6 +43,8 @@ pub const OFFICE: &str = "protocollo@pec.sandbox.test";
 /// A citizen with a PEC box at the same provider (another hosted domain).
 pub const CITIZEN: &str = "mario.rossi@pec.cittadini.test";
 const CITIZEN_NAME: &str = "Mario Rossi";
+/// The tag that fires "Reply by PEC Connector [office]" (the account's template send).
+pub const REPLY_TAG: &str = "pec_connector_reply_protocollopec.sandbox.test";
 /// Demo passwords: the simulated provider's mailboxes, nothing real.
 const OFFICE_PASSWORD: &str = "demo-protocollo";
 const CITIZEN_PASSWORD: &str = "demo-cittadino";
@@ -58,9 +60,6 @@ pub struct DemoArgs {
     /// Address the connector's HTTP API listens on [default: 127.0.0.1:0, a free port]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Keep the state and secrets here instead of a temporary directory (removed at the end).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
 }
 
 /// What the loop produced, for callers that check it.
@@ -100,6 +99,8 @@ pub struct Sandbox {
     pub base: String,
     pub data_dir: PathBuf,
     pub admin_token_file: PathBuf,
+    /// The sandbox's TLS CA (PEM), for a mail client or `curl --cacert`.
+    pub tls_ca: PathBuf,
     admin_token: SecretString,
     http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -116,10 +117,8 @@ impl Sandbox {
             .prefix("pec-connector-demo-")
             .tempdir()
             .context("cannot create a temporary directory")?;
-        let data_dir = args
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| temp.path().join("data"));
+        // Never a directory of a real `serve`: its accounts would be polled into the simulator.
+        let data_dir = temp.path().join("data");
         let tls_ca = temp.path().join("sandbox-tls-ca.pem");
         std::fs::write(&tls_ca, SANDBOX_CA_PEM)?;
         let pec_ca = temp.path().join("sandbox-pec-ca.pem");
@@ -136,6 +135,8 @@ impl Sandbox {
         let zendesk = ZendeskSimulator::start()
             .await
             .map_err(|e| anyhow!("cannot start the Zendesk simulator: {e}"))?;
+        // As in Zendesk, every update runs the triggers (API ones too).
+        zendesk.set_fire_triggers(true);
 
         // The connector, as `pec-connector serve` runs it.
         let server = Server::start(ServeConfig {
@@ -150,7 +151,7 @@ impl Sandbox {
             // Generated and kept in the data directory, as `serve` does.
             admin_token: None,
             public_url: None,
-            trust_ca: Some(tls_ca),
+            trust_ca: Some(tls_ca.clone()),
             trust_pec_ca: Some(pec_ca),
         })
         .await?;
@@ -172,6 +173,7 @@ impl Sandbox {
             base,
             data_dir,
             admin_token_file,
+            tls_ca,
             admin_token,
             http: reqwest::Client::new(),
             stop: Some(stop),
@@ -218,6 +220,7 @@ impl Sandbox {
                     "imap_port": self.provider.imap_addr().port(),
                     "smtp_host": "localhost",
                     "smtp_port": self.provider.smtp_addr().port(),
+                    "poll_interval_minutes": 1,
                 })),
             )
             .await
@@ -364,11 +367,30 @@ pub async fn run(
             world.zendesk.credentials().api_token
         ));
         say(&format!(
-            "  PEC provider    IMAPS {} / SMTPS {} (TLS by the sandbox CA); {OFFICE} / \
+            "  PEC provider    IMAPS {} / SMTPS {} (TLS by the sandbox CA, {}); {OFFICE} / \
              {OFFICE_PASSWORD}, {CITIZEN} / {CITIZEN_PASSWORD}",
             world.provider.imap_addr(),
-            world.provider.smtp_addr()
+            world.provider.smtp_addr(),
+            world.tls_ca.display()
         ));
+        if let Ok(report) = &report {
+            let credentials = world.zendesk.credentials();
+            say("");
+            say(
+                "The connector polls the office's box every minute. To send the account's \
+                 template PEC from Zendesk, tag the ticket as the trigger \"Reply by PEC \
+                 Connector\" expects:",
+            );
+            say(&format!(
+                "  curl -u '{}/token:{}' -X PUT -H 'Content-Type: application/json' \\\n    \
+                 -d '{{\"ticket\":{{\"additional_tags\":[\"{REPLY_TAG}\"]}}}}' \\\n    \
+                 {}/api/v2/tickets/{}",
+                credentials.agent_email,
+                credentials.api_token,
+                world.zendesk.base_url(),
+                report.ticket_id
+            ));
+        }
         shutdown.await;
     }
     world.shutdown().await;
