@@ -1578,7 +1578,7 @@ mod tests {
         let (mut ok, mut bodies) = (0, 0);
         for i in 0..1500u32 {
             // Syntax errors are another test's (and close the connection after a few).
-            let mut number = |next: &mut dyn FnMut(u64) -> u64| match next(6) {
+            let number = |next: &mut dyn FnMut(u64) -> u64| match next(6) {
                 0 => "*".to_owned(),
                 1 => "4294967295".to_owned(),
                 2 => "2147483648".to_owned(),
