@@ -118,6 +118,39 @@ async fn creates_a_ticket_with_requester_tags_fields_and_first_comment() {
 }
 
 #[tokio::test]
+async fn paths_answer_with_the_json_suffix_too() {
+    let api = Api::start().await;
+    let id = api.create(&pec_ticket("pec:json")).await["ticket"]["id"]
+        .as_u64()
+        .unwrap();
+    let shown: Value = api
+        .get(&format!("/api/v2/tickets/{id}.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["ticket"]["id"], id);
+    let listed = api
+        .get("/api/v2/tickets.json?external_id=pec:json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(listed["tickets"][0]["id"], id, "{listed}");
+    let nowhere = api.get("/api/v2/nowhere.json").send().await.unwrap();
+    assert_eq!(nowhere.status(), StatusCode::NOT_FOUND);
+    let unauthenticated = reqwest::Client::new()
+        .get(api.url("/api/v2/tickets.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn idempotency_key_replays_the_same_response_and_rejects_another_body() {
     let api = Api::start().await;
     let send = |body: Value| {

@@ -77,7 +77,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .fallback(|| async { error(ApiError::invalid_endpoint()) })
         .layer(middleware::from_fn_with_state(shared.clone(), authenticate));
-    Router::new()
+    let app = Router::new()
         .route("/attachments/token/{token}/", get(download))
         .merge(api)
         .layer(middleware::from_fn_with_state(
@@ -85,7 +85,35 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             record_and_inject,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(shared)
+        .with_state(shared);
+    // Zendesk also answers every API path with `.json` appended (its docs' examples use it).
+    Router::new()
+        .fallback_service(app)
+        .layer(middleware::map_request(without_json_suffix))
+}
+
+/// `/api/v2/tickets/1.json?x` → `/api/v2/tickets/1?x`.
+async fn without_json_suffix(mut request: Request) -> Request {
+    let uri = request.uri();
+    let Some(path) = uri
+        .path()
+        .strip_suffix(".json")
+        .filter(|p| p.starts_with("/api/v2/"))
+    else {
+        return request;
+    };
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(new) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = new;
+        }
+    }
+    request
 }
 
 fn error(e: ApiError) -> Response {
