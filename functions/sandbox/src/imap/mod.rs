@@ -4,7 +4,8 @@
 //! Commands are decoded and responses encoded with `imap-codec`; this module only decides what to
 //! answer. IMAP4rev1 as real clients (the connector's `imap` crate, Thunderbird-like clients) use
 //! it: CAPABILITY, NOOP, LOGOUT, LOGIN, SELECT/EXAMINE INBOX, LIST/LSUB, STATUS, CHECK, CLOSE,
-//! UNSELECT, SEARCH and FETCH (sequence numbers or UIDs), STORE (`\Seen` is kept, other flags are
+//! UNSELECT, SEARCH and FETCH (sequence numbers or UIDs; ENVELOPE, BODY and BODYSTRUCTURE and
+//! numbered part sections come from `structure.rs`), STORE (`\Seen` is kept, other flags are
 //! accepted and forgotten) and APPEND. EXPUNGE answers NO: messages are never removed.
 //!
 //! Each connection works on a snapshot of the mailbox, refreshed at every command: messages
@@ -40,6 +41,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::listener::TlsServer;
 use crate::mailstore::{MailStore, StoredMessage};
+
+mod structure;
 
 /// The largest literal (an APPENDed message) accepted.
 pub const MAX_LITERAL: u32 = 50 * 1024 * 1024;
@@ -772,20 +775,6 @@ impl Session {
             MacroOrMessageDataItemNames::Macro(m) => m.expand(),
             MacroOrMessageDataItemNames::MessageDataItemNames(names) => names.clone(),
         };
-        if let Some(unsupported) = names.iter().find(|n| {
-            matches!(
-                n,
-                MessageDataItemName::Body
-                    | MessageDataItemName::BodyStructure
-                    | MessageDataItemName::Envelope
-            )
-        }) {
-            out.bad(
-                Some(tag),
-                &format!("FETCH item {unsupported:?} is not supported"),
-            );
-            return;
-        }
         let user = self.user().to_owned();
         let Some(selected) = self.selected.as_mut() else {
             return;
@@ -932,13 +921,7 @@ fn glob(pattern: &[u8], name: &[u8]) -> bool {
 
 /// The header (with its blank line) and the text of a message.
 fn split_message(raw: &[u8]) -> (&[u8], &[u8]) {
-    let crlf = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    let lf = raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let end = match (crlf, lf) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b).unwrap_or(raw.len()),
-    };
-    raw.split_at(end)
+    raw.split_at(structure::header_end(raw))
 }
 
 /// Header fields as `(name, whole field with its continuation lines)`.
@@ -996,24 +979,6 @@ fn select_fields(header: &[u8], names: &[&[u8]], keep: bool) -> Vec<u8> {
     picked
 }
 
-fn section_bytes(raw: &[u8], section: Option<&Section<'_>>) -> Result<Vec<u8>, String> {
-    let (header, body) = split_message(raw);
-    Ok(match section {
-        None => raw.to_vec(),
-        Some(Section::Header(None)) => header.to_vec(),
-        Some(Section::Text(None)) => body.to_vec(),
-        Some(Section::HeaderFields(None, names)) => {
-            let names: Vec<&[u8]> = names.as_ref().iter().map(|n| n.as_ref()).collect();
-            select_fields(header, &names, true)
-        }
-        Some(Section::HeaderFieldsNot(None, names)) => {
-            let names: Vec<&[u8]> = names.as_ref().iter().map(|n| n.as_ref()).collect();
-            select_fields(header, &names, false)
-        }
-        Some(other) => return Err(format!("FETCH section {other:?} is not supported")),
-    })
-}
-
 fn fetch_item(
     name: &MessageDataItemName<'_>,
     m: &StoredMessage,
@@ -1034,6 +999,11 @@ fn fetch_item(
             MessageDataItem::InternalDate(date)
         }
         MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(literal(raw.to_vec())),
+        MessageDataItemName::Envelope => MessageDataItem::Envelope(structure::envelope(raw)),
+        MessageDataItemName::Body => MessageDataItem::Body(structure::body_structure(raw, false)),
+        MessageDataItemName::BodyStructure => {
+            MessageDataItem::BodyStructure(structure::body_structure(raw, true))
+        }
         MessageDataItemName::Rfc822Header => {
             MessageDataItem::Rfc822Header(literal(split_message(raw).0.to_vec()))
         }
@@ -1043,7 +1013,7 @@ fn fetch_item(
         MessageDataItemName::BodyExt {
             section, partial, ..
         } => {
-            let mut bytes = section_bytes(raw, section.as_ref())?;
+            let mut bytes = structure::section(raw, section.as_ref());
             let origin = partial.map(|(start, len)| {
                 let start = (start as usize).min(bytes.len());
                 let end = start.saturating_add(len.get() as usize).min(bytes.len());
@@ -1056,7 +1026,6 @@ fn fetch_item(
                 data: literal(bytes),
             }
         }
-        other => return Err(format!("FETCH item {other:?} is not supported")),
     })
 }
 
@@ -1392,7 +1361,134 @@ mod tests {
         let r = c.cmd("f", "UID FETCH 1 (BODY[]<0.4>)").await;
         assert!(r.contains("BODY[]<0> {4}\r\nFrom"), "{r}");
         let r = c.cmd("g", "FETCH 1 (BODYSTRUCTURE)").await;
-        assert!(r.starts_with("g BAD"), "{r}");
+        assert!(r.starts_with("* 1 FETCH (BODYSTRUCTURE ("), "{r}");
+    }
+
+    const ENVELOPE_1: &str = "ENVELOPE (NIL \"messaggio 1\" \
+        ((NIL NIL \"mittente1\" \"example.it\")) ((NIL NIL \"mittente1\" \"example.it\")) \
+        ((NIL NIL \"mittente1\" \"example.it\")) ((NIL NIL \"protocollo\" \"pec.sandbox.test\")) \
+        NIL NIL NIL NIL)";
+
+    #[tokio::test]
+    async fn fetch_envelope_body_structure_and_the_all_and_full_macros() {
+        let (_, sim) = with_messages(1).await;
+        let mut c = logged_in(&sim).await;
+        c.cmd("a", "EXAMINE INBOX").await;
+        let r = c.cmd("b", "FETCH 1 (ENVELOPE BODYSTRUCTURE)").await;
+        assert_eq!(
+            r,
+            format!(
+                "* 1 FETCH ({ENVELOPE_1} BODYSTRUCTURE (\"TEXT\" \"plain\" \
+                 (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 9 1 NIL NIL NIL NIL))\r\n\
+                 b OK FETCH completed\r\n"
+            )
+        );
+        let r = c.cmd("c", "FETCH 1 ALL").await;
+        let size = message(1).len();
+        assert!(r.starts_with("* 1 FETCH (FLAGS () INTERNALDATE \""), "{r}");
+        assert!(
+            r.contains(&format!(" RFC822.SIZE {size} {ENVELOPE_1})\r\nc OK")),
+            "{r}"
+        );
+        let r = c.cmd("d", "UID FETCH 1 FULL").await;
+        assert!(
+            r.starts_with("* 1 FETCH (UID 1 FLAGS () INTERNALDATE \""),
+            "{r}"
+        );
+        assert!(
+            r.contains(&format!(
+                " RFC822.SIZE {size} {ENVELOPE_1} BODY (\"TEXT\" \"plain\" \
+                 (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 9 1))\r\nd OK"
+            )),
+            "{r}"
+        );
+        let r = c.cmd("e", "FETCH 1 (BODY[1] BODY[1.MIME] BODY[2])").await;
+        assert!(
+            r.contains("BODY[1] {9}\r\ncorpo 1\r\n BODY[1.MIME] {"),
+            "part 1 of a single-part message is its body: {r}"
+        );
+        assert!(r.contains(" BODY[2] {0}\r\n)"), "{r}");
+    }
+
+    #[tokio::test]
+    async fn fetch_parts_of_a_pec_busta() {
+        use structure::tests::{POSTACERT, SIGNATURE, mixed, pec};
+        let (store, sim) = with_messages(0).await;
+        store.deliver(USER, pec().into_bytes());
+        store.deliver(
+            USER,
+            format!(
+                "From: a@pec.it\r\nSubject: busta\r\nMIME-Version: 1.0\r\n{}",
+                mixed()
+            )
+            .into_bytes(),
+        );
+        let mut c = logged_in(&sim).await;
+        c.cmd("a", "SELECT INBOX").await;
+        let r = c.cmd("b", "UID FETCH 1 (BODYSTRUCTURE)").await;
+        assert!(
+            r.starts_with("* 1 FETCH (UID 1 BODYSTRUCTURE (((\"TEXT\" \"plain\""),
+            "{r}"
+        );
+        assert!(
+            r.contains(" \"mixed\" (\"boundary\" \"M1\") NIL NIL NIL)("),
+            "{r}"
+        );
+        assert!(r.contains(" \"signed\" (\"protocol\" "), "{r}");
+
+        let (header, text) = POSTACERT.split_at(POSTACERT.find("\r\n\r\n").unwrap() + 4);
+        let r = c.cmd("c", "FETCH 2 (BODY.PEEK[3.HEADER])").await;
+        assert!(
+            r.starts_with(&format!(
+                "* 2 FETCH (BODY[3.HEADER] {{{}}}\r\n{header})\r\nc OK",
+                header.len()
+            )),
+            "{r}"
+        );
+        let r = c
+            .cmd("d", "FETCH 2 (BODY.PEEK[1.MIME] BODY.PEEK[3.TEXT]<6.14>)")
+            .await;
+        assert!(
+            r.contains(
+                "BODY[1.MIME] {93}\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\
+                 Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains(&format!("BODY[3.TEXT]<6> {{14}}\r\n{}", &text[6..20])),
+            "{r}"
+        );
+        let r = c
+            .cmd(
+                "e",
+                "FETCH 1 (BODY.PEEK[1.3.HEADER.FIELDS (SUBJECT)] BODY.PEEK[7])",
+            )
+            .await;
+        assert!(
+            r.contains("{43}\r\nSubject: Richiesta di accesso agli atti\r\n\r\n"),
+            "{r}"
+        );
+        assert!(
+            r.contains("BODY[7] {0}\r\n"),
+            "a missing part is empty: {r}"
+        );
+        assert!(!r.contains("FLAGS"), "{r}");
+        assert_eq!(seen(&store), vec![false, false]);
+
+        let r = c.cmd("f", "FETCH 1 BODY[2]").await;
+        assert!(
+            r.starts_with(&format!(
+                "* 1 FETCH (BODY[2] {{{}}}\r\n{SIGNATURE} FLAGS (\\Seen))\r\nf OK",
+                SIGNATURE.len()
+            )),
+            "{r}"
+        );
+        assert_eq!(seen(&store), vec![true, false]);
+        let r = c.cmd("g", "UID FETCH 2 (BODY[2]<0.5>)").await;
+        assert!(r.contains("BODY[2]<0> {5}\r\n<?xml"), "{r}");
+        assert!(r.contains("FLAGS (\\Seen)"), "{r}");
+        assert_eq!(seen(&store), vec![true, true]);
     }
 
     #[tokio::test]
