@@ -214,6 +214,32 @@ impl DynamoStore {
     }
 
     /// Every item of a partition (optionally under a sort key prefix), following pages.
+    /// [`Self::get`], the item read as a `T`.
+    async fn get_as<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &str,
+        pk: String,
+        sk: String,
+    ) -> Result<Option<T>, StoreError> {
+        self.get(op, pk, sk)
+            .await?
+            .map(|item| from_item(op, &item, &[]))
+            .transpose()
+    }
+
+    /// Every item of partition `pk`, read as `T`s.
+    async fn list_as<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &str,
+        pk: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.query_partition(op, pk, None)
+            .await?
+            .iter()
+            .map(|item| from_item(op, item, &[]))
+            .collect()
+    }
+
     async fn query_partition(
         &self,
         op: &str,
@@ -590,19 +616,13 @@ impl Store for DynamoStore {
 
     async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
         let op = format!("read account {id}");
-        self.get(&op, keys::ACCOUNTS.to_owned(), keys::account_sk(id))
-            .await?
-            .map(|item| from_item(&op, &item, &[]))
-            .transpose()
+        self.get_as(&op, keys::ACCOUNTS.to_owned(), keys::account_sk(id))
+            .await
     }
 
     async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
         let op = "list accounts";
-        self.query_partition(op, keys::ACCOUNTS, None)
-            .await?
-            .iter()
-            .map(|item| from_item(op, item, &[]))
-            .collect()
+        self.list_as(op, keys::ACCOUNTS).await
     }
 
     async fn update_account(&self, account: &Account) -> Result<(), StoreError> {
@@ -925,10 +945,8 @@ impl Store for DynamoStore {
         message_id: &MessageId,
     ) -> Result<Option<MessageRecord>, StoreError> {
         let op = format!("read message <{message_id}> of account {account}");
-        self.get(&op, keys::account_pk(account), keys::message_id(message_id))
-            .await?
-            .map(|item| from_item(&op, &item, &[]))
-            .transpose()
+        self.get_as(&op, keys::account_pk(account), keys::message_id(message_id))
+            .await
     }
 
     async fn record_outbound(&self, record: &OutboundRecord) -> Result<(), StoreError> {
@@ -1044,10 +1062,7 @@ impl Store for DynamoStore {
         let target = str_attr(&pointer, "message_id")
             .ok_or_else(|| corrupt(&op, "identificativo pointer without message_id"))?;
         let target = MessageId::parse(target).map_err(|e| corrupt(&op, e))?;
-        self.get(&op, pk, keys::outbound(&target))
-            .await?
-            .map(|item| from_item(&op, &item, &[]))
-            .transpose()
+        self.get_as(&op, pk, keys::outbound(&target)).await
     }
 
     async fn set_outbound_status(
@@ -1142,20 +1157,14 @@ impl Store for DynamoStore {
 
     async fn get_instance(&self, id: &InstanceId) -> Result<Option<ZendeskInstance>, StoreError> {
         let op = format!("read zendesk instance {id}");
-        self.get(&op, keys::INSTANCES.to_owned(), keys::instance_sk(id))
-            .await?
-            .map(|item| from_item(&op, &item, &[]))
-            .transpose()
+        self.get_as(&op, keys::INSTANCES.to_owned(), keys::instance_sk(id))
+            .await
     }
 
     async fn list_instances(&self) -> Result<Vec<ZendeskInstance>, StoreError> {
         let op = "list zendesk instances";
         // The sort keys share their prefix, so the query returns them in id order already.
-        self.query_partition(op, keys::INSTANCES, None)
-            .await?
-            .iter()
-            .map(|item| from_item(op, item, &[]))
-            .collect()
+        self.list_as(op, keys::INSTANCES).await
     }
 
     async fn delete_instance(&self, id: &InstanceId) -> Result<bool, StoreError> {

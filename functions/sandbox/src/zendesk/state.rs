@@ -705,30 +705,13 @@ impl State {
                 comments.reverse();
             }
             let size = page_size(query.get("page[size]"))?;
-            let position = |cursor: &String| -> Result<usize, ApiError> {
+            let (start, end) = cursor_window(comments.len(), size, query, |cursor| {
                 decode_cursor(cursor)
                     .and_then(|cid| comments.iter().position(|c| c.id == cid))
                     .ok_or_else(|| {
                         ApiError::bad_request("InvalidPaginationParameter", "cursor is invalid")
                     })
-            };
-            let (start, end) = match (query.get("page[after]"), query.get("page[before]")) {
-                (Some(_), Some(_)) => {
-                    return Err(ApiError::bad_request(
-                        "InvalidPaginationParameter",
-                        "page[before] and page[after] can't be used together",
-                    ));
-                }
-                (Some(after), None) => {
-                    let start = position(after)? + 1;
-                    (start, (start + size).min(comments.len()))
-                }
-                (None, Some(before)) => {
-                    let end = position(before)?;
-                    (end.saturating_sub(size), end)
-                }
-                (None, None) => (0, size.min(comments.len())),
-            };
+            })?;
             let page = &comments[start..end];
             let has_more = end < comments.len();
             let after_cursor = page.last().map(|c| encode_cursor(c.id));
@@ -956,6 +939,36 @@ fn merge_tags(tags: &mut Vec<String>, new: &[String]) {
             tags.push(tag.to_string());
         }
     }
+}
+
+/// The `[start, end)` window of a cursor page of `size` over `len` items: from
+/// the start, after `page[after]` or before `page[before]`; `position` finds the item a cursor
+/// names (or refuses the cursor).
+fn cursor_window(
+    len: usize,
+    size: usize,
+    query: &HashMap<String, String>,
+    position: impl Fn(&String) -> Result<usize, ApiError>,
+) -> Result<(usize, usize), ApiError> {
+    Ok(
+        match (query.get("page[after]"), query.get("page[before]")) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "InvalidPaginationParameter",
+                    "page[before] and page[after] can't be used together",
+                ));
+            }
+            (Some(after), None) => {
+                let start = position(after)? + 1;
+                (start, (start + size).min(len))
+            }
+            (None, Some(before)) => {
+                let end = position(before)?;
+                (end.saturating_sub(size), end)
+            }
+            (None, None) => (0, size.min(len)),
+        },
+    )
 }
 
 fn page_size(value: Option<&String>) -> Result<usize, ApiError> {

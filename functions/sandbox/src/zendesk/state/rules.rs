@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, State, page_size, timestamp};
+use super::{ApiError, State, cursor_window, page_size, timestamp};
 
 /// A webhook as configured, including the credentials the client sent (Zendesk never returns
 /// them; tests read them here).
@@ -184,30 +184,13 @@ fn cursor_page(
     keep: &[(&str, &str)],
 ) -> Result<Value, ApiError> {
     let size = page_size(query.get("page[size]"))?;
-    let position = |cursor: &String| -> Result<usize, ApiError> {
+    let (start, end) = cursor_window(items.len(), size, query, |cursor| {
         decode_key(cursor)
             .and_then(|key| items.iter().position(|(k, _)| *k == key))
             .ok_or_else(|| {
                 ApiError::bad_request("InvalidPaginationParameter", "page[after] is not valid")
             })
-    };
-    let (start, end) = match (query.get("page[after]"), query.get("page[before]")) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "InvalidPaginationParameter",
-                "page[before] and page[after] can't be used together",
-            ));
-        }
-        (Some(after), None) => {
-            let start = position(after)? + 1;
-            (start, (start + size).min(items.len()))
-        }
-        (None, Some(before)) => {
-            let end = position(before)?;
-            (end.saturating_sub(size), end)
-        }
-        (None, None) => (0, size.min(items.len())),
-    };
+    })?;
     let page = &items[start..end];
     let has_more = end < items.len();
     let after_cursor = page.last().map(|(k, _)| encode_key(k));
