@@ -1497,41 +1497,22 @@ mod tests {
         store.set_seen(USER, 2, true);
         let mut c = logged_in(&sim).await;
         c.cmd("a", "SELECT INBOX").await;
-        assert!(
-            c.cmd("b", "SEARCH ALL")
-                .await
-                .starts_with("* SEARCH 1 2 3 4\r\n")
-        );
-        assert!(
-            c.cmd("c", "UID SEARCH UNSEEN")
-                .await
-                .starts_with("* SEARCH 1 3 4\r\n")
-        );
-        assert!(
-            c.cmd("d", "SEARCH SEEN")
-                .await
-                .starts_with("* SEARCH 2\r\n")
-        );
-        assert!(
-            c.cmd("e", "UID SEARCH UID 2:* UNSEEN")
-                .await
-                .starts_with("* SEARCH 3 4\r\n")
-        );
-        assert!(
-            c.cmd("f", "SEARCH 1:2 NOT SEEN")
-                .await
-                .starts_with("* SEARCH 1\r\n")
-        );
-        assert!(
-            c.cmd("g", "SEARCH SUBJECT \"messaggio 3\"")
-                .await
-                .starts_with("* SEARCH 3\r\n")
-        );
-        assert!(
-            c.cmd("h", "SEARCH OR UID 1 HEADER X-Long due")
-                .await
-                .starts_with("* SEARCH 1 2 3 4\r\n")
-        );
+        for (tag, command, answer) in [
+            ("b", "SEARCH ALL", "* SEARCH 1 2 3 4\r\n"),
+            ("c", "UID SEARCH UNSEEN", "* SEARCH 1 3 4\r\n"),
+            ("d", "SEARCH SEEN", "* SEARCH 2\r\n"),
+            ("e", "UID SEARCH UID 2:* UNSEEN", "* SEARCH 3 4\r\n"),
+            ("f", "SEARCH 1:2 NOT SEEN", "* SEARCH 1\r\n"),
+            ("g", "SEARCH SUBJECT \"messaggio 3\"", "* SEARCH 3\r\n"),
+            (
+                "h",
+                "SEARCH OR UID 1 HEADER X-Long due",
+                "* SEARCH 1 2 3 4\r\n",
+            ),
+        ] {
+            let r = c.cmd(tag, command).await;
+            assert!(r.starts_with(answer), "{command} -> {r}");
+        }
         let r = c.cmd("i", "SEARCH SENTBEFORE 1-Jan-2020").await;
         assert!(r.starts_with("i NO"), "{r}");
         assert!(r.contains("SENTBEFORE"), "{r}");
