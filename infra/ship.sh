@@ -48,7 +48,7 @@ case "${1:-}" in
       *) say "unknown architecture $arch (x86-64 or arm64)"; exit 2 ;;
     esac
     start=$(date +%s)
-    cargo lambda build --release "$flag" --bin poller --bin api
+    cargo lambda build --release --locked "$flag" --bin poller --bin api
     say "cargo lambda build --release $flag: $(( $(date +%s) - start )) s"
     for f in poller api; do
       bin="${CARGO_TARGET_DIR:-target}/lambda/$f/bootstrap"

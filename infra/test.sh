@@ -37,4 +37,4 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo test --workspace
+cargo test --workspace --locked
