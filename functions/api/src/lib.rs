@@ -7,9 +7,13 @@
 //! * `GET /health` — `{"status": "ok"}`.
 //! * `POST /webhooks/zendesk` — Zendesk's webhook: size, bearer token, signature and timestamp
 //!   checked ([`connector::outbound::verify`]) before the body is read as JSON, then
-//!   [`connector::outbound::Outbound::accept`].
-//! * `/accounts...` — the admin API ([`connector::admin::Admin`]), behind the admin bearer
-//!   token; described by `GET /openapi.json` ([`openapi`]).
+//!   [`connector::outbound::Outbound::accept`]; `POST /webhooks/zendesk/{instance}` is the same
+//!   for another Zendesk instance, with that instance's secrets.
+//! * `/accounts...` and `/zendesk-instances...` — the admin API ([`connector::admin::Admin`]),
+//!   behind the admin bearer token; described by `GET /openapi.json` ([`openapi`]).
+//!
+//! [`routes`] lists every method and path [`router`] serves; a test checks the SAM template
+//! deploys each of them.
 //!
 //! Every refusal is a 4xx whose JSON body `{"error": "...", "field": "..."}` says what is wrong;
 //! a 5xx only when the connector's own state store, secrets or Zendesk cannot be reached.
@@ -23,9 +27,10 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::handler::Handler;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use chrono::Utc;
 use connector::admin::{Admin, AdminError, Registration};
 use connector::domain::{AccountId, InstanceId, SecretName};
@@ -130,24 +135,58 @@ pub struct AppState {
     pub admin: Option<(Arc<Admin>, SecretString)>,
 }
 
+/// Every route of the API: [`router`] is built from this list, so [`routes`] names exactly the
+/// routes it serves (the SAM template's `HttpApi` events are checked against it).
+fn endpoints() -> Vec<Endpoint> {
+    vec![
+        endpoint(Method::GET, "/health", health),
+        endpoint(Method::POST, WEBHOOK_PATH, webhook),
+        endpoint(
+            Method::POST,
+            "/webhooks/zendesk/{instance}",
+            instance_webhook,
+        ),
+        endpoint(Method::POST, "/zendesk-instances", register_instance),
+        endpoint(Method::GET, "/zendesk-instances", list_instances),
+        endpoint(Method::DELETE, "/zendesk-instances/{id}", delete_instance),
+        endpoint(Method::GET, "/openapi.json", openapi_doc),
+        endpoint(Method::POST, "/accounts", register),
+        endpoint(Method::GET, "/accounts", list),
+        endpoint(Method::GET, "/accounts/{id}", show),
+        endpoint(Method::PATCH, "/accounts/{id}", change),
+        endpoint(Method::DELETE, "/accounts/{id}", remove),
+        endpoint(Method::POST, "/accounts/{id}/poll", poll_now),
+    ]
+}
+
+/// A method and path and the handler serving them.
+type Endpoint = (Method, &'static str, MethodRouter<Arc<AppState>>);
+
+fn endpoint<H, T>(method: Method, path: &'static str, handler: H) -> Endpoint
+where
+    H: Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a standard HTTP method");
+    (method, path, on(filter, handler))
+}
+
+/// The method and path of every route [`router`] serves (`GET` ones answer `HEAD` too); any
+/// other request gets the 404 fallback, or 405 on a known path.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    endpoints()
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect()
+}
+
 /// Every route of the API.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route(WEBHOOK_PATH, post(webhook))
-        .route("/webhooks/zendesk/{instance}", post(instance_webhook))
-        .route(
-            "/zendesk-instances",
-            post(register_instance).get(list_instances),
-        )
-        .route(
-            "/zendesk-instances/{id}",
-            axum::routing::delete(delete_instance),
-        )
-        .route("/openapi.json", get(openapi_doc))
-        .route("/accounts", post(register).get(list))
-        .route("/accounts/{id}", get(show).patch(change).delete(remove))
-        .route("/accounts/{id}/poll", post(poll_now))
+    endpoints()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
         .fallback(not_found)
         .with_state(state)
 }
