@@ -6,11 +6,13 @@ last so that a reader never sees an envelope without its message.
 
 Faults are chosen by the AUTH user name, so that parallel tests, each with its own user, never
 interfere:
-  fail535   any password is refused: 535 5.7.8 at AUTH
-  block571  554 5.7.1 at MAIL FROM (the provider blocks the sending IP address)
-  busy452   452 4.3.1 at MAIL FROM on the first attempt of that user, then accepted
-  stall     no answer to the end of DATA for --stall seconds
-  toobig    552 5.3.4 at the end of DATA
+  fail535       any password is refused: 535 5.7.8 at AUTH
+  block571      554 5.7.1 at MAIL FROM (the provider blocks the sending IP address)
+  block571auth  the same 554 5.7.1 at AUTH, whatever the password
+  block571rcpt  the same 554 5.7.1 at RCPT TO, whatever the recipient
+  busy452       452 4.3.1 at MAIL FROM on the first attempt of that user, then accepted
+  stall         no answer to the end of DATA for --stall seconds
+  toobig        552 5.3.4 at the end of DATA
 and by recipient: an address containing "unknown" gets 550 5.1.1 at RCPT TO.
 """
 
@@ -19,6 +21,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import ssl
 import uuid
@@ -37,6 +40,8 @@ ap.add_argument("--stall", type=float, default=30.0)
 args = ap.parse_args()
 os.makedirs(args.spool, exist_ok=True)
 busy_seen = set()
+# Aruba's words when it turns away the client's IP address.
+BLOCKED_571 = "554 5.7.1 Indirizzo IP bloccato: connessione rifiutata dal gestore"
 
 
 def user_of(session):
@@ -44,20 +49,27 @@ def user_of(session):
     return auth.login.decode("utf-8", "replace") if isinstance(auth, LoginPassword) else ""
 
 
+def blocked_at(user):
+    """The step at which `user` gets 554 5.7.1: "auth", "rcpt" or "mail" (plain block571)."""
+    m = re.search(r"block571(auth|rcpt)?", user)
+    return (m.group(1) or "mail") if m else None
+
+
 def authenticator(server, session, envelope, mechanism, auth_data):
-    ok = (
-        isinstance(auth_data, LoginPassword)
-        and "fail535" not in auth_data.login.decode("utf-8", "replace")
-        and auth_data.password == b"secret"
-    )
+    if not isinstance(auth_data, LoginPassword):
+        return AuthResult(success=False, handled=False)
+    login = auth_data.login.decode("utf-8", "replace")
+    if blocked_at(login) == "auth":
+        return AuthResult(success=False, handled=False, message=BLOCKED_571)
+    ok = "fail535" not in login and auth_data.password == b"secret"
     return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
 
 class Handler:
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         user = user_of(session)
-        if "block571" in user:
-            return "554 5.7.1 Indirizzo IP bloccato: connessione rifiutata dal gestore"
+        if blocked_at(user) == "mail":
+            return BLOCKED_571
         if "busy452" in user and user not in busy_seen:
             busy_seen.add(user)
             return "452 4.3.1 Insufficient system storage"
@@ -66,6 +78,8 @@ class Handler:
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if blocked_at(user_of(session)) == "rcpt":
+            return BLOCKED_571
         if "unknown" in address:
             return f"550 5.1.1 <{address}>: utente sconosciuto"
         envelope.rcpt_tos.append(address)

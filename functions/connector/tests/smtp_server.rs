@@ -82,6 +82,16 @@ async fn a_blocked_sending_ip_keeps_the_servers_words() {
 }
 
 #[tokio::test]
+async fn a_blocked_ip_at_auth_is_not_a_refused_password() {
+    scenario::a_blocked_ip_at_auth_is_not_a_refused_password(&smtpd()).await;
+}
+
+#[tokio::test]
+async fn a_blocked_ip_at_rcpt_is_not_a_refused_recipient() {
+    scenario::a_blocked_ip_at_rcpt_is_not_a_refused_recipient(&smtpd()).await;
+}
+
+#[tokio::test]
 async fn a_busy_server_is_transient_and_the_retry_succeeds() {
     scenario::a_busy_server_is_transient_and_the_retry_succeeds(&smtpd()).await;
 }

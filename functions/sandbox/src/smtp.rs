@@ -16,7 +16,8 @@
 //! with its own user, never interfere:
 //! - `fail535`: every password is refused, `535 5.7.8` at AUTH;
 //! - `block571`: `554 5.7.1 Indirizzo IP bloccato: connessione rifiutata dal gestore` at MAIL
-//!   FROM (the provider blocks the sending IP address);
+//!   FROM (the provider blocks the sending IP address); `block571auth` gives the same answer at
+//!   AUTH (whatever the password), `block571rcpt` at RCPT TO (whatever the recipient);
 //! - `busy452`: `452 4.3.1 Insufficient system storage` at MAIL FROM on that user's first
 //!   attempt, then accepted;
 //! - `stall`: no answer to the end of DATA for [`SmtpOptions::stall`];
@@ -83,6 +84,17 @@ impl SmtpOptions {
     }
 }
 
+/// Aruba's words when it turns away the client's IP address.
+const BLOCKED_571: &str = "554 5.7.1 Indirizzo IP bloccato: connessione rifiutata dal gestore\r\n";
+
+/// The SMTP step at which a `block571` fault refuses the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockedAt {
+    Auth,
+    Mail,
+    Rcpt,
+}
+
 /// What every session of one server shares.
 struct Shared {
     logins: Logins,
@@ -96,6 +108,22 @@ impl Shared {
     /// The fault `name` is on for `user`.
     fn fault(&self, user: &str, name: &str) -> bool {
         self.options.faults_by_name && user.contains(name)
+    }
+
+    /// `user`'s 5.7.1 fault strikes at `step`: `block571auth` at AUTH, `block571rcpt` at RCPT
+    /// TO, any other `block571` at MAIL FROM.
+    fn blocked(&self, user: &str, step: BlockedAt) -> bool {
+        let Some((_, after)) = user.split_once("block571") else {
+            return false;
+        };
+        let at = if after.starts_with("auth") {
+            BlockedAt::Auth
+        } else if after.starts_with("rcpt") {
+            BlockedAt::Rcpt
+        } else {
+            BlockedAt::Mail
+        };
+        self.options.faults_by_name && at == step
     }
 
     /// `user`'s first `busy452` attempt: remembered, so that the next one is accepted.
@@ -278,6 +306,7 @@ where
                     _ => None,
                 };
                 match creds {
+                    Some((u, _)) if shared.blocked(&u, BlockedAt::Auth) => BLOCKED_571.to_owned(),
                     Some((u, p)) if !shared.fault(&u, "fail535") && (shared.logins)(&u, &p) => {
                         user = Some(u);
                         "235 2.7.0 Authentication successful\r\n".to_owned()
@@ -293,10 +322,7 @@ where
                 let u = user.as_deref().unwrap_or_default();
                 match path_of(&arg) {
                     None => "501 5.5.4 Syntax: MAIL FROM:<address>\r\n".to_owned(),
-                    Some(_) if shared.fault(u, "block571") => {
-                        "554 5.7.1 Indirizzo IP bloccato: connessione rifiutata dal gestore\r\n"
-                            .to_owned()
-                    }
+                    Some(_) if shared.blocked(u, BlockedAt::Mail) => BLOCKED_571.to_owned(),
                     Some(_) if shared.fault(u, "busy452") && shared.first_busy(u) => {
                         "452 4.3.1 Insufficient system storage\r\n".to_owned()
                     }
@@ -307,17 +333,21 @@ where
                     }
                 }
             }
-            "RCPT" => match (&from, path_of(&arg)) {
-                (None, _) => "503 5.5.1 MAIL first\r\n".to_owned(),
-                (_, None) => "501 5.5.4 Syntax: RCPT TO:<address>\r\n".to_owned(),
-                (_, Some(r)) if shared.options.faults_by_name && r.contains("unknown") => {
-                    format!("550 5.1.1 <{r}>: utente sconosciuto\r\n")
+            "RCPT" => {
+                let u = user.as_deref().unwrap_or_default();
+                match (&from, path_of(&arg)) {
+                    (None, _) => "503 5.5.1 MAIL first\r\n".to_owned(),
+                    (_, None) => "501 5.5.4 Syntax: RCPT TO:<address>\r\n".to_owned(),
+                    _ if shared.blocked(u, BlockedAt::Rcpt) => BLOCKED_571.to_owned(),
+                    (_, Some(r)) if shared.options.faults_by_name && r.contains("unknown") => {
+                        format!("550 5.1.1 <{r}>: utente sconosciuto\r\n")
+                    }
+                    (_, Some(r)) => {
+                        rcpts.push(r);
+                        "250 2.1.5 OK\r\n".to_owned()
+                    }
                 }
-                (_, Some(r)) => {
-                    rcpts.push(r);
-                    "250 2.1.5 OK\r\n".to_owned()
-                }
-            },
+            }
             "DATA" => {
                 if from.is_none() || rcpts.is_empty() {
                     "503 5.5.1 MAIL and RCPT first\r\n".to_owned()
@@ -470,6 +500,14 @@ mod tests {
             blocked[1],
             "554 5.7.1 Indirizzo IP bloccato: connessione rifiutata dal gestore"
         );
+        let refused = BLOCKED_571.trim_end();
+        let at_auth = converse(&s, "block571auth-1@pec.test", &[]).await;
+        assert_eq!(at_auth, [refused], "the right password, yet refused");
+        let at_rcpt = converse(&s, "block571rcpt-1@pec.test", &SEND[..3]).await;
+        assert_eq!(
+            at_rcpt[1..],
+            ["250 2.1.0 OK", refused, "503 5.5.1 MAIL and RCPT first"]
+        );
         let busy = converse(&s, "busy452-1@pec.test", &SEND[..1]).await;
         assert_eq!(busy[1], "452 4.3.1 Insufficient system storage");
         let retried = converse(&s, "busy452-1@pec.test", &SEND).await;
@@ -502,7 +540,15 @@ mod tests {
     #[tokio::test]
     async fn without_faults_by_name_the_names_mean_nothing() {
         let s = shared(false);
-        for user in ["fail535", "block571", "busy452", "stall", "toobig"] {
+        for user in [
+            "fail535",
+            "block571",
+            "block571auth",
+            "block571rcpt",
+            "busy452",
+            "stall",
+            "toobig",
+        ] {
             let replies = converse(&s, &format!("{user}@pec.test"), &SEND).await;
             assert!(replies[0].starts_with("235 "), "{user}: {replies:?}");
             assert!(

@@ -600,7 +600,8 @@ fn imap_refusal(e: MailboxError) -> AdminError {
     AdminError::Check { field, message }
 }
 
-/// An SMTP refusal as the field an admin must fix.
+/// An SMTP refusal as the field an admin must fix. A blocked sending IP address (`5.7.1`, even
+/// at AUTH) is the SMTP server's policy, not the password.
 fn smtp_refusal(e: SendError) -> AdminError {
     let field = match &e {
         SendError::AuthRejected { .. } => "password",
@@ -610,6 +611,11 @@ fn smtp_refusal(e: SendError) -> AdminError {
         SendError::Connect { .. } | SendError::Timeout { .. } => {
             format!("{e}. Check the SMTP host and port (SMTPS, usually 465).")
         }
+        SendError::SenderBlocked { .. } => format!(
+            "{e}. This is not about the password: ask the provider to allow the connector's \
+             IP address (deploy with StaticEgressIp=true and give the provider the EgressIp \
+             output), then try again."
+        ),
         _ => e.to_string(),
     };
     AdminError::Check { field, message }

@@ -3,7 +3,9 @@
 //!
 //! The exchange is driven step by step (connect, AUTH, MAIL, RCPT per recipient, DATA) so that a
 //! refusal is attributed to the step that caused it: a 550 at RCPT names the recipient, a 535 at
-//! AUTH is a password problem. Every step has its own timeout.
+//! AUTH is a password problem. The enhanced status code `5.7.1` outranks the step: at AUTH, MAIL
+//! or RCPT alike it is the provider refusing the client's IP address (Aruba: `554 5.7.1
+//! Indirizzo IP bloccato`), not a password or a recipient. Every step has its own timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -247,36 +249,31 @@ impl SmtpMailer {
     }
 }
 
-/// Which failure a negative SMTP reply at a given step is. For a RCPT refusal the caller fills
-/// in the recipient.
+/// Which failure a negative SMTP reply at a given step is: a 4xx is worth another try; a
+/// permanent `5.7.1` ("delivery not authorized", RFC 3463) is the provider refusing the client,
+/// at whatever step, as is a 554 greeting; otherwise a refusal at RCPT is about the recipient
+/// (the caller fills it in), at AUTH about the password; 552 or `5.3.4` is the size.
 fn classify(server: String, user: &str, stage: &'static str, code: u16, text: &str) -> SendError {
     let reply = format!("{code} {text}").trim().to_owned();
     let enhanced = text.split_whitespace().next().unwrap_or("");
-    match (code, stage) {
-        (400..=499, _) => SendError::Transient { server, reply },
-        (_, "RCPT TO") => SendError::RecipientRejected {
+    match (code, stage, enhanced) {
+        (400..=499, _, _) => SendError::Transient { server, reply },
+        (_, _, "5.7.1") | (554, "connect", _) => SendError::SenderBlocked {
+            server,
+            user: user.to_owned(),
+            reply,
+        },
+        (_, "RCPT TO", _) => SendError::RecipientRejected {
             server,
             recipient: String::new(),
             reply,
         },
-        (_, "AUTH") => SendError::AuthRejected {
+        (_, "AUTH", _) => SendError::AuthRejected {
             server,
             user: user.to_owned(),
             reply,
         },
-        (552, _) => SendError::MessageTooLarge { server, reply },
-        _ if enhanced == "5.3.4" => SendError::MessageTooLarge { server, reply },
-        // A 554 greeting is how providers turn away a client IP they do not accept.
-        (554, "connect") => SendError::SenderBlocked {
-            server,
-            user: user.to_owned(),
-            reply,
-        },
-        _ if enhanced == "5.7.1" => SendError::SenderBlocked {
-            server,
-            user: user.to_owned(),
-            reply,
-        },
+        (552, _, _) | (_, _, "5.3.4") => SendError::MessageTooLarge { server, reply },
         _ => SendError::Other {
             server,
             reason: format!("{stage} refused: {reply}"),
@@ -463,12 +460,22 @@ mod tests {
             class("AUTH", 454, "4.7.0 Temporary authentication failure"),
             SendError::Transient { .. }
         ));
-        match class("MAIL FROM", 554, "5.7.1 Indirizzo IP bloccato") {
-            SendError::SenderBlocked { reply, .. } => {
-                assert_eq!(reply, "554 5.7.1 Indirizzo IP bloccato")
+        for stage in ["AUTH", "MAIL FROM", "RCPT TO"] {
+            match class(stage, 554, "5.7.1 Indirizzo IP bloccato") {
+                SendError::SenderBlocked { reply, .. } => {
+                    assert_eq!(reply, "554 5.7.1 Indirizzo IP bloccato")
+                }
+                other => panic!("5.7.1 at {stage}: {other:?}"),
             }
-            other => panic!("{other:?}"),
         }
+        assert!(matches!(
+            class("RCPT TO", 550, "5.7.1 Client host rejected: Access denied"),
+            SendError::SenderBlocked { .. }
+        ));
+        assert!(matches!(
+            class("AUTH", 535, "5.7.8 Error: authentication failed"),
+            SendError::AuthRejected { .. }
+        ));
         assert!(matches!(
             class("connect", 554, "no SMTP service for you"),
             SendError::SenderBlocked { .. }

@@ -1,8 +1,8 @@
 //! The SMTP adapter's scenarios, written once and run against every SMTP server we test with
 //! (aiosmtpd in `smtp_server.rs`, the sandbox simulator in `smtp_simulator.rs`). Both follow the
 //! same test-server convention (infra/smtpd.py, `sandbox::smtp`): any user logs in with the
-//! password "secret", and the fault is chosen by the user name (fail535, block571, busy452,
-//! stall, toobig) or by a recipient containing "unknown".
+//! password "secret", and the fault is chosen by the user name (fail535, block571 at MAIL FROM,
+//! block571auth, block571rcpt, busy452, stall, toobig) or by a recipient containing "unknown".
 
 use std::time::{Duration, Instant};
 
@@ -141,23 +141,62 @@ pub async fn a_refused_password_is_not_retried_and_never_shown(s: &Server) {
     assert!(err.explain_it().contains("password"));
 }
 
-pub async fn a_blocked_sending_ip_keeps_the_servers_words(s: &Server) {
-    let err = s
-        .mailer(&user("block571"), "secret", 10 * SECOND)
-        .send("a@pec.test", &["b@pec.test".to_owned()], &message("ip"))
-        .await
-        .unwrap_err();
-    match &err {
+/// Aruba's `554 5.7.1 Indirizzo IP bloccato` at `step`: the provider blocks the sending IP
+/// address, explained as such and never as a refused password or recipient.
+fn assert_blocked_ip(err: &SendError, step: &str) {
+    match err {
         SendError::SenderBlocked { reply, .. } => {
             assert!(
                 reply.starts_with("554 5.7.1 Indirizzo IP bloccato"),
-                "{reply}"
+                "{step}: {reply}"
             )
         }
-        other => panic!("expected SenderBlocked, got {other:?}"),
+        other => panic!("5.7.1 at {step}: expected SenderBlocked, got {other:?}"),
     }
-    assert!(!err.is_transient());
-    assert!(err.explain_it().contains("Indirizzo IP bloccato"));
+    assert!(!err.is_transient(), "{step}");
+    let explained = err.explain_it();
+    assert!(
+        explained.contains("blocca l'indirizzo IP") && explained.contains("Indirizzo IP bloccato"),
+        "{step}: {explained}"
+    );
+    let lower = explained.to_lowercase();
+    assert!(
+        !lower.contains("password") && !lower.contains("destinatario"),
+        "{step}: not a password or recipient problem: {explained}"
+    );
+}
+
+/// Sends one message as `user` and expects a refusal.
+async fn refused(s: &Server, user: &str) -> SendError {
+    s.mailer(user, "secret", 10 * SECOND)
+        .send("a@pec.test", &["b@pec.test".to_owned()], &message("ip"))
+        .await
+        .unwrap_err()
+}
+
+pub async fn a_blocked_sending_ip_keeps_the_servers_words(s: &Server) {
+    let user = user("block571");
+    assert_blocked_ip(&refused(s, &user).await, "MAIL FROM");
+    assert!((s.accepted)(&user).is_empty(), "sent to nobody");
+}
+
+pub async fn a_blocked_ip_at_auth_is_not_a_refused_password(s: &Server) {
+    let user = user("block571auth");
+    assert_blocked_ip(&refused(s, &user).await, "AUTH");
+    assert!((s.accepted)(&user).is_empty(), "sent to nobody");
+    // The registration check (connect, AUTH, QUIT) sees the same refusal.
+    let err = s
+        .mailer(&user, "secret", 10 * SECOND)
+        .check()
+        .await
+        .unwrap_err();
+    assert_blocked_ip(&err, "AUTH of the check");
+}
+
+pub async fn a_blocked_ip_at_rcpt_is_not_a_refused_recipient(s: &Server) {
+    let user = user("block571rcpt");
+    assert_blocked_ip(&refused(s, &user).await, "RCPT TO");
+    assert!((s.accepted)(&user).is_empty(), "sent to nobody");
 }
 
 pub async fn a_busy_server_is_transient_and_the_retry_succeeds(s: &Server) {
