@@ -602,6 +602,58 @@ pub async fn outbound_status_is_recorded_and_updated(env: &Env) {
 
 // ----- outbox -----
 
+/// The per-ticket outbound watermark: none at first, then it only moves up, per ticket and
+/// account; concurrent advances keep the highest.
+pub async fn outbound_watermark_only_moves_up(env: &Env) {
+    let store = &*env.store;
+    let a = account("watermark-1");
+    let b = account("watermark-2");
+    store.create_account(&a).await.unwrap();
+    store.create_account(&b).await.unwrap();
+    assert_eq!(
+        store.outbound_watermark(&a.id, ticket(5)).await.unwrap(),
+        None
+    );
+    store
+        .advance_outbound_watermark(&a.id, ticket(5), 100)
+        .await
+        .unwrap();
+    store
+        .advance_outbound_watermark(&a.id, ticket(5), 40)
+        .await
+        .expect("a lower comment is not an error");
+    assert_eq!(
+        store.outbound_watermark(&a.id, ticket(5)).await.unwrap(),
+        Some(100)
+    );
+    assert_eq!(
+        store.outbound_watermark(&a.id, ticket(6)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.outbound_watermark(&b.id, ticket(5)).await.unwrap(),
+        None
+    );
+    let tasks: Vec<_> = (1..=20u64)
+        .map(|i| {
+            let store = Arc::clone(&env.store);
+            let id = a.id.clone();
+            tokio::spawn(async move {
+                store
+                    .advance_outbound_watermark(&id, ticket(6), 1000 + (i * 7) % 20)
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task").expect("advance");
+    }
+    assert_eq!(
+        store.outbound_watermark(&a.id, ticket(6)).await.unwrap(),
+        Some(1019)
+    );
+}
+
 pub async fn outbox_enqueue_claim_complete(env: &Env) {
     let store = &*env.store;
     let a = account("outbox-1");
@@ -1349,6 +1401,10 @@ pub async fn populate(env: &Env, raw_id: &str, password: &str) -> Account {
             serde_json::json!({"ticket": 77}),
             now(),
         ))
+        .await
+        .unwrap();
+    store
+        .advance_outbound_watermark(&a.id, ticket(77), 9001)
         .await
         .unwrap();
     // Leave the lease held, as a crashed poller would.

@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use connector::domain::{
     Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
     MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, PollStats,
-    RecordOutcome, SendStatus, Uid, UidValidity, ZendeskInstance,
+    RecordOutcome, SendStatus, TicketId, Uid, UidValidity, ZendeskInstance,
 };
 use connector::ports::Store;
 use connector::store::StoreError;
@@ -275,6 +275,25 @@ impl Store for CountingStore {
         self.write();
         self.inner
             .set_delivery(account, message_id, recipient, state)
+            .await
+    }
+    async fn outbound_watermark(
+        &self,
+        account: &AccountId,
+        ticket: TicketId,
+    ) -> Result<Option<u64>, StoreError> {
+        self.read();
+        self.inner.outbound_watermark(account, ticket).await
+    }
+    async fn advance_outbound_watermark(
+        &self,
+        account: &AccountId,
+        ticket: TicketId,
+        comment: u64,
+    ) -> Result<(), StoreError> {
+        self.write();
+        self.inner
+            .advance_outbound_watermark(account, ticket, comment)
             .await
     }
     async fn put_instance(&self, instance: &ZendeskInstance) -> Result<(), StoreError> {

@@ -13,7 +13,10 @@
 //! * [`admin_env`] — the accounts tests' world: the AWS adapters on moto, the Zendesk
 //!   simulator, Dovecot and the SMTP test server, and the api router with the admin use cases;
 //! * [`outbound_env`] — the outbound tests' world: the same plus the SMTP test server, the
-//!   `Outbound` use case and the api router, called in-process as Zendesk's webhook would.
+//!   `Outbound` use case and the api router, called in-process as Zendesk's webhook would;
+//! * [`channel_env`] — the whole loop as Zendesk drives it: the api router on a loopback port,
+//!   the simulator's triggers (provisioned by the admin API) calling its webhook, polls through
+//!   the poller Lambda's handler, Dovecot and the SMTP test server.
 //!
 //! The AWS tests need moto server (`infra/moto.sh start`, done by `infra/test.sh`); they reach it
 //! at `AWS_ENDPOINT_URL` (default `http://127.0.0.1:5000`) and fail, never skip, without it.
@@ -22,6 +25,7 @@
 //! (`infra/smtpd.sh start`).
 
 pub mod admin_env;
+pub mod channel_env;
 pub mod contract;
 pub mod counting;
 pub mod env;

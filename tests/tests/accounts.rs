@@ -101,18 +101,24 @@ async fn registering_creates_the_secret_account_schedule_webhook_category_and_tr
             json!({"field": "current_tags", "operator": "includes", "value": format!("pec_connector_reply_{no_at}")})
         ]
     );
-    assert_eq!(reply.actions.len(), 2);
+    assert_eq!(reply.actions.len(), 3);
     assert_eq!(reply.actions[0]["field"], "notification_webhook");
     assert_eq!(reply.actions[0]["value"][0], w.id.as_str());
     let body: Value = serde_json::from_str(reply.actions[0]["value"][1].as_str().unwrap()).unwrap();
     assert_eq!(
         body,
         json!({"account": id, "ticket_id": "{{ticket.id}}", "requester": "{{ticket.requester.email}}",
-               "subject": "{{ticket.title}}", "message": "{{ticket.latest_comment_html}}"})
+               "subject": "{{ticket.title}}", "message": "{{ticket.latest_comment_html}}",
+               "updated_at": "{{ticket.updated_at_with_timestamp}}"})
     );
     assert_eq!(
         reply.actions[1],
         json!({"field": "remove_tags", "value": format!("pec_connector_reply_{no_at}")})
+    );
+    assert_eq!(
+        reply.actions[2],
+        json!({"field": "current_tags", "value": "pec_connector"}),
+        "a ticket a template PEC left from is a PEC ticket for the guard"
     );
     assert_eq!(answer.body["zendesk"]["reply_trigger_id"], reply.id);
     assert_eq!(answer.body["zendesk"]["webhook_id"], w.id.as_str());
@@ -546,8 +552,15 @@ async fn guarding_standard_notifications_is_optional_and_undone_with_the_last_ac
         )
         .await
         .unwrap();
-    let guard =
-        json!({"field": "current_tags", "operator": "not_includes", "value": "pec_connector"});
+    // The guard: tags contain none of pec_connector and the accounts' reply tags.
+    let is_guard = |c: &Value| {
+        c["field"] == "current_tags"
+            && c["operator"] == "not_includes"
+            && c["value"]
+                .as_str()
+                .is_some_and(|v| v.split(' ').next() == Some("pec_connector"))
+    };
+    let reply_tag = |address: &str| format!("pec_connector_reply_{}", address.replace('@', ""));
 
     // Off by default.
     let a = env.new_address("guard-a");
@@ -557,7 +570,14 @@ async fn guarding_standard_notifications_is_optional_and_undone_with_the_last_ac
             .status,
         201
     );
-    assert!(!env.sim.trigger(requester.id).unwrap().all.contains(&guard));
+    assert!(
+        !env.sim
+            .trigger(requester.id)
+            .unwrap()
+            .all
+            .iter()
+            .any(is_guard)
+    );
     // Asked for: only the requester notification gets the condition, once.
     let b = env.new_address("guard-b");
     let mut body = env.registration(&b);
@@ -570,21 +590,35 @@ async fn guarding_standard_notifications_is_optional_and_undone_with_the_last_ac
     );
     let guarded = env.sim.trigger(requester.id).unwrap();
     assert_eq!(
-        guarded.all.iter().filter(|c| **c == guard).count(),
+        guarded.all.iter().filter(|c| is_guard(c)).count(),
         1,
         "{:?}",
         guarded.all
     );
+    let value = guarded.all.iter().find(|c| is_guard(c)).unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for tag in [reply_tag(&a), reply_tag(&b)] {
+        assert!(value.split(' ').any(|t| t == tag), "{value} names {tag}");
+    }
     assert!(
         guarded
             .all
             .contains(&json!({"field": "update_type", "operator": "is", "value": "Change"}))
     );
-    assert!(!env.sim.trigger(assignee.id).unwrap().all.contains(&guard));
+    assert!(
+        !env.sim
+            .trigger(assignee.id)
+            .unwrap()
+            .all
+            .iter()
+            .any(is_guard)
+    );
     // The connector's own triggers are left alone.
     for t in env.sim.triggers() {
         if t.title.contains("PEC Connector") {
-            assert!(!t.all.contains(&guard), "{}", t.title);
+            assert!(!t.all.iter().any(is_guard), "{}", t.title);
         }
     }
     // With the last account gone, Zendesk's triggers are as they were.
@@ -600,7 +634,14 @@ async fn guarding_standard_notifications_is_optional_and_undone_with_the_last_ac
             204
         );
     }
-    assert!(!env.sim.trigger(requester.id).unwrap().all.contains(&guard));
+    assert!(
+        !env.sim
+            .trigger(requester.id)
+            .unwrap()
+            .all
+            .iter()
+            .any(is_guard)
+    );
     assert_eq!(
         env.sim.triggers().len(),
         2,

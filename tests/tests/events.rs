@@ -151,8 +151,13 @@ async fn every_sample_event_drives_its_handler() {
     .expect("the poll event");
     assert!(matches!(polled, poller::Response::Polled(_)), "{polled:?}");
 
-    // Zendesk's two webhook calls, on a ticket with a public agent reply.
+    // Zendesk's two webhook calls, on a ticket of the account (its tag) with a public agent
+    // reply.
     let deadline = || Instant::now() + Duration::from_secs(10);
+    let account_tag = format!(
+        "pec_connector_{}",
+        account["address"].as_str().unwrap().replace('@', "")
+    );
     let ticket = env
         .zendesk
         .create_ticket(
@@ -164,7 +169,7 @@ async fn every_sample_event_drives_its_handler() {
                 },
                 comment: zendesk::Comment::internal_note("<p>Aperta.</p>"),
                 external_id: None,
-                tags: Vec::new(),
+                tags: vec![account_tag],
                 custom_fields: Vec::new(),
             },
             "events-ticket",

@@ -217,3 +217,104 @@ async fn a_second_zendesk_gets_its_own_accounts_objects_tickets_and_webhook() {
         404
     );
 }
+
+/// Deleting the last account of a second Zendesk takes that Zendesk's webhook secrets only: the
+/// default Zendesk's webhook keeps working. And no deletion leaves a webhook Zendesk still calls
+/// without its secrets: while a trigger an admin made calls it, the webhook and its secrets stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_instances_last_account_never_breaks_another_webhook() {
+    use connector::domain::SecretName;
+    let env = AdminEnv::new().await;
+    let other = Arc::new(ZendeskSimulator::start().await.unwrap());
+    let a = env
+        .admin(
+            "POST",
+            "/zendesk-instances",
+            Some(&instance_body(&other, "cliente-c")),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let default_address = env.new_address("resta");
+    let d = env
+        .admin(
+            "POST",
+            "/accounts",
+            Some(&env.registration(&default_address)),
+        )
+        .await;
+    assert_eq!(d.status, 201, "{d:?}");
+    let default_id = d.body["id"].as_str().unwrap().to_owned();
+    let address = env.new_address("va-via");
+    let mut reg = env.registration(&address);
+    reg["zendesk_instance"] = json!("cliente-c");
+    let r = env.admin("POST", "/accounts", Some(&reg)).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.body["id"].as_str().unwrap().to_owned();
+
+    let gone = env.admin("DELETE", &format!("/accounts/{id}"), None).await;
+    assert_eq!(gone.status, 204, "{gone:?}");
+    for name in [
+        SecretName::WebhookBearerToken,
+        SecretName::WebhookSigningSecret,
+    ] {
+        assert!(
+            env.env.secrets.get(&name).await.is_ok(),
+            "the default Zendesk's {name:?} is kept"
+        );
+    }
+    // The default Zendesk's webhook still answers (a template send for a ticket of its account).
+    let original = mail::citizen(1, &default_address).build();
+    env.dovecot.append_blocking(
+        &default_address,
+        &[mail::envelope(&original, "opec-resta-1@pec.sandbox.test")],
+    );
+    let polled = env
+        .admin("POST", &format!("/accounts/{default_id}/poll"), None)
+        .await;
+    assert_eq!(polled.body["tickets_created"], 1, "{polled:?}");
+    let ticket = env.sim.tickets()[0].id;
+    let body = json!({"account": default_id, "ticket_id": ticket.to_string(),
+                      "requester": mail::CITIZEN, "subject": "Risposta", "message": "Testo"});
+    let (status, answer) = signed_call(&env, &env.sim, "/webhooks/zendesk", &body).await;
+    assert_eq!(
+        (status, &answer["status"]),
+        (200, &json!("sent")),
+        "{answer}"
+    );
+
+    // An admin's own trigger calls the connector's webhook: deleting the last account leaves the
+    // webhook and its secrets in place, and says why.
+    let webhook = env.sim.webhooks()[0].id.clone();
+    let client = reqwest::Client::new();
+    let creds = env.sim.credentials();
+    let made = client
+        .post(format!("{}/api/v2/triggers", env.sim.base_url()))
+        .basic_auth(format!("{}/token", creds.agent_email), Some(&creds.api_token))
+        .json(&json!({"trigger": {
+            "title": "Trigger dell'amministratore",
+            "conditions": {"all": [{"field": "current_tags", "operator": "includes", "value": "urgente"}], "any": []},
+            "actions": [{"field": "notification_webhook", "value": [webhook, "{\"x\":1}"]}]
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let refused = env
+        .admin("DELETE", &format!("/accounts/{default_id}"), None)
+        .await;
+    assert!(refused.status >= 400, "{refused:?}");
+    assert_eq!(
+        env.sim.webhooks().len(),
+        1,
+        "the webhook Zendesk calls stays"
+    );
+    for name in [
+        SecretName::WebhookBearerToken,
+        SecretName::WebhookSigningSecret,
+    ] {
+        assert!(
+            env.env.secrets.get(&name).await.is_ok(),
+            "{name:?} stays while the webhook is called"
+        );
+    }
+}

@@ -358,7 +358,19 @@ async fn bad_calls_are_refused_with_a_clear_4xx_and_send_nothing() {
     assert!(a.error().contains("subject"), "{a:?}");
 
     assert!(o.delivered().is_empty(), "nothing was sent");
-    assert!(o.notes(ticket).is_empty(), "nothing was noted");
+    // Calls not proven to be Zendesk's leave no trace on the ticket; the proven ones that could
+    // not be acted on (the unknown account, the subject) are explained there. The malformed body
+    // names no ticket.
+    let notes = o.notes(ticket);
+    assert_eq!(notes.len(), 2, "{notes:#?}");
+    assert!(
+        notes[0].contains("PEC non inviata") && notes[0].contains("nessuno"),
+        "{notes:#?}"
+    );
+    assert!(
+        notes[1].contains("PEC non inviata") && notes[1].contains("subject"),
+        "{notes:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -288,7 +288,17 @@ async fn take_webhook(
     };
     let request = match parse(&bytes) {
         Ok(r) => r,
-        Err(e) => return refused(e),
+        Err(e) => {
+            // Proven to be Zendesk's, but unusable (a placeholder value may have broken the
+            // JSON): Zendesk does not retry a 4xx, so the agents are told on the ticket.
+            if let Some(ticket) = connector::outbound::webhook::ticket_hint(&bytes) {
+                state
+                    .outbound
+                    .note_unusable_body(instance, ticket, &e)
+                    .await;
+            }
+            return refused(e);
+        }
     };
     match state.outbound.accept_on(instance, &verified, request).await {
         Ok(accepted) => (StatusCode::OK, axum::Json(accepted)).into_response(),

@@ -16,13 +16,13 @@ pub fn registration_properties() -> Value {
         "smtp_host": {"type": "string"},
         "smtp_port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 465},
         "poll_interval_minutes": {"type": "integer", "minimum": 1, "maximum": 60, "default": 2},
-        "subject_template": {"type": "string", "default": "{{ticket.title}}", "description": "Zendesk placeholders allowed."},
-        "message_template": {"type": "string", "default": "{{ticket.latest_comment_html}}"},
+        "subject_template": {"type": "string", "default": "{{ticket.title}}", "description": "Zendesk placeholders allowed. The default of a new account's reply trigger; when not given, a registered account keeps what its trigger carries in Zendesk (an admin may edit it there)."},
+        "message_template": {"type": "string", "default": "{{ticket.latest_comment_html}}", "description": "As subject_template."},
         "receipt_mode": {"type": "string", "enum": ["note", "ticket", "both"], "default": "note"},
         "outbound_attachments": {"oneOf": [{"type": "string", "enum": ["zendesk", "on", "off"]}, {"type": "boolean"}], "default": "zendesk", "description": "`zendesk` follows the Zendesk setting \"Include attachments in emails\"."},
-        "enabled": {"type": "boolean", "description": "PATCH only: pause or resume polling."},
+        "enabled": {"type": "boolean", "description": "PATCH only: pause or resume the account (polling and sending; a refused send is noted on its ticket)."},
         "zendesk_instance": {"type": "string", "description": "A Zendesk instance registered with POST /zendesk-instances; absent: the deployment's default. Set at registration only."},
-        "guard_notifications": {"type": "boolean", "default": false, "description": "Add the condition \"tags do not contain pec_connector\" to Zendesk's standard requester notification triggers, so PEC requesters get PEC only (false on PATCH removes it)."}
+        "guard_notifications": {"type": "boolean", "default": false, "description": "Add the condition \"tags contain none of pec_connector and the accounts' reply tags\" to Zendesk's standard requester notification triggers, so PEC requesters get PEC only (false on PATCH removes it)."}
     })
 }
 
@@ -103,9 +103,9 @@ pub fn document() -> Value {
                     "comment_id": {"type": "string"}, "updated_at": {"type": "string"}}}}}},
                 "responses": {
                     "200": {"description": "`status`: sent, duplicate, queued, failed or ignored"},
-                    "400": error_response("malformed body"), "401": error_response("not Zendesk (token, signature, timestamp)"),
-                    "404": error_response("unknown account or ticket"), "413": error_response("body over 256 KiB"),
-                    "422": error_response("a field the connector cannot act on"), "503": error_response("the connector's own trouble; Zendesk retries")
+                    "400": error_response("malformed body, or a key twice (a placeholder broke the JSON); noted on the ticket"), "401": error_response("not Zendesk (token, signature, timestamp)"),
+                    "404": error_response("unknown account or ticket; noted on the ticket"), "413": error_response("body over 256 KiB"),
+                    "422": error_response("a field the connector cannot act on, a key the trigger does not have, or a disabled account; noted on the ticket"), "503": error_response("the connector's own trouble; Zendesk retries")
                 }
             }},
             "/webhooks/zendesk/{instance}": {

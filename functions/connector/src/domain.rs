@@ -557,7 +557,7 @@ pub struct Account {
     /// What the connector created in Zendesk for this account.
     #[serde(default)]
     pub zendesk: ZendeskObjects,
-    /// When the password was last set (app passwords expire: Aruba's after 3 months).
+    /// When the password was last set (app passwords expire: Aruba's after 4 months).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_set_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -806,8 +806,27 @@ pub enum DeliveryState {
     Delivered,
     /// Ricevuta di non accettazione: the sender's provider refused it.
     NotAccepted,
-    /// Avviso di mancata consegna / errore consegna: it did not reach the recipient.
+    /// Avviso di mancata consegna / errore consegna (or a virus found by the recipient's
+    /// provider): it did not reach the recipient.
     NotDelivered,
+    /// Preavviso di mancata consegna: no delivery confirmed within 12 hours; the final word
+    /// (consegna or mancata consegna) may still come.
+    Delayed,
+}
+
+impl DeliveryState {
+    /// How far along a recipient's delivery is: receipts only ever move it forward (they can
+    /// arrive late or out of order), and a final state stays.
+    pub fn rank(self) -> u8 {
+        match self {
+            DeliveryState::Pending => 0,
+            DeliveryState::Accepted => 1,
+            DeliveryState::Delayed => 2,
+            DeliveryState::Delivered | DeliveryState::NotDelivered | DeliveryState::NotAccepted => {
+                3
+            }
+        }
+    }
 }
 
 /// Where the sending of a PEC we compose stands. The record is written before the message is
@@ -897,7 +916,19 @@ impl OutboundRecord {
     /// sent, whatever our own status says (e.g. the connection dropped after DATA).
     pub fn provider_took_it(&self) -> bool {
         self.identificativo.is_some()
-            || self.delivery.values().any(|d| *d != DeliveryState::Pending)
+            || self
+                .delivery
+                .values()
+                .any(|d| !matches!(d, DeliveryState::Pending | DeliveryState::NotAccepted))
+    }
+
+    /// Whether the provider refused the message (an avviso di non accettazione): nothing left.
+    pub fn provider_refused_it(&self) -> bool {
+        !self.provider_took_it()
+            && self
+                .delivery
+                .values()
+                .any(|d| *d == DeliveryState::NotAccepted)
     }
 }
 
@@ -980,6 +1011,38 @@ pub struct PollRequest {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_non_accettazione_is_no_proof_of_sending() {
+        let to = PecAddress::parse("a@pec.it").unwrap();
+        let mut record = OutboundRecord::sent(
+            AccountId::parse("a1").unwrap(),
+            MessageId::parse("m1@pec.it").unwrap(),
+            TicketId::new(1).unwrap(),
+            vec![to.clone()],
+            Utc::now(),
+        )
+        .with_status(SendStatus::Sending);
+        assert!(!record.provider_took_it() && !record.provider_refused_it());
+        record
+            .delivery
+            .insert(to.clone(), DeliveryState::NotAccepted);
+        assert!(!record.provider_took_it(), "refused is not taken");
+        assert!(record.provider_refused_it());
+        record.delivery.insert(to, DeliveryState::Delayed);
+        assert!(record.provider_took_it());
+        assert!(!record.provider_refused_it());
+    }
+
+    #[test]
+    fn delivery_only_moves_forward() {
+        use DeliveryState::*;
+        assert!(Pending.rank() < Accepted.rank());
+        assert!(Accepted.rank() < Delayed.rank());
+        for last in [Delivered, NotDelivered, NotAccepted] {
+            assert!(Delayed.rank() < last.rank());
+        }
+    }
 
     #[test]
     fn account_ids() {

@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use crate::domain::{
     Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
     MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, PollStats,
-    RecordOutcome, Schedule, SecretName, SendStatus, Uid, UidValidity, ZendeskInstance,
+    RecordOutcome, Schedule, SecretName, SendStatus, TicketId, Uid, UidValidity, ZendeskInstance,
 };
 use crate::schedules::SchedulesError;
 use crate::secrets::SecretsError;
@@ -127,6 +127,23 @@ pub trait Store: Send + Sync {
         message_id: &MessageId,
         recipient: &PecAddress,
         state: DeliveryState,
+    ) -> Result<(), StoreError>;
+
+    /// The newest comment of `ticket` whose sending is decided (sent, refused, skipped, or sent
+    /// within a template send): agents' public comments after it are still to be sent. `None`
+    /// when no comment of the ticket was ever handled.
+    async fn outbound_watermark(
+        &self,
+        account: &AccountId,
+        ticket: TicketId,
+    ) -> Result<Option<u64>, StoreError>;
+    /// Moves the ticket's watermark up to `comment`; never down (a lower `comment` changes
+    /// nothing). One conditional write.
+    async fn advance_outbound_watermark(
+        &self,
+        account: &AccountId,
+        ticket: TicketId,
+        comment: u64,
     ) -> Result<(), StoreError>;
 
     /// Saves a registered Zendesk instance (creating or replacing it).

@@ -30,4 +30,4 @@ pub mod zendesk;
 
 pub use provider::PecProvider;
 pub use provider_sim::PecProviderSimulator;
-pub use zendesk::ZendeskSimulator;
+pub use zendesk::{AgentUpdate, ZendeskSimulator};

@@ -98,6 +98,9 @@ pub struct TicketUpdate {
     /// Removed from the existing tags.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remove_tags: Vec<String>,
+    /// A new status (`open`, `pending`, `solved`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// A ticket as Zendesk returns it.

@@ -367,6 +367,7 @@ async fn uploads_chain_on_one_token_and_attach_to_an_internal_note() {
         comment: Some(note),
         additional_tags: vec!["pec_delivered".into()],
         remove_tags: vec!["pec_inbound".into()],
+        status: None,
     };
     let updated = zd
         .update_ticket(ticket.id, &update, in_secs(5))

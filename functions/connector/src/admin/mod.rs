@@ -271,8 +271,28 @@ impl Admin {
             .poll_interval
             .or(existing.as_ref().map(|a| a.poll_interval))
             .unwrap_or(self.options.default_poll_interval);
-        account.subject_template = reg.subject_template.clone();
-        account.message_template = reg.message_template.clone();
+        if existing.is_none() {
+            account.subject_template = reg
+                .subject_template
+                .clone()
+                .unwrap_or_else(|| registration::DEFAULT_SUBJECT.to_owned());
+            account.message_template = reg
+                .message_template
+                .clone()
+                .unwrap_or_else(|| registration::DEFAULT_MESSAGE.to_owned());
+        }
+        // Templates given now win; otherwise an existing trigger keeps what an admin edited in
+        // Zendesk (the account learns it back).
+        let templates = match &existing {
+            None => provision::Templates {
+                subject: Some(account.subject_template.clone()),
+                message: Some(account.message_template.clone()),
+            },
+            Some(_) => provision::Templates {
+                subject: reg.subject_template.clone(),
+                message: reg.message_template.clone(),
+            },
+        };
         account.receipt_mode = reg.receipt_mode;
         account.outbound_attachments = reg.outbound_attachments;
         account.password_set_at = Some(now);
@@ -289,10 +309,13 @@ impl Admin {
         } else {
             self.store.update_account(&account).await?;
         }
-        let account = self.finish(account).await?;
-        if reg.guard_notifications {
-            self.guard(true).await?;
-        }
+        let account = self.finish(account, &templates).await?;
+        self.guard(if reg.guard_notifications {
+            provision::Guard::On
+        } else {
+            provision::Guard::Refresh
+        })
+        .await?;
         info!(account = %account.id, created, "account registered");
         Ok((self.view(&account).await?, created))
     }
@@ -346,9 +369,18 @@ impl Admin {
         }
         account.updated_at = now;
         self.store.update_account(&account).await?;
-        let account = self.finish(account).await?;
+        let templates = provision::Templates {
+            subject: changes.subject_template.clone(),
+            message: changes.message_template.clone(),
+        };
+        let account = self.finish(account, &templates).await?;
         if let Some(on) = changes.guard_notifications {
-            self.guard(on).await?;
+            self.guard(if on {
+                provision::Guard::On
+            } else {
+                provision::Guard::Off
+            })
+            .await?;
         }
         info!(account = %account.id, "account changed");
         self.view(&account).await
@@ -400,6 +432,10 @@ impl Admin {
                 crate::accounts::AccountsError::State { source, .. } => source.into(),
             }
         })?;
+        if others > 0 {
+            // The guard no longer names this account's reply tag.
+            self.guard(provision::Guard::Refresh).await?;
+        }
         info!(account = %account.id, "account deleted");
         Ok(())
     }
@@ -475,8 +511,13 @@ impl Admin {
         Ok(())
     }
 
-    /// Schedule and Zendesk objects for a saved account; saves the objects' ids.
-    async fn finish(&self, mut account: Account) -> Result<Account, AdminError> {
+    /// Schedule and Zendesk objects for a saved account; saves the objects' ids and the
+    /// templates its reply trigger carries.
+    async fn finish(
+        &self,
+        mut account: Account,
+        templates: &provision::Templates,
+    ) -> Result<Account, AdminError> {
         self.schedules
             .put(&Schedule {
                 account: account.id.clone(),
@@ -485,18 +526,36 @@ impl Admin {
             })
             .await?;
         let deadline = Instant::now() + self.options.zendesk_budget;
-        let objects = provision::ensure(self, &account, deadline).await?;
-        if objects != account.zendesk {
+        let (objects, (subject, message)) =
+            provision::ensure(self, &account, templates, deadline).await?;
+        if objects != account.zendesk
+            || subject != account.subject_template
+            || message != account.message_template
+        {
             account.zendesk = objects;
+            account.subject_template = subject;
+            account.message_template = message;
             self.store.update_account(&account).await?;
         }
         Ok(account)
     }
 
-    async fn guard(&self, on: bool) -> Result<(), AdminError> {
+    /// The guard on Zendesk's standard requester notifications, over every account of this
+    /// Zendesk instance.
+    async fn guard(&self, guard: provision::Guard) -> Result<(), AdminError> {
         let deadline = Instant::now() + self.options.zendesk_budget;
-        let changed = provision::guard_notifications(self, on, deadline).await?;
-        info!(on, triggers = ?changed, "standard requester notifications guarded");
+        let reply_tags: Vec<String> = self
+            .store
+            .list_accounts()
+            .await?
+            .iter()
+            .filter(|a| a.zendesk_instance == self.instance)
+            .map(provision::reply_tag)
+            .collect();
+        let changed = provision::guard_notifications(self, guard, &reply_tags, deadline).await?;
+        if !changed.is_empty() {
+            info!(?guard, triggers = ?changed, "standard requester notifications guard updated");
+        }
         Ok(())
     }
 

@@ -6,11 +6,15 @@
 //!   `webhook-signing-secret`.
 //! * The trigger category "PEC Connector".
 //! * Per account, "Reply by PEC Connector [address]": when the ticket carries the tag
-//!   `pec_connector_reply_<address without @>`, call the webhook with the account's template and
-//!   remove the tag (as the established product does).
+//!   `pec_connector_reply_<address without @>`, call the webhook with the account's template,
+//!   remove the tag (as the established product does) and add `pec_connector` (so the guarded
+//!   standard notifications leave the ticket alone). The body's `subject` and `message` are the
+//!   account's templates when the trigger is created or an admin sets them through the API;
+//!   otherwise what an admin edited in Zendesk stays (and is read back into the account).
 //! * Per account, "Public reply by PEC Connector [address]": an agent's public comment on a
-//!   ticket of this account's PEC (tag `pec_connector_<address without @>`) calls the webhook.
-//!   `current_via_id is not 5` keeps the connector's own API updates from firing it.
+//!   ticket of this account's PEC (tag `pec_connector_<address without @>`) calls the webhook,
+//!   unless the same update carries the reply tag. `current_via_id is not 5` keeps the
+//!   connector's own API updates from firing it.
 
 use std::time::Instant;
 
@@ -41,16 +45,42 @@ pub fn public_reply_title(account: &Account) -> String {
     format!("Public reply by PEC Connector [{}]", account.address)
 }
 
-/// The body of "Reply by PEC Connector": the fields `outbound::webhook::parse` reads.
+/// The body of "Reply by PEC Connector": the fields `outbound::webhook::parse` reads (its
+/// `TEMPLATE_KEYS`), with the account's templates.
 pub fn reply_body(account: &Account) -> String {
+    reply_body_with(
+        account,
+        &account.subject_template,
+        &account.message_template,
+    )
+}
+
+fn reply_body_with(account: &Account, subject: &str, message: &str) -> String {
     json!({
         "account": account.id.as_str(),
         "ticket_id": "{{ticket.id}}",
         "requester": "{{ticket.requester.email}}",
-        "subject": account.subject_template,
-        "message": account.message_template,
+        "subject": subject,
+        "message": message,
+        "updated_at": "{{ticket.updated_at_with_timestamp}}",
     })
     .to_string()
+}
+
+/// The `subject` and `message` of the reply trigger's body as it is in Zendesk (an admin may
+/// have edited them there: the seed's documented way to change the outbound text).
+pub fn templates_in(trigger: &TriggerSpec, webhook: &str) -> Option<(String, String)> {
+    trigger
+        .actions
+        .iter()
+        .filter(|a| our_action(a, webhook, None))
+        .filter_map(|a| a.value.get(1).and_then(Value::as_str))
+        .filter_map(|body| serde_json::from_str::<serde_json::Map<String, Value>>(body).ok())
+        .find_map(|m| {
+            let subject = m.get("subject")?.as_str()?.to_owned();
+            let message = m.get("message")?.as_str()?.to_owned();
+            Some((subject, message))
+        })
 }
 
 pub fn public_reply_body(account: &Account) -> String {
@@ -63,14 +93,19 @@ pub fn public_reply_body(account: &Account) -> String {
     .to_string()
 }
 
-/// The connector's own conditions and actions of the reply trigger.
-fn reply_parts(account: &Account, webhook: &str) -> (Vec<Condition>, Vec<TriggerAction>) {
+/// The connector's own conditions and actions of the reply trigger, with this body.
+fn reply_parts(
+    account: &Account,
+    webhook: &str,
+    body: &str,
+) -> (Vec<Condition>, Vec<TriggerAction>) {
     let tag = reply_tag(account);
     (
         vec![Condition::new("current_tags", "includes", tag.clone())],
         vec![
-            TriggerAction::notification_webhook(webhook, &reply_body(account)),
+            TriggerAction::notification_webhook(webhook, body),
             TriggerAction::new("remove_tags", tag),
+            TriggerAction::new("current_tags", crate::inbound::render::TAG),
         ],
     )
 }
@@ -85,6 +120,7 @@ fn public_reply_parts(account: &Account, webhook: &str) -> (Vec<Condition>, Vec<
                 "includes",
                 account_tag(account.address.as_str()),
             ),
+            Condition::new("current_tags", "not_includes", reply_tag(account)),
             Condition::new("role", "is_not", "end_user"),
             Condition::new("current_via_id", "is_not", "5"),
         ],
@@ -95,11 +131,13 @@ fn public_reply_parts(account: &Account, webhook: &str) -> (Vec<Condition>, Vec<
     )
 }
 
-/// Whether an action is one of ours: a call to our webhook, or the removal of our tag.
+/// Whether an action is one of ours: a call to our webhook, the removal of our tag, or (on the
+/// reply trigger) the `pec_connector` tag it adds.
 fn our_action(a: &TriggerAction, webhook: &str, tag: Option<&str>) -> bool {
     match a.field.as_str() {
         "notification_webhook" => a.value.get(0).and_then(Value::as_str) == Some(webhook),
         "remove_tags" => tag.is_some_and(|t| a.value.as_str() == Some(t)),
+        "current_tags" => tag.is_some() && a.value.as_str() == Some(crate::inbound::render::TAG),
         _ => false,
     }
 }
@@ -149,47 +187,112 @@ fn merged(
     spec
 }
 
-/// Creates or updates everything the account needs in Zendesk.
+/// What the reply trigger's `subject` and `message` become: the values set now (a new account,
+/// or an admin setting them through the API), else what the trigger in Zendesk has (an admin may
+/// have edited them there), else the account's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Templates {
+    pub subject: Option<String>,
+    pub message: Option<String>,
+}
+
+/// Creates or updates everything the account needs in Zendesk. Returns the objects and the
+/// templates the reply trigger now carries.
 pub async fn ensure(
     admin: &Admin,
     account: &Account,
+    templates: &Templates,
     deadline: Instant,
-) -> Result<ZendeskObjects, AdminError> {
+) -> Result<(ZendeskObjects, (String, String)), AdminError> {
     let webhook = ensure_webhook(admin, deadline).await?;
     let category = ensure_category(admin, deadline).await?;
     let tag = reply_tag(account);
+    let current = find_trigger(
+        admin,
+        account.zendesk.reply_trigger_id,
+        &reply_title(account),
+        deadline,
+    )
+    .await?;
+    let in_zendesk = current
+        .as_ref()
+        .and_then(|t| templates_in(&t.spec(), &webhook));
+    let chosen = (
+        templates
+            .subject
+            .clone()
+            .or_else(|| in_zendesk.as_ref().map(|t| t.0.clone()))
+            .unwrap_or_else(|| account.subject_template.clone()),
+        templates
+            .message
+            .clone()
+            .or_else(|| in_zendesk.as_ref().map(|t| t.1.clone()))
+            .unwrap_or_else(|| account.message_template.clone()),
+    );
+    let body = reply_body_with(account, &chosen.0, &chosen.1);
     let reply = Wanted {
-        saved: account.zendesk.reply_trigger_id,
+        current,
         title: reply_title(account),
-        parts: reply_parts(account, &webhook),
+        parts: reply_parts(account, &webhook, &body),
         tag: Some(&tag),
     };
     let public = Wanted {
-        saved: account.zendesk.public_reply_trigger_id,
+        current: find_trigger(
+            admin,
+            account.zendesk.public_reply_trigger_id,
+            &public_reply_title(account),
+            deadline,
+        )
+        .await?,
         title: public_reply_title(account),
         parts: public_reply_parts(account, &webhook),
         tag: None,
     };
     let reply = ensure_trigger(admin, reply, &category, &webhook, deadline).await?;
     let public = ensure_trigger(admin, public, &category, &webhook, deadline).await?;
-    Ok(ZendeskObjects {
-        webhook_id: Some(webhook),
-        trigger_category_id: Some(category),
-        reply_trigger_id: Some(reply),
-        public_reply_trigger_id: Some(public),
-    })
+    Ok((
+        ZendeskObjects {
+            webhook_id: Some(webhook),
+            trigger_category_id: Some(category),
+            reply_trigger_id: Some(reply),
+            public_reply_trigger_id: Some(public),
+        },
+        chosen,
+    ))
+}
+
+/// A trigger by the id saved for it, else by title.
+async fn find_trigger(
+    admin: &Admin,
+    saved: Option<u64>,
+    title: &str,
+    deadline: Instant,
+) -> Result<Option<zendesk::Trigger>, AdminError> {
+    let z = &admin.zendesk;
+    if let Some(id) = saved {
+        match z.get_trigger(id, deadline).await {
+            Ok(t) => return Ok(Some(t)),
+            Err(ZendeskError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(z.list_triggers(None, deadline)
+        .await?
+        .into_iter()
+        .find(|t| t.title == title))
 }
 
 /// One of the account's triggers as the connector wants it.
 struct Wanted<'a> {
-    saved: Option<u64>,
+    /// The trigger as it is in Zendesk, if it exists.
+    current: Option<zendesk::Trigger>,
     title: String,
     parts: (Vec<Condition>, Vec<TriggerAction>),
     /// The tag its actions remove, if any.
     tag: Option<&'a str>,
 }
 
-/// By saved id, else by title, else created; an existing one keeps what an admin added.
+/// Creates the trigger, or changes the existing one in place keeping what an admin added.
 async fn ensure_trigger(
     admin: &Admin,
     wanted: Wanted<'_>,
@@ -198,30 +301,15 @@ async fn ensure_trigger(
     deadline: Instant,
 ) -> Result<u64, AdminError> {
     let z = &admin.zendesk;
-    let mut current = match wanted.saved {
-        Some(id) => match z.get_trigger(id, deadline).await {
-            Ok(t) => Some(t),
-            Err(ZendeskError::NotFound { .. }) => None,
-            Err(e) => return Err(e.into()),
-        },
-        None => None,
-    };
-    if current.is_none() {
-        current = z
-            .list_triggers(None, deadline)
-            .await?
-            .into_iter()
-            .find(|t| t.title == wanted.title);
-    }
     let spec = merged(
-        current.as_ref().map(|t| t.spec()),
+        wanted.current.as_ref().map(|t| t.spec()),
         wanted.title,
         category,
         wanted.parts,
         webhook,
         wanted.tag,
     );
-    match current {
+    match wanted.current {
         Some(t) => {
             if spec != t.spec() {
                 z.update_trigger(t.id, &spec, deadline).await?;
@@ -298,9 +386,27 @@ async fn ensure_webhook(admin: &Admin, deadline: Instant) -> Result<String, Admi
     Ok(id)
 }
 
-/// The condition that keeps Zendesk's own e-mail notifications away from PEC requesters.
-pub fn guard_condition() -> Condition {
-    Condition::new("current_tags", "not_includes", crate::inbound::render::TAG)
+/// The condition that keeps Zendesk's own e-mail notifications away from PEC requesters: the
+/// ticket carries none of `pec_connector` (every PEC ticket, and every ticket a template PEC
+/// left from) and the accounts' reply tags (a ticket about to send one, in the same update).
+pub fn guard_condition(reply_tags: &[String]) -> Condition {
+    let mut tags = reply_tags.to_vec();
+    tags.sort();
+    tags.dedup();
+    let mut value = crate::inbound::render::TAG.to_owned();
+    for t in tags {
+        value.push(' ');
+        value.push_str(&t);
+    }
+    Condition::new("current_tags", "not_includes", value)
+}
+
+/// Whether a condition is the connector's guard (of any set of accounts).
+fn is_guard(c: &Condition) -> bool {
+    c.field == "current_tags"
+        && c.operator == "not_includes"
+        && c.value.as_str().and_then(|v| v.split_whitespace().next())
+            == Some(crate::inbound::render::TAG)
 }
 
 /// Whether a trigger is one of Zendesk's standard notifications to the requester (it e-mails the
@@ -315,11 +421,26 @@ fn notifies_requester(actions: &[TriggerAction]) -> bool {
     })
 }
 
-/// Adds (`on`) or removes the guard condition on every active trigger that notifies the
-/// requester, outside the connector's category (reference §5.3 (c)). Returns the triggers changed.
+/// What to do with the guard on the standard notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Add it (or bring it up to date) on every one.
+    On,
+    /// Remove it from every one.
+    Off,
+    /// Bring it up to date where it is (the accounts changed).
+    Refresh,
+}
+
+/// Adds, removes or refreshes the guard condition on every active trigger that notifies the
+/// requester, outside the connector's category (reference §5.3 (c)): Zendesk's "Notify requester
+/// and CCs of comment update", "Notify requester of new proactive ticket", "Notify requester of
+/// solved request" and any others like them. `reply_tags` are those of every account of this
+/// Zendesk. Returns the triggers changed.
 pub async fn guard_notifications(
     admin: &Admin,
-    on: bool,
+    guard: Guard,
+    reply_tags: &[String],
     deadline: Instant,
 ) -> Result<Vec<u64>, AdminError> {
     let z = &admin.zendesk;
@@ -330,7 +451,7 @@ pub async fn guard_notifications(
         .filter(|c| c.name == CATEGORY_NAME)
         .map(|c| c.id)
         .collect();
-    let guard = guard_condition();
+    let wanted = guard_condition(reply_tags);
     let mut changed = Vec::new();
     for t in z.list_triggers(None, deadline).await? {
         if t.category_id.as_ref().is_some_and(|c| ours.contains(c))
@@ -339,11 +460,16 @@ pub async fn guard_notifications(
             continue;
         }
         let mut spec = t.spec();
-        let has = spec.conditions.all.contains(&guard);
-        match (on, has) {
-            (true, false) => spec.conditions.all.push(guard.clone()),
-            (false, true) => spec.conditions.all.retain(|c| *c != guard),
-            _ => continue,
+        let had = spec.conditions.all.iter().any(is_guard);
+        if guard == Guard::Refresh && !had {
+            continue;
+        }
+        spec.conditions.all.retain(|c| !is_guard(c));
+        if guard != Guard::Off {
+            spec.conditions.all.push(wanted.clone());
+        }
+        if spec == t.spec() {
+            continue;
         }
         z.update_trigger(t.id, &spec, deadline).await?;
         changed.push(t.id);
@@ -351,8 +477,10 @@ pub async fn guard_notifications(
     Ok(changed)
 }
 
-/// Removes the account's triggers; with `last`, also the webhook, the category and the webhook
-/// secrets. What is already gone is not an error.
+/// Removes the account's triggers; with `last` (no other account of this Zendesk left), also
+/// the guard, the webhook, the category and this Zendesk's webhook secrets. The secrets go only
+/// once the webhook is gone: Zendesk never calls a webhook whose secret the connector lost.
+/// What is already gone is not an error.
 pub async fn remove(
     admin: &Admin,
     account: &Account,
@@ -377,9 +505,11 @@ pub async fn remove(
         gone_ok(z.delete_trigger(id, deadline).await)?;
     }
     if last {
-        guard_notifications(admin, false, deadline).await?;
+        guard_notifications(admin, Guard::Off, &[], deadline).await?;
         for w in z.list_webhooks(Some(WEBHOOK_NAME), deadline).await? {
             if w.name == WEBHOOK_NAME {
+                // Refused (a trigger an admin made still calls it): the error stops here, before
+                // the secrets go.
                 gone_ok(z.delete_webhook(&w.id, deadline).await)?;
             }
         }
@@ -388,14 +518,9 @@ pub async fn remove(
                 gone_ok(z.delete_trigger_category(&c.id, deadline).await)?;
             }
         }
-        admin
-            .secrets
-            .delete(&SecretName::WebhookBearerToken)
-            .await?;
-        admin
-            .secrets
-            .delete(&SecretName::WebhookSigningSecret)
-            .await?;
+        let (bearer, signing) = webhook_secret_names(admin);
+        admin.secrets.delete(&bearer).await?;
+        admin.secrets.delete(&signing).await?;
     }
     Ok(())
 }
@@ -450,7 +575,7 @@ mod tests {
             None,
             reply_title(&a),
             "10",
-            reply_parts(&a, "W1"),
+            reply_parts(&a, "W1", &reply_body(&a)),
             "W1",
             Some(&reply_tag(&a)),
         );
@@ -467,7 +592,7 @@ mod tests {
             Some(by_hand),
             reply_title(&b),
             "10",
-            reply_parts(&b, "W1"),
+            reply_parts(&b, "W1", &reply_body(&b)),
             "W1",
             Some(&reply_tag(&b)),
         );
@@ -476,14 +601,65 @@ mod tests {
             second.conditions.all[1],
             Condition::new("status", "less_than", "solved")
         );
-        assert_eq!(second.actions.len(), 3, "{:?}", second.actions);
+        assert_eq!(second.actions.len(), 4, "{:?}", second.actions);
         assert!(
             second.actions[0].value[1]
                 .as_str()
                 .unwrap()
                 .contains("Nuovo testo")
         );
-        assert_eq!(second.actions[2], TriggerAction::new("status", "solved"));
+        assert_eq!(second.actions[3], TriggerAction::new("status", "solved"));
         assert!(!second.active, "deactivated by hand stays so");
+    }
+
+    #[test]
+    fn templates_edited_in_zendesk_are_read_back() {
+        let a = account();
+        let mut spec = merged(
+            None,
+            reply_title(&a),
+            "10",
+            reply_parts(&a, "W1", &reply_body(&a)),
+            "W1",
+            Some(&reply_tag(&a)),
+        );
+        assert_eq!(
+            templates_in(&spec, "W1"),
+            Some(("{{ticket.title}}".to_owned(), "Testo \"citato\"".to_owned()))
+        );
+        let edited = reply_body_with(&a, "Oggetto a mano", "<p>Testo a mano</p>");
+        spec.actions[0] = TriggerAction::notification_webhook("W1", &edited);
+        assert_eq!(
+            templates_in(&spec, "W1"),
+            Some((
+                "Oggetto a mano".to_owned(),
+                "<p>Testo a mano</p>".to_owned()
+            ))
+        );
+        assert_eq!(templates_in(&spec, "other-webhook"), None);
+    }
+
+    #[test]
+    fn the_guard_names_pec_tickets_and_every_reply_tag() {
+        let g = guard_condition(&[
+            "pec_connector_reply_b".into(),
+            "pec_connector_reply_a".into(),
+        ]);
+        assert_eq!(
+            g.value,
+            "pec_connector pec_connector_reply_a pec_connector_reply_b"
+        );
+        assert!(is_guard(&g));
+        assert!(is_guard(&guard_condition(&[])));
+        assert!(!is_guard(&Condition::new(
+            "current_tags",
+            "not_includes",
+            "vip"
+        )));
+        assert!(!is_guard(&Condition::new(
+            "current_tags",
+            "includes",
+            "pec_connector"
+        )));
     }
 }

@@ -71,12 +71,14 @@ pub struct Registration {
     pub smtp: Endpoint,
     /// When not given, the deployment's default applies.
     pub poll_interval: Option<PollInterval>,
-    pub subject_template: String,
-    pub message_template: String,
+    /// The outbound template, when given: a new account takes [`DEFAULT_SUBJECT`] /
+    /// [`DEFAULT_MESSAGE`] without it, a registered one keeps what its trigger has in Zendesk.
+    pub subject_template: Option<String>,
+    pub message_template: Option<String>,
     pub receipt_mode: ReceiptMode,
     pub outbound_attachments: AttachmentsPolicy,
-    /// Add "tags do not contain pec_connector" to Zendesk's standard requester notification
-    /// triggers, so PEC requesters get PEC only (off by default).
+    /// Add "tags do not contain pec_connector or any reply tag" to Zendesk's standard requester
+    /// notification triggers, so PEC requesters get PEC only (off by default).
     pub guard_notifications: bool,
     /// A registered Zendesk instance; `None`: the deployment's default.
     pub zendesk_instance: Option<InstanceId>,
@@ -380,10 +382,8 @@ impl Registration {
             poll_interval: interval(&r.poll_interval_minutes)?,
             subject_template: template("subject_template", &r.subject_template, 1000)?
                 .map(|s| one_line("subject_template", &s, 1000))
-                .transpose()?
-                .unwrap_or_else(|| DEFAULT_SUBJECT.to_owned()),
-            message_template: template("message_template", &r.message_template, 60_000)?
-                .unwrap_or_else(|| DEFAULT_MESSAGE.to_owned()),
+                .transpose()?,
+            message_template: template("message_template", &r.message_template, 60_000)?,
             receipt_mode: receipt_mode(&r.receipt_mode)?.unwrap_or_default(),
             outbound_attachments: attachments(&r.outbound_attachments)?.unwrap_or_default(),
             guard_notifications: flag("guard_notifications", &r.guard_notifications)?
@@ -492,7 +492,10 @@ mod tests {
         assert_eq!(r.imap.to_string(), "imaps.pec.aruba.it:993");
         assert_eq!(r.smtp.to_string(), "smtps.pec.aruba.it:465");
         assert_eq!(r.poll_interval, None);
-        assert_eq!(r.subject_template, DEFAULT_SUBJECT);
+        assert_eq!(
+            r.subject_template, None,
+            "the default applies to new accounts only"
+        );
         assert_eq!(r.password.expose_secret(), "s3greta");
         assert_eq!(r.outbound_attachments, AttachmentsPolicy::Zendesk);
     }

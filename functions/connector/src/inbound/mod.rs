@@ -34,7 +34,7 @@ use zendesk::{
 use crate::domain::{
     Account, AccountId, AccountProblem, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome,
     MessageId, MessageOutcome, MessageRecord, OutboundRecord, PecAddress, PollStats, ProblemKind,
-    ReceiptMode, RecordOutcome, TicketId, Uid, UidValidity,
+    ReceiptMode, RecordOutcome, SendStatus, TicketId, Uid, UidValidity,
 };
 use crate::mailbox::{FetchedMessage, MailboxError, MailboxProvider, MailboxSession, MessageRef};
 use crate::ports::{Secrets, Store};
@@ -321,9 +321,7 @@ impl Inbound {
                 if let Some(ticket) = p.alert_ticket {
                     let note = CommentDraft {
                         html_body: render::recovered_note(now),
-                        public: false,
-                        files: Vec::new(),
-                        tags: Vec::new(),
+                        ..CommentDraft::default()
                     };
                     if let Err(e) = self.put_comment(ticket, note, 0, deadline).await {
                         warn!(account = %account.id.as_str(), error = %e, "cannot note the recovery on the alert ticket");
@@ -636,18 +634,24 @@ impl Inbound {
             });
         }
         if let Some(ticket) = self.answered_ticket(account, &msg).await? {
-            if !self.ticket_open(ticket, deadline).await? {
+            let Some(open) = self.open_ticket(ticket, deadline).await? else {
                 let mut draft = render::new_ticket(msg, raw, mailbox, marker);
                 if let Some(note) = draft.note_html.as_mut() {
                     note.push_str(&render::closed_ticket_line(ticket.get()));
                 }
                 return Ok(Action::NewTicket(draft));
+            };
+            let sender = msg.sender();
+            let mut draft = render::reply_comment(msg, raw, marker);
+            // The citizen's reply is the citizen's comment, and it reopens the ticket, as
+            // Zendesk's e-mail channel does.
+            draft.author_id = self
+                .requester_if_sender(&open, sender.as_deref(), deadline)
+                .await?;
+            if matches!(open.status.as_deref(), Some("solved" | "pending")) {
+                draft.status = Some("open".to_owned());
             }
-            return Ok(Action::Comment(
-                ticket,
-                render::reply_comment(msg, raw, marker),
-                MessageOutcome::CommentAdded,
-            ));
+            return Ok(Action::Comment(ticket, draft, MessageOutcome::CommentAdded));
         }
         Ok(Action::NewTicket(render::new_ticket(
             msg, raw, mailbox, marker,
@@ -656,15 +660,49 @@ impl Inbound {
 
     /// Whether a ticket still takes comments (Zendesk refuses them on closed or deleted tickets).
     async fn ticket_open(&self, ticket: TicketId, deadline: Instant) -> Result<bool, PollError> {
+        Ok(self.open_ticket(ticket, deadline).await?.is_some())
+    }
+
+    /// The ticket, unless it is closed or deleted.
+    async fn open_ticket(
+        &self,
+        ticket: TicketId,
+        deadline: Instant,
+    ) -> Result<Option<zendesk::Ticket>, PollError> {
         match self
             .zendesk
             .get_ticket(zendesk::TicketId(ticket.get()), deadline)
             .await
         {
-            Ok(t) => Ok(t.status.as_deref() != Some("closed")),
-            Err(ZendeskError::NotFound { .. }) => Ok(false),
+            Ok(t) if t.status.as_deref() == Some("closed") => Ok(None),
+            Ok(t) => Ok(Some(t)),
+            Err(ZendeskError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The ticket's requester, when `sender` is the requester's address: the author of the
+    /// reply. Someone else's reply (a CC, another office) stays the connector's comment, which
+    /// names the real sender.
+    async fn requester_if_sender(
+        &self,
+        ticket: &zendesk::Ticket,
+        sender: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Option<u64>, PollError> {
+        let (Some(requester), Some(sender)) = (ticket.requester_id, sender) else {
+            return Ok(None);
+        };
+        let user = match self.zendesk.get_user(requester, deadline).await {
+            Ok(u) => u,
+            Err(ZendeskError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let same = user
+            .email
+            .as_deref()
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case(sender.trim()));
+        Ok(same.then_some(requester))
     }
 
     /// The PEC we sent that a receipt is about: by our Message-ID (daticert `msgid`,
@@ -719,9 +757,19 @@ impl Inbound {
             ReceiptKind::Accettazione => DeliveryState::Accepted,
             ReceiptKind::AvvenutaConsegna => DeliveryState::Delivered,
             ReceiptKind::NonAccettazione => DeliveryState::NotAccepted,
-            ReceiptKind::ErroreConsegna => DeliveryState::NotDelivered,
-            _ => return Ok(()),
+            ReceiptKind::ErroreConsegna | ReceiptKind::RilevazioneVirus => {
+                DeliveryState::NotDelivered
+            }
+            ReceiptKind::PreavvisoErroreConsegna => DeliveryState::Delayed,
+            // The recipient's provider took it over: nothing final for any recipient yet.
+            ReceiptKind::PresaInCarico => return Ok(()),
         };
+        if state == DeliveryState::NotAccepted && sent.status != SendStatus::Failed {
+            // The provider refused it after all: it was not sent.
+            self.store
+                .set_outbound_status(&account.id, &sent.message_id, SendStatus::Failed)
+                .await?;
+        }
         let named: Vec<PecAddress> = facts
             .map(|f| {
                 f.consegna
@@ -740,13 +788,13 @@ impl Inbound {
             if !sent.recipients.contains(&recipient) {
                 continue;
             }
-            // Never move a delivered recipient back to "accepted" (receipts can arrive late).
-            if state == DeliveryState::Accepted
-                && sent
-                    .delivery
-                    .get(&recipient)
-                    .is_some_and(|s| *s != DeliveryState::Pending)
-            {
+            // Only forward: receipts can arrive late (an accettazione after the consegna).
+            let now = sent
+                .delivery
+                .get(&recipient)
+                .copied()
+                .unwrap_or(DeliveryState::Pending);
+            if state.rank() <= now.rank() {
                 continue;
             }
             self.store
@@ -852,9 +900,7 @@ impl Inbound {
         if let Some(note) = draft.note_html {
             let note = CommentDraft {
                 html_body: note,
-                public: false,
-                files: Vec::new(),
-                tags: Vec::new(),
+                ..CommentDraft::default()
             };
             if resumed {
                 self.add_comment(ticket, note, marker, uid, deadline)
@@ -902,10 +948,11 @@ impl Inbound {
                 html_body: draft.html_body,
                 public: draft.public,
                 uploads,
-                author_id: None,
+                author_id: draft.author_id,
             }),
             additional_tags: draft.tags,
             remove_tags: Vec::new(),
+            status: draft.status,
         };
         self.zendesk
             .update_ticket(zticket, &update, deadline)

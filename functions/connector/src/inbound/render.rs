@@ -37,12 +37,16 @@ pub struct TicketDraft {
 }
 
 /// A comment on an existing ticket (a reply from the citizen, or a receipt note).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommentDraft {
     pub html_body: String,
     pub public: bool,
     pub files: Vec<UploadFile>,
     pub tags: Vec<String>,
+    /// Who writes it (a Zendesk user id); `None`: the connector's API user.
+    pub author_id: Option<u64>,
+    /// The ticket's status after the comment, when it changes (a reply reopens a solved ticket).
+    pub status: Option<String>,
 }
 
 /// Tag on every ticket the connector makes.
@@ -426,9 +430,10 @@ pub fn receipt_ticket(
         html_body: html,
         public: false,
         files,
+        // Not the account's tag: a public reply here must not leave as a PEC (to the
+        // provider's robot address).
         tags: vec![
             TAG.to_owned(),
-            account_tag(mailbox),
             kind_tag(msg.kind).to_owned(),
             signature_tag(msg.signature.verdict).to_owned(),
         ],
@@ -446,7 +451,7 @@ pub fn alert_ticket(
     let (subject, advice) = match problem.kind {
         ProblemKind::LoginRefused => (
             format!("Connettore PEC: accesso rifiutato alla casella {address}"),
-            "Il gestore ha rifiutato la password. Le password per i programmi di posta scadono (Aruba: ogni 3 mesi) e con la verifica in due passaggi serve una password dedicata; in alcuni casi l'accesso da programmi di posta va abilitato nella webmail. Generare una nuova password e aggiornare l'account nel connettore.",
+            "Il gestore ha rifiutato la password. Le password per i programmi di posta scadono (Aruba: ogni 4 mesi) e con la verifica in due passaggi serve una password dedicata; in alcuni casi l'accesso da programmi di posta va abilitato nella webmail. Generare una nuova password e aggiornare l'account nel connettore.",
         ),
         ProblemKind::Tls => (
             format!("Connettore PEC: connessione sicura non riuscita con la casella {address}"),
@@ -475,7 +480,9 @@ pub fn alert_ticket(
         html_body: html,
         public: false,
         files: Vec::new(),
-        tags: vec![TAG.to_owned(), account_tag(address), ALERT_TAG.to_owned()],
+        // Not the account's tag: a public reply here must not leave as a PEC (to the office's
+        // own box).
+        tags: vec![TAG.to_owned(), ALERT_TAG.to_owned()],
         note_html: None,
     }
 }
@@ -528,7 +535,9 @@ pub fn unreadable_ticket(raw: Vec<u8>, reason: &str, mailbox: &str, marker: &str
         html_body: "<p>Messaggio arrivato nella casella PEC che il connettore non è riuscito a leggere: vedi la nota interna e l'allegato.</p>".to_owned(),
         public: true,
         files,
-        tags: vec![TAG.to_owned(), account_tag(mailbox), UNREADABLE_TAG.to_owned()],
+        // Not the account's tag: a public reply here must not leave as a PEC (to the office's
+        // own box).
+        tags: vec![TAG.to_owned(), UNREADABLE_TAG.to_owned()],
         note_html: Some(note),
     }
 }
@@ -560,6 +569,7 @@ pub fn reply_comment(mut msg: PecMessage, raw: Vec<u8>, marker: &str) -> Comment
         public: true,
         files,
         tags,
+        ..CommentDraft::default()
     }
 }
 
@@ -603,7 +613,7 @@ fn receipt_sentence(msg: &PecMessage) -> String {
             "Entro 12 ore dall'invio non è arrivata la conferma di consegna a {to}: la consegna potrebbe non riuscire ({reason})."
         ),
         ReceiptKind::RilevazioneVirus => {
-            format!("Il gestore ha rilevato un virus nella PEC per {to}{when}.")
+            format!("Il gestore ha rilevato un virus nella PEC per {to}{when}: {reason}.")
         }
     };
     format!("<p>{}</p>", esc(&sentence))
@@ -645,6 +655,7 @@ pub fn receipt_note(msg: &PecMessage, raw: Vec<u8>, marker: &str) -> CommentDraf
         public: false,
         files,
         tags: vec![kind_tag(msg.kind).to_owned()],
+        ..CommentDraft::default()
     }
 }
 

@@ -104,7 +104,7 @@ impl SendError {
         match self {
             SendError::AuthRejected { server, reply, .. } => format!(
                 "Il gestore ha rifiutato la password della casella PEC ({server} ha risposto: \
-                 {reply}). Le password per programmi di posta scadono (Aruba: ogni 3 mesi) o \
+                 {reply}). Le password per programmi di posta scadono (Aruba: ogni 4 mesi) o \
                  vengono cambiate dal webmail: l'amministratore deve aggiornare la password \
                  dell'account nel connettore. Il messaggio non è stato inviato."
             ),
@@ -227,7 +227,7 @@ mod tests {
     fn italian_explanations_say_what_to_do() {
         let explained: Vec<String> = all().iter().map(SendError::explain_it).collect();
         assert!(explained[0].contains("password") && explained[0].contains("scadono"));
-        assert!(explained[0].contains("Aruba: ogni 3 mesi"));
+        assert!(explained[0].contains("Aruba: ogni 4 mesi"));
         assert!(explained[1].contains("blocca l'indirizzo IP"));
         assert!(
             explained[1].contains("554 5.7.1 IP bloccato"),

@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -31,14 +31,14 @@ use zendesk::{Comment, TicketComment, ZendeskClient, ZendeskError};
 
 use crate::domain::{
     Account, AccountId, AttachmentsPolicy, InstanceId, LeaseHolder, MessageId, OutboundRecord,
-    OutboxEntry, OutboxId, PecAddress, SendStatus, TicketId, Uid, UidValidity,
+    OutboxEntry, OutboxId, PecAddress, ReceiptMode, SendStatus, TicketId, Uid, UidValidity,
 };
-use crate::inbound::render::esc;
+use crate::inbound::render::{account_tag, esc};
 use crate::mailer::{MailerProvider, SendError};
 use crate::outbound::compose::{
     ComposeError, OutboundFile, OutboundMessage, compose, hex, html_to_text, message_id,
 };
-use crate::outbound::webhook::{OutboundRequest, VerifiedWebhook};
+use crate::outbound::webhook::{OutboundRequest, VerifiedWebhook, WebhookError};
 use crate::ports::{Secrets, Store};
 use crate::store::StoreError;
 use crate::zendesks::{InstanceError, ZendeskDirectory};
@@ -118,7 +118,8 @@ pub enum Accepted {
     Ignored { reason: String },
 }
 
-/// Why a webhook could not be taken on. Each maps to an HTTP status.
+/// Why a webhook could not be taken on. Each maps to an HTTP status; each one that follows a
+/// proven Zendesk call is also said on the ticket, in Italian ([`AcceptError::note_it`]).
 #[derive(Debug, thiserror::Error)]
 pub enum AcceptError {
     #[error("no PEC account {0:?} is registered")]
@@ -127,6 +128,12 @@ pub enum AcceptError {
     NoAccount(u64),
     #[error("ticket {0} does not exist in Zendesk")]
     UnknownTicket(u64),
+    #[error("PEC account {0:?} belongs to another Zendesk instance")]
+    OtherInstance(String),
+    #[error("PEC account {0:?} is disabled")]
+    Disabled(String),
+    #[error("the body has keys the trigger does not have: {}", .0.join(", "))]
+    UnexpectedKeys(Vec<String>),
     #[error("the connector cannot reach its state store now: {0}")]
     Store(#[from] StoreError),
     #[error("the connector cannot reach Zendesk now: {0}")]
@@ -136,16 +143,50 @@ pub enum AcceptError {
 }
 
 impl AcceptError {
-    /// 404 for what names nothing known, 422 for a ticket we cannot act on, 503 (Zendesk
+    /// 404 for what names nothing known, 422 for a ticket or body we cannot act on, 503 (Zendesk
     /// retries) for our own trouble.
     pub fn status(&self) -> u16 {
         match self {
-            AcceptError::UnknownAccount(_) | AcceptError::UnknownTicket(_) => 404,
-            AcceptError::NoAccount(_) => 422,
+            AcceptError::UnknownAccount(_)
+            | AcceptError::UnknownTicket(_)
+            | AcceptError::OtherInstance(_) => 404,
+            AcceptError::NoAccount(_)
+            | AcceptError::Disabled(_)
+            | AcceptError::UnexpectedKeys(_) => 422,
             AcceptError::Store(_) | AcceptError::Zendesk(_) => 503,
             AcceptError::Instance(e) if e.is_transient() => 503,
             AcceptError::Instance(_) => 404,
         }
+    }
+
+    /// What the agents are told on the ticket, for refusals they can do something about (none
+    /// for our own passing trouble: Zendesk calls again).
+    pub fn note_it(&self) -> Option<String> {
+        let why = match self {
+            AcceptError::UnknownAccount(id) | AcceptError::OtherInstance(id) => format!(
+                "il trigger nomina la casella PEC «{id}», che non è registrata nel connettore per \
+                 questo Zendesk. Controllare il trigger o registrare la casella."
+            ),
+            AcceptError::NoAccount(_) => "il ticket non viene da una casella PEC registrata e \
+                 la chiamata non ne nomina una."
+                .to_owned(),
+            AcceptError::Disabled(id) => format!(
+                "la casella PEC «{id}» è disattivata nel connettore: riattivarla e inviare di \
+                 nuovo."
+            ),
+            AcceptError::UnexpectedKeys(keys) => format!(
+                "la chiamata del trigger contiene campi che il trigger non prevede ({}). Di \
+                 solito succede quando un segnaposto (per esempio l'oggetto del ticket) contiene \
+                 virgolette: per sicurezza il connettore non invia nulla. Inviare di nuovo dopo \
+                 aver corretto l'oggetto.",
+                keys.join(", ")
+            ),
+            AcceptError::UnknownTicket(_)
+            | AcceptError::Store(_)
+            | AcceptError::Zendesk(_)
+            | AcceptError::Instance(_) => return None,
+        };
+        Some(notes::refused(&why))
     }
 }
 
@@ -165,14 +206,30 @@ pub struct RetryOutcome {
 enum Job {
     Template {
         key: String,
+        /// Empty: the ticket's requester, read when sending.
         to: Vec<PecAddress>,
         subject: String,
         message: String,
+        /// The public agent comment of the update that fired the trigger: its files go with the
+        /// template, and it is not sent again on its own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment_id: Option<u64>,
     },
     PublicReply {
         key: String,
+        /// The comment to send (entries of older versions may lack it: then the newest public
+        /// agent comment).
         comment_id: Option<u64>,
     },
+}
+
+impl Job {
+    /// The comment whose sending this job decides, if any.
+    fn comment(&self) -> Option<u64> {
+        match self {
+            Job::Template { comment_id, .. } | Job::PublicReply { comment_id, .. } => *comment_id,
+        }
+    }
 }
 
 /// How one attempt ended.
@@ -294,7 +351,8 @@ impl Outbound {
     }
 
     /// Takes on a verified webhook of Zendesk instance `instance` (`None`: the default one):
-    /// queues the send (once per event) and tries it at once.
+    /// checks who it is for, queues the send (once per event) and tries it at once. A refusal
+    /// that agents can act on is also noted on the ticket.
     pub async fn accept_on(
         &self,
         instance: Option<&InstanceId>,
@@ -303,59 +361,370 @@ impl Outbound {
     ) -> Result<Accepted, AcceptError> {
         let started = Instant::now();
         let ticket = request.ticket();
-        let key = request.dedup_key(verified);
         let zendesk = self.client_of(instance).await?;
-        let account = self.account_for(&zendesk, &request, started).await?;
+        match self
+            .take_on(&zendesk, instance, verified, request, started)
+            .await
+        {
+            Ok(accepted) => Ok(accepted),
+            Err(e) => {
+                if let Some(note) = e.note_it() {
+                    note_on(&zendesk, ticket, note).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Says on `ticket` (of instance `instance`) that a proven Zendesk call could not be used
+    /// (`why`; the note explains in Italian): nothing was sent.
+    pub async fn note_unusable_body(
+        &self,
+        instance: Option<&InstanceId>,
+        ticket: TicketId,
+        why: &WebhookError,
+    ) {
+        info!(%ticket, %why, "unusable webhook body noted on the ticket");
+        match self.client_of(instance).await {
+            Ok(zendesk) => note_on(&zendesk, ticket, notes::unusable_body(why)).await,
+            Err(e) => warn!(%ticket, error = %e, "cannot note the unusable webhook body"),
+        }
+    }
+
+    async fn take_on(
+        &self,
+        zendesk: &Arc<ZendeskClient>,
+        instance: Option<&InstanceId>,
+        verified: &VerifiedWebhook,
+        request: OutboundRequest,
+        started: Instant,
+    ) -> Result<Accepted, AcceptError> {
+        let ticket = request.ticket();
+        let account = self.account_for(zendesk, &request, started).await?;
         if account.zendesk_instance.as_ref() != instance {
             // A call from one Zendesk never sends for another's account.
-            return Err(AcceptError::UnknownAccount(account.id.as_str().to_owned()));
+            return Err(AcceptError::OtherInstance(account.id.as_str().to_owned()));
+        }
+        if !account.enabled {
+            return Err(AcceptError::Disabled(account.id.as_str().to_owned()));
         }
         let scoped = self.scoped(&account).await?;
         let this = scoped.as_ref().unwrap_or(self);
-        let job = match request {
+        let deadline = started + self.options.webhook_budget;
+        if !request.extra_keys().is_empty() {
+            this.check_extra_keys(&account, &request, deadline).await?;
+        }
+        let key = request.dedup_key(verified);
+        match request {
             OutboundRequest::TemplateSend {
                 to,
                 subject,
                 message_html,
+                updated_at,
                 ..
-            } => Job::Template {
-                key: key.clone(),
-                to,
-                subject,
-                message: message_html,
-            },
-            OutboundRequest::PublicReply { comment_id, .. } => Job::PublicReply {
-                key: key.clone(),
-                comment_id,
-            },
+            } => {
+                // The public agent comment of the same update goes with the template: claimed
+                // under the comment's own outbox id, so the public-reply path leaves it alone
+                // (and a second delivery of this call finds it taken).
+                let comment = this
+                    .comment_of_update(ticket, updated_at.as_deref(), verified, deadline)
+                    .await
+                    .map_err(AcceptError::Zendesk)?;
+                let id = match comment {
+                    Some(c) => comment_outbox_id(ticket, c),
+                    None => outbox_id(&key),
+                };
+                let job = Job::Template {
+                    key: key.clone(),
+                    to,
+                    subject,
+                    message: message_html,
+                    comment_id: comment,
+                };
+                let holder = LeaseHolder::unique("webhook");
+                if !this
+                    .claim_new(&account, id.clone(), ticket, &job, &holder)
+                    .await?
+                {
+                    info!(account = %account.id.as_str(), %ticket, key = %key, "webhook already received, or its comment already sent: nothing more sent");
+                    return Ok(Accepted::Duplicate);
+                }
+                let entry = this.entry(&account, id, ticket, &job);
+                let accepted = this.run(&account, &entry, &job, &holder, deadline).await?;
+                if job.comment().is_some() && !matches!(accepted, Accepted::Queued { .. }) {
+                    this.send_replies(&account, ticket, deadline).await?;
+                }
+                info!(account = %account.id.as_str(), %ticket, ms = started.elapsed().as_millis() as u64, outcome = ?accepted, "webhook handled");
+                Ok(accepted)
+            }
+            OutboundRequest::PublicReply { .. } => {
+                let accepted = this.send_replies(&account, ticket, deadline).await?;
+                info!(account = %account.id.as_str(), %ticket, ms = started.elapsed().as_millis() as u64, outcome = ?accepted, "webhook handled");
+                Ok(accepted)
+            }
+        }
+    }
+
+    /// Sends, in order, the public agent comments of `ticket` that no send has decided yet
+    /// (above the ticket's watermark), each once: each is claimed under its own outbox id, so
+    /// concurrent calls for one ticket never send a comment twice; a call that finds a comment
+    /// claimed stops there (the claimer goes on with the later ones, and reads the comments
+    /// again when done, for those added meanwhile). A comment whose send is to be tried again
+    /// later stops the run too: the retry goes on from it, keeping the order.
+    async fn send_replies(
+        &self,
+        account: &Account,
+        ticket: TicketId,
+        deadline: Instant,
+    ) -> Result<Accepted, AcceptError> {
+        let mut first: Option<Accepted> = None;
+        let mut handled: Vec<u64> = Vec::new();
+        loop {
+            let pending = match self.pending_replies(account, ticket, deadline).await {
+                Ok(Pending::Comments(p)) => p,
+                Ok(Pending::Nothing(reason)) => {
+                    return Ok(first.unwrap_or(Accepted::Ignored { reason }));
+                }
+                // What was sent is sent; the rest waits for the next call or retry.
+                Err(_) if first.is_some() => break,
+                Err(e) => return Err(e),
+            };
+            let fresh: Vec<u64> = pending
+                .into_iter()
+                .filter(|c| !handled.contains(c))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for c in fresh {
+                handled.push(c);
+                let job = Job::PublicReply {
+                    key: format!("public_reply:{ticket}:comment:{c}"),
+                    comment_id: Some(c),
+                };
+                let holder = LeaseHolder::unique("webhook");
+                let id = comment_outbox_id(ticket, c);
+                if !self
+                    .claim_new(account, id.clone(), ticket, &job, &holder)
+                    .await?
+                {
+                    // Another call (or a template send) has it and goes on from there.
+                    return Ok(first.unwrap_or(Accepted::Duplicate));
+                }
+                let entry = self.entry(account, id, ticket, &job);
+                let accepted = self.run(account, &entry, &job, &holder, deadline).await?;
+                let queued = matches!(accepted, Accepted::Queued { .. });
+                first.get_or_insert(accepted);
+                if queued || Instant::now() >= deadline {
+                    return Ok(first.unwrap_or(Accepted::Duplicate));
+                }
+            }
+        }
+        Ok(first.unwrap_or(Accepted::Duplicate))
+    }
+
+    /// The public agent comments of `ticket` still to be sent, oldest first: above the
+    /// ticket's watermark (without one: made in the last hour), at most [`MAX_PENDING`].
+    /// [`Pending::Nothing`] when the newest such public comment is not an agent's (said on the
+    /// ticket, and decided); an empty list when everything is decided already.
+    async fn pending_replies(
+        &self,
+        account: &Account,
+        ticket: TicketId,
+        deadline: Instant,
+    ) -> Result<Pending, AcceptError> {
+        let zticket = zendesk::TicketId(ticket.get());
+        let t = match self.zendesk.get_ticket(zticket, deadline).await {
+            Ok(t) => t,
+            Err(ZendeskError::NotFound { .. }) => {
+                return Ok(Pending::Nothing(format!(
+                    "ticket {ticket} no longer exists"
+                )));
+            }
+            Err(e) => return Err(AcceptError::Zendesk(e)),
         };
-        let payload = serde_json::to_value(&job).map_err(|e| {
-            AcceptError::Store(StoreError::Corrupt {
-                op: "queue a send".to_owned(),
-                reason: e.to_string(),
-            })
-        })?;
-        let now = Utc::now();
-        let mut entry = OutboxEntry::new(account.id.clone(), outbox_id(&key), ticket, payload, now);
-        entry.attempts = 1;
-        let holder = LeaseHolder::unique("webhook");
-        let claimed_until = now + delta(self.options.claim_ttl);
+        if !t
+            .tags
+            .iter()
+            .any(|tag| *tag == account_tag(account.address.as_str()))
+        {
+            self.note(ticket, notes::refused(&notes::not_this_account(account)))
+                .await;
+            return Ok(Pending::Nothing(format!(
+                "ticket {ticket} is not a ticket of PEC account {}",
+                account.id.as_str()
+            )));
+        }
+        let watermark = self.store.outbound_watermark(&account.id, ticket).await?;
+        let comments = self
+            .zendesk
+            .latest_comments(zticket, 100, deadline)
+            .await
+            .map_err(AcceptError::Zendesk)?;
+        let since = Utc::now() - TimeDelta::hours(1);
+        let mut roles = Roles::default();
+        let mut pending = Vec::new();
+        let mut newest: Option<(u64, bool)> = None;
+        for c in comments.iter().filter(|c| c.public) {
+            if watermark.is_some_and(|w| c.id <= w)
+                || (watermark.is_none() && created(c).is_some_and(|at| at < since))
+            {
+                break;
+            }
+            let agent = self
+                .is_agent_reply(c, &mut roles, deadline)
+                .await
+                .map_err(AcceptError::Zendesk)?;
+            newest.get_or_insert((c.id, agent));
+            if agent {
+                pending.push(c.id);
+            }
+        }
+        if let Some((id, false)) = newest
+            && pending.is_empty()
+        {
+            self.note(ticket, notes::refused(&notes::not_an_agent_reply()))
+                .await;
+            if let Err(e) = self
+                .store
+                .advance_outbound_watermark(&account.id, ticket, id)
+                .await
+            {
+                warn!(%ticket, error = %e, "cannot move the outbound watermark");
+            }
+            return Ok(Pending::Nothing(format!(
+                "comment {id} is not a public agent comment"
+            )));
+        }
+        pending.reverse();
+        pending.truncate(MAX_PENDING);
+        Ok(Pending::Comments(pending))
+    }
+
+    /// Whether a public comment is an agent's reply to send: written by an agent or admin (not
+    /// an end user, such as a CC), and not by the connector itself (inbound PEC carry its
+    /// reference).
+    async fn is_agent_reply(
+        &self,
+        c: &TicketComment,
+        roles: &mut Roles,
+        deadline: Instant,
+    ) -> Result<bool, ZendeskError> {
+        if c.html_body.contains(CONNECTOR_REFERENCE) || c.body.contains(CONNECTOR_REFERENCE) {
+            return Ok(false);
+        }
+        let Some(author) = c.author_id else {
+            return Ok(false);
+        };
+        if let Some((_, agent)) = roles.0.iter().find(|(id, _)| *id == author) {
+            return Ok(*agent);
+        }
+        let agent = match self.zendesk.get_user(author, deadline).await {
+            Ok(u) => matches!(u.role.as_deref(), Some("agent" | "admin")),
+            Err(ZendeskError::NotFound { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        roles.0.push((author, agent));
+        Ok(agent)
+    }
+
+    /// The public agent comment made in the update that fired a template send: the one created
+    /// at `updated_at` (`{{ticket.updated_at_with_timestamp}}`); for a trigger without it, the
+    /// newest public comment if an agent made it in the minute before the call was signed.
+    async fn comment_of_update(
+        &self,
+        ticket: TicketId,
+        updated_at: Option<&str>,
+        verified: &VerifiedWebhook,
+        deadline: Instant,
+    ) -> Result<Option<u64>, ZendeskError> {
+        let zticket = zendesk::TicketId(ticket.get());
+        let comments = match self.zendesk.latest_comments(zticket, 10, deadline).await {
+            Ok(c) => c,
+            Err(ZendeskError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let at = updated_at.and_then(parse_time);
+        for c in comments.iter().filter(|c| c.public) {
+            let Some(created) = created(c) else { continue };
+            match at {
+                Some(at) if created > at => continue,
+                Some(at) if created < at => return Ok(None),
+                Some(_) => {}
+                None => {
+                    let age = verified.timestamp - created;
+                    if age < TimeDelta::zero() || age > TimeDelta::minutes(1) {
+                        return Ok(None);
+                    }
+                }
+            }
+            let agent = self
+                .is_agent_reply(c, &mut Roles::default(), deadline)
+                .await?;
+            return Ok(agent.then_some(c.id));
+        }
+        Ok(None)
+    }
+
+    /// Accepts keys the connector did not provision only when the account's trigger in Zendesk
+    /// has them in its webhook body (an admin added them); otherwise a placeholder value broke
+    /// out of its string, and nothing is sent.
+    async fn check_extra_keys(
+        &self,
+        account: &Account,
+        request: &OutboundRequest,
+        deadline: Instant,
+    ) -> Result<(), AcceptError> {
+        let trigger = match request {
+            OutboundRequest::TemplateSend { .. } => account.zendesk.reply_trigger_id,
+            OutboundRequest::PublicReply { .. } => account.zendesk.public_reply_trigger_id,
+        };
+        let unexpected = || AcceptError::UnexpectedKeys(request.extra_keys().to_vec());
+        let Some(trigger) = trigger else {
+            return Err(unexpected());
+        };
+        let trigger = match self.zendesk.get_trigger(trigger, deadline).await {
+            Ok(t) => t,
+            Err(ZendeskError::NotFound { .. }) => return Err(unexpected()),
+            Err(e) => return Err(AcceptError::Zendesk(e)),
+        };
+        let allowed = trigger_body_keys(&trigger.actions);
+        if request.extra_keys().iter().all(|k| allowed.contains(k)) {
+            Ok(())
+        } else {
+            Err(unexpected())
+        }
+    }
+
+    /// Queues `job` under `id`, already claimed by `holder`; false when the id is taken (the
+    /// same event delivered again, or the comment claimed by another send).
+    async fn claim_new(
+        &self,
+        account: &Account,
+        id: OutboxId,
+        ticket: TicketId,
+        job: &Job,
+        holder: &LeaseHolder,
+    ) -> Result<bool, AcceptError> {
+        let entry = self.entry(account, id, ticket, job);
+        let claimed_until = Utc::now() + delta(self.options.claim_ttl);
         match self
             .store
-            .enqueue_outbox_claimed(&entry, &holder, claimed_until)
+            .enqueue_outbox_claimed(&entry, holder, claimed_until)
             .await
         {
-            Ok(()) => {}
-            Err(StoreError::AlreadyExists { .. }) => {
-                info!(account = %account.id.as_str(), %ticket, key = %key, "webhook already received: nothing sent");
-                return Ok(Accepted::Duplicate);
-            }
-            Err(e) => return Err(e.into()),
+            Ok(()) => Ok(true),
+            Err(StoreError::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
         }
-        let deadline = started + self.options.webhook_budget;
-        let accepted = this.run(&account, &entry, &job, &holder, deadline).await?;
-        info!(account = %account.id.as_str(), %ticket, ms = started.elapsed().as_millis() as u64, outcome = ?accepted, "webhook handled");
-        Ok(accepted)
+    }
+
+    /// The outbox entry of `job`: its first try is the one about to be made.
+    fn entry(&self, account: &Account, id: OutboxId, ticket: TicketId, job: &Job) -> OutboxEntry {
+        let payload = serde_json::to_value(job).unwrap_or_default();
+        let mut entry = OutboxEntry::new(account.id.clone(), id, ticket, payload, Utc::now());
+        entry.attempts = 1;
+        entry
     }
 
     /// Tries again the account's due sends (run by the account's poll).
@@ -395,7 +764,15 @@ impl Outbound {
                 }
             };
             let deadline = Instant::now() + self.options.retry_budget;
-            match this.run(&account, &entry, &job, &holder, deadline).await {
+            let result = this.run(&account, &entry, &job, &holder, deadline).await;
+            // A decided comment lets the ticket's later replies go, in order.
+            if job.comment().is_some()
+                && matches!(&result, Ok(a) if !matches!(a, Accepted::Queued { .. }))
+                && let Err(e) = this.send_replies(&account, entry.ticket, deadline).await
+            {
+                warn!(account = %id.as_str(), ticket = %entry.ticket, error = %e, "cannot send the ticket's later replies; the next call or poll tries again");
+            }
+            match result {
                 Ok(Accepted::Sent { .. }) => outcome.sent += 1,
                 Ok(Accepted::Queued { .. }) => outcome.queued += 1,
                 Ok(Accepted::Failed { .. }) => outcome.failed += 1,
@@ -470,29 +847,21 @@ impl Outbound {
                 },
             };
         let (id, ticket) = (&account.id, entry.ticket);
-        match attempt {
+        let accepted = match attempt {
             Attempt::Sent {
                 message_id,
                 recipients,
-            } => {
-                self.store.complete_outbox(id, &entry.id, holder).await?;
-                Ok(Accepted::Sent {
-                    message_id: message_id.as_str().to_owned(),
-                    recipients: recipients.iter().map(|r| r.as_str().to_owned()).collect(),
-                })
-            }
-            Attempt::AlreadyDone => {
-                self.store.complete_outbox(id, &entry.id, holder).await?;
-                Ok(Accepted::Duplicate)
-            }
+            } => Accepted::Sent {
+                message_id: message_id.as_str().to_owned(),
+                recipients: recipients.iter().map(|r| r.as_str().to_owned()).collect(),
+            },
+            Attempt::AlreadyDone => Accepted::Duplicate,
             Attempt::Ignored(reason) => {
-                self.store.complete_outbox(id, &entry.id, holder).await?;
-                Ok(Accepted::Ignored { reason })
+                self.note(ticket, notes::refused(&notes::nothing_sent()))
+                    .await;
+                Accepted::Ignored { reason }
             }
-            Attempt::Failed(reason) => {
-                self.store.complete_outbox(id, &entry.id, holder).await?;
-                Ok(Accepted::Failed { reason })
-            }
+            Attempt::Failed(reason) => Accepted::Failed { reason },
             Attempt::Transient {
                 reason,
                 note,
@@ -506,21 +875,30 @@ impl Outbound {
                     }
                     let html = notes::given_up(&to, entry.attempts, &note);
                     self.note(ticket, html).await;
-                    self.store.complete_outbox(id, &entry.id, holder).await?;
-                    return Ok(Accepted::Failed { reason });
+                    Accepted::Failed { reason }
+                } else {
+                    let wait = backoff_after(&self.options, entry.attempts);
+                    let not_before = Utc::now() + delta(wait);
+                    self.store
+                        .retry_outbox(id, &entry.id, holder, not_before, &reason)
+                        .await?;
+                    if entry.attempts == 1 {
+                        self.note(ticket, notes::will_retry(&to, &note)).await;
+                    }
+                    info!(account = %id.as_str(), %ticket, attempts = entry.attempts, %reason, retry_in_s = wait.as_secs(), "send queued for a retry");
+                    return Ok(Accepted::Queued { reason });
                 }
-                let wait = backoff_after(&self.options, entry.attempts);
-                let not_before = Utc::now() + delta(wait);
-                self.store
-                    .retry_outbox(id, &entry.id, holder, not_before, &reason)
-                    .await?;
-                if entry.attempts == 1 {
-                    self.note(ticket, notes::will_retry(&to, &note)).await;
-                }
-                info!(account = %id.as_str(), %ticket, attempts = entry.attempts, %reason, retry_in_s = wait.as_secs(), "send queued for a retry");
-                Ok(Accepted::Queued { reason })
             }
+        };
+        // Decided for good: the comment it carried is never sent again (the watermark moves
+        // before the entry goes, so there is no moment when neither says so).
+        if let Some(comment) = job.comment() {
+            self.store
+                .advance_outbound_watermark(id, ticket, comment)
+                .await?;
         }
+        self.store.complete_outbox(id, &entry.id, holder).await?;
+        Ok(accepted)
     }
 
     async fn attempt(
@@ -554,10 +932,16 @@ impl Outbound {
         match self.store.find_outbound(&account.id, &mid).await {
             Ok(Some(existing)) => match existing.status {
                 SendStatus::Sent | SendStatus::Failed => return Attempt::AlreadyDone,
+                SendStatus::Sending if existing.provider_refused_it() => {
+                    // An avviso di non accettazione: the provider took nothing.
+                    self.mark(account, &mid, SendStatus::Failed).await;
+                    return Attempt::AlreadyDone;
+                }
                 SendStatus::Sending if existing.provider_took_it() => {
                     // A receipt proves the provider took it (the answer to DATA was lost).
                     self.mark(account, &mid, SendStatus::Sent).await;
-                    self.note(ticket, notes::sent(&gathered, &mid)).await;
+                    self.note(ticket, notes::sent(&gathered, &mid, account.receipt_mode))
+                        .await;
                     return Attempt::AlreadyDone;
                 }
                 SendStatus::Sending => {}
@@ -632,7 +1016,8 @@ impl Outbound {
             Ok(receipt) => {
                 info!(account = %account.id.as_str(), %ticket, message_id = %mid.as_str(), reply = %receipt.server_reply, "PEC sent");
                 self.mark(account, &mid, SendStatus::Sent).await;
-                self.note(ticket, notes::sent(&gathered, &mid)).await;
+                self.note(ticket, notes::sent(&gathered, &mid, account.receipt_mode))
+                    .await;
                 Attempt::Sent {
                     message_id: mid,
                     recipients: to,
@@ -676,50 +1061,81 @@ impl Outbound {
             }
             Err(e) => return Err(e.into()),
         };
-        let comments = self.zendesk.latest_comments(zticket, 30, deadline).await?;
-        let comment = pick_comment(&comments, t.requester_id, job);
+        let comments = self.zendesk.latest_comments(zticket, 100, deadline).await?;
+        let comment = match job {
+            // The comment of the template's own update, if it had one: never an older one.
+            Job::Template { comment_id, .. } => {
+                comment_id.and_then(|id| comments.iter().find(|c| c.id == id))
+            }
+            Job::PublicReply { comment_id, .. } => match comment_id {
+                Some(id) => comments.iter().find(|c| c.id == *id),
+                // An entry of an older version: the newest public agent comment.
+                None => pick_comment(&comments, t.requester_id),
+            },
+        };
+        if let (Job::PublicReply { comment_id, .. }, Some(c)) = (job, comment)
+            && comment_id.is_some()
+            && !(c.public
+                && self
+                    .is_agent_reply(c, &mut Roles::default(), deadline)
+                    .await?)
+        {
+            return Err(Trouble::Ignored(format!(
+                "comment {} is not a public agent comment",
+                c.id
+            )));
+        }
         let thread = self.thread_of(account, t.external_id.as_deref()).await?;
 
+        let requester = || async {
+            let Some(id) = t.requester_id else {
+                return Err(Trouble::Permanent(
+                    format!("ticket {ticket} has no requester"),
+                    "Il ticket non ha un richiedente a cui inviare la PEC.".to_owned(),
+                ));
+            };
+            let requester = self.zendesk.get_user(id, deadline).await?;
+            requester
+                .email
+                .as_deref()
+                .and_then(|e| PecAddress::parse(e).ok())
+                .ok_or_else(|| {
+                    Trouble::Permanent(
+                        format!("the requester of ticket {ticket} has no usable e-mail address"),
+                        "Il richiedente del ticket non ha un indirizzo e-mail valido a cui \
+                         inviare la PEC."
+                            .to_owned(),
+                    )
+                })
+        };
         let (to, subject, html, unique) = match job {
             Job::Template {
                 key,
                 to,
                 subject,
                 message,
-            } => (
-                to.clone(),
-                subject.clone(),
-                message_html(message),
-                hex(&Sha256::digest(key.as_bytes())[..16]),
-            ),
+                ..
+            } => {
+                let to = if to.is_empty() {
+                    vec![requester().await?]
+                } else {
+                    to.clone()
+                };
+                (
+                    to,
+                    subject.clone(),
+                    message_html(message),
+                    hex(&Sha256::digest(key.as_bytes())[..16]),
+                )
+            }
             Job::PublicReply { comment_id, .. } => {
                 let Some(comment) = comment else {
                     return Err(Trouble::Ignored(match comment_id {
-                        Some(id) => format!("comment {id} is not a public agent comment"),
+                        Some(id) => format!("comment {id} is not on the ticket"),
                         None => "the ticket has no public agent comment to send".to_owned(),
                     }));
                 };
-                let requester = match t.requester_id {
-                    Some(id) => self.zendesk.get_user(id, deadline).await?,
-                    None => {
-                        return Err(Trouble::Permanent(
-                            format!("ticket {ticket} has no requester"),
-                            "Il ticket non ha un richiedente a cui inviare la PEC.".to_owned(),
-                        ));
-                    }
-                };
-                let Some(address) = requester
-                    .email
-                    .as_deref()
-                    .and_then(|e| PecAddress::parse(e).ok())
-                else {
-                    return Err(Trouble::Permanent(
-                        format!("the requester of ticket {ticket} has no usable e-mail address"),
-                        "Il richiedente del ticket non ha un indirizzo e-mail valido a cui \
-                         inviare la PEC."
-                            .to_owned(),
-                    ));
-                };
+                let address = requester().await?;
                 let subject = reply_subject(t.subject.as_deref().unwrap_or_default());
                 (
                     vec![address],
@@ -854,18 +1270,7 @@ impl Outbound {
 
     /// Adds an internal note; a failure is logged (the send itself is not undone by it).
     async fn note(&self, ticket: TicketId, html: String) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        if let Err(e) = self
-            .zendesk
-            .add_comment(
-                zendesk::TicketId(ticket.get()),
-                &Comment::internal_note(html),
-                deadline,
-            )
-            .await
-        {
-            warn!(%ticket, error = %e, "cannot add the outbound note");
-        }
+        note_on(&self.zendesk, ticket, html).await;
     }
 }
 
@@ -878,25 +1283,76 @@ impl Trouble {
     }
 }
 
-/// The comment a send is about: the one named, else the newest public comment by someone other
-/// than the requester that the connector did not write itself (inbound PEC carry its reference).
-fn pick_comment<'c>(
-    comments: &'c [TicketComment],
-    requester: Option<u64>,
-    job: &Job,
-) -> Option<&'c TicketComment> {
-    let eligible = |c: &&TicketComment| {
+/// The newest public comment by someone other than the requester that the connector did not
+/// write itself (inbound PEC carry its reference): what outbox entries of older versions, which
+/// name no comment, send.
+fn pick_comment(comments: &[TicketComment], requester: Option<u64>) -> Option<&TicketComment> {
+    comments.iter().find(|c| {
         c.public
             && (requester.is_none() || c.author_id != requester)
             && !c.html_body.contains(CONNECTOR_REFERENCE)
             && !c.body.contains(CONNECTOR_REFERENCE)
-    };
-    match job {
-        Job::PublicReply {
-            comment_id: Some(id),
-            ..
-        } => comments.iter().filter(eligible).find(|c| c.id == *id),
-        _ => comments.iter().find(eligible),
+    })
+}
+
+/// What is left to send on a ticket.
+enum Pending {
+    /// Comment ids, oldest first (empty: all decided).
+    Comments(Vec<u64>),
+    /// Nothing to send, and why.
+    Nothing(String),
+}
+
+/// Most comments one call sends for a ticket.
+const MAX_PENDING: usize = 10;
+
+/// The roles of comment authors already looked up in this call: (user id, is an agent).
+#[derive(Default)]
+struct Roles(Vec<(u64, bool)>);
+
+/// The outbox id under which the send of comment `comment` of `ticket` is claimed, by the
+/// public-reply path or by a template send that carries it.
+fn comment_outbox_id(ticket: TicketId, comment: u64) -> OutboxId {
+    outbox_id(&format!("public_reply:{ticket}:comment:{comment}"))
+}
+
+/// A time as Zendesk writes it (`2026-12-03T10:00:00Z`).
+fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn created(c: &TicketComment) -> Option<DateTime<Utc>> {
+    c.created_at.as_deref().and_then(parse_time)
+}
+
+/// The top-level keys of the JSON bodies a trigger sends to webhooks (its body templates are
+/// JSON with placeholders inside strings).
+fn trigger_body_keys(actions: &[zendesk::TriggerAction]) -> Vec<String> {
+    actions
+        .iter()
+        .filter(|a| a.field == "notification_webhook")
+        .filter_map(|a| a.value.get(1).and_then(serde_json::Value::as_str))
+        .filter_map(|body| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(body).ok()
+        })
+        .flat_map(|m| m.into_iter().map(|(k, _)| k))
+        .collect()
+}
+
+/// Adds an internal note on `ticket` with `zendesk`; a failure is logged.
+async fn note_on(zendesk: &ZendeskClient, ticket: TicketId, html: String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    if let Err(e) = zendesk
+        .add_comment(
+            zendesk::TicketId(ticket.get()),
+            &Comment::internal_note(html),
+            deadline,
+        )
+        .await
+    {
+        warn!(%ticket, error = %e, "cannot add the outbound note");
     }
 }
 
@@ -971,7 +1427,7 @@ mod notes {
             .join(", ")
     }
 
-    pub fn sent(g: &Gathered, mid: &MessageId) -> String {
+    pub fn sent(g: &Gathered, mid: &MessageId, receipts: ReceiptMode) -> String {
         let m = &g.message;
         let mut html = format!(
             "<p><strong>PEC inviata a {}</strong></p><ul><li>Oggetto: {}</li><li>Message-ID: \
@@ -991,11 +1447,63 @@ mod notes {
                 names.join(", ")
             ));
         }
-        html.push_str(
-            "</ul><p>Le ricevute di accettazione e di consegna saranno aggiunte a questo \
-             ticket.</p>",
-        );
+        html.push_str("</ul>");
+        html.push_str(match receipts {
+            ReceiptMode::Note | ReceiptMode::Both => {
+                "<p>Le ricevute di accettazione e di consegna saranno aggiunte a questo ticket.</p>"
+            }
+            ReceiptMode::Ticket => {
+                "<p>Le ricevute di accettazione e di consegna arriveranno come ticket separati \
+                 (impostazione della casella).</p>"
+            }
+        });
         html
+    }
+
+    /// A webhook call refused after it proved to be Zendesk's: `why` is Italian.
+    pub fn refused(why: &str) -> String {
+        format!(
+            "<p><strong>PEC non inviata</strong></p><p>Il connettore non ha inviato nulla: {}</p>",
+            esc(why)
+        )
+    }
+
+    pub fn unusable_body(why: &WebhookError) -> String {
+        match why {
+            WebhookError::Field { field, .. } => refused(&format!(
+                "il campo «{field}» della chiamata del trigger non è utilizzabile ({}). \
+                 Correggere il ticket (per esempio l'oggetto: non vuoto, su una riga, al massimo \
+                 255 caratteri) o il trigger, e inviare di nuovo.",
+                why
+            )),
+            _ => refused(
+                "la chiamata del trigger non si può leggere. Di solito succede quando un \
+                 segnaposto (per esempio l'oggetto del ticket) contiene virgolette o caratteri \
+                 che rompono il corpo JSON del webhook: per sicurezza non viene inviato nulla. \
+                 Correggere l'oggetto e inviare di nuovo; se si ripete, avvisare \
+                 l'amministratore.",
+            ),
+        }
+    }
+
+    pub fn not_this_account(account: &Account) -> String {
+        format!(
+            "il ticket non appartiene alla casella PEC {} (manca il suo tag), quindi la \
+             risposta non parte come PEC.",
+            account.address.as_str()
+        )
+    }
+
+    pub fn not_an_agent_reply() -> String {
+        "l'ultimo commento pubblico non è di un agente (per esempio è di un utente in copia): i \
+         commenti degli utenti finali non vengono inviati come PEC."
+            .to_owned()
+    }
+
+    pub fn nothing_sent() -> String {
+        "il commento da inviare non è stato trovato sul ticket, o non è una risposta pubblica di \
+         un agente."
+            .to_owned()
     }
 
     /// `<what>` with ` a <recipients>` when there are any, then `<after>`, in bold.
@@ -1118,11 +1626,7 @@ mod tests {
     }
 
     #[test]
-    fn picks_the_newest_public_agent_comment() {
-        let job = Job::PublicReply {
-            key: "k".into(),
-            comment_id: None,
-        };
+    fn old_entries_pick_the_newest_public_comment_not_the_requesters() {
         let comments = vec![
             comment(5, 9, false, "nota"),
             comment(4, 2, true, "dal cittadino"),
@@ -1135,14 +1639,19 @@ mod tests {
             comment(2, 9, true, "risposta"),
             comment(1, 9, true, "vecchia"),
         ];
-        assert_eq!(
-            pick_comment(&comments, Some(2), &job).map(|c| c.id),
-            Some(2)
-        );
-        let named = Job::PublicReply {
-            key: "k".into(),
-            comment_id: Some(4),
-        };
-        assert_eq!(pick_comment(&comments, Some(2), &named).map(|c| c.id), None);
+        assert_eq!(pick_comment(&comments, Some(2)).map(|c| c.id), Some(2));
+        assert_eq!(pick_comment(&comments[..1], Some(2)).map(|c| c.id), None);
+    }
+
+    #[test]
+    fn trigger_bodies_tell_their_keys() {
+        let actions = vec![
+            zendesk::TriggerAction::notification_webhook("W", r#"{"account":"a","to":"{{x}}"}"#),
+            zendesk::TriggerAction::new("remove_tags", "t"),
+            zendesk::TriggerAction::notification_webhook("W", "not json"),
+        ];
+        let mut keys = trigger_body_keys(&actions);
+        keys.sort();
+        assert_eq!(keys, ["account", "to"]);
     }
 }

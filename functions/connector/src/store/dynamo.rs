@@ -45,7 +45,7 @@ use super::StoreError;
 use crate::domain::{
     Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
     MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, PollStats,
-    RecordOutcome, SendStatus, Uid, UidValidity, ZendeskInstance,
+    RecordOutcome, SendStatus, TicketId, Uid, UidValidity, ZendeskInstance,
 };
 use crate::ports::Store;
 
@@ -107,7 +107,7 @@ impl TableDefinition {
 
 /// Key values of the single-table design.
 mod keys {
-    use crate::domain::{AccountId, InstanceId, MessageId, OutboxId, Uid, UidValidity};
+    use crate::domain::{AccountId, InstanceId, MessageId, OutboxId, TicketId, Uid, UidValidity};
 
     pub const ACCOUNTS: &str = "ACCOUNTS";
     pub const STATE: &str = "STATE";
@@ -135,6 +135,9 @@ mod keys {
     }
     pub fn identificativo(ident: &MessageId) -> String {
         format!("OUTID#{ident}")
+    }
+    pub fn watermark(ticket: TicketId) -> String {
+        format!("WATERMARK#{}", ticket.get())
     }
     pub const OUTBOX_PREFIX: &str = "OUTBOX#";
     pub fn outbox(id: &OutboxId) -> String {
@@ -1063,6 +1066,55 @@ impl Store for DynamoStore {
             .ok_or_else(|| corrupt(&op, "identificativo pointer without message_id"))?;
         let target = MessageId::parse(target).map_err(|e| corrupt(&op, e))?;
         self.get_as(&op, pk, keys::outbound(&target)).await
+    }
+
+    async fn outbound_watermark(
+        &self,
+        account: &AccountId,
+        ticket: TicketId,
+    ) -> Result<Option<u64>, StoreError> {
+        let op = format!("read the outbound watermark of ticket {ticket} of account {account}");
+        let Some(item) = self
+            .get(&op, keys::account_pk(account), keys::watermark(ticket))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let comment = num_attr(&op, &item, "comment_id")?
+            .ok_or_else(|| corrupt(&op, "watermark without comment_id"))?;
+        u64::try_from(comment)
+            .map(Some)
+            .map_err(|_| corrupt(&op, format!("comment_id = {comment} is negative")))
+    }
+
+    async fn advance_outbound_watermark(
+        &self,
+        account: &AccountId,
+        ticket: TicketId,
+        comment: u64,
+    ) -> Result<(), StoreError> {
+        let op = format!(
+            "move the outbound watermark of ticket {ticket} of account {account} to comment {comment}"
+        );
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(
+                keys::account_pk(account),
+                keys::watermark(ticket),
+            )))
+            .update_expression("SET comment_id = :c")
+            .condition_expression("attribute_not_exists(comment_id) OR comment_id < :c")
+            .expression_attribute_values(":c", n(comment))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already at or past `comment`: nothing to move.
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(self.err(&op, e)),
+        }
     }
 
     async fn set_outbound_status(

@@ -20,7 +20,7 @@ use super::StoreError;
 use crate::domain::{
     Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
     MessageId, MessageOutcome, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress,
-    PollStats, RecordOutcome, SendStatus, Uid, UidValidity, ZendeskInstance,
+    PollStats, RecordOutcome, SendStatus, TicketId, Uid, UidValidity, ZendeskInstance,
 };
 use crate::ports::Store;
 
@@ -71,6 +71,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     claimed_by    TEXT,
     claimed_until INTEGER,
     PRIMARY KEY (account_id, id)
+) STRICT;
+CREATE TABLE IF NOT EXISTS outbound_watermarks (
+    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    ticket_id  INTEGER NOT NULL,
+    comment_id INTEGER NOT NULL,
+    PRIMARY KEY (account_id, ticket_id)
 ) STRICT;
 CREATE TABLE IF NOT EXISTS zendesk_instances (
     id       TEXT PRIMARY KEY,
@@ -901,6 +907,50 @@ impl Store for SqliteStore {
             )
             .map_err(sql(op))?;
             tx.commit().map_err(sql(op))
+        })
+        .await
+    }
+
+    async fn outbound_watermark(
+        &self,
+        account: &AccountId,
+        ticket: TicketId,
+    ) -> Result<Option<u64>, StoreError> {
+        let op = format!("read the outbound watermark of ticket {ticket} of account {account}");
+        let account = account.to_string();
+        self.run(op, move |conn, op| {
+            conn.query_row(
+                "SELECT comment_id FROM outbound_watermarks WHERE account_id = ?1 AND ticket_id = ?2",
+                params![account, ticket.get() as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(sql(op))
+            .map(|c| c.map(|c| c as u64))
+        })
+        .await
+    }
+
+    async fn advance_outbound_watermark(
+        &self,
+        account: &AccountId,
+        ticket: TicketId,
+        comment: u64,
+    ) -> Result<(), StoreError> {
+        let op = format!(
+            "move the outbound watermark of ticket {ticket} of account {account} to comment {comment}"
+        );
+        let account = account.to_string();
+        self.run(op, move |conn, op| {
+            let comment = i64::try_from(comment).map_err(|_| corrupt(op, "comment id too large"))?;
+            conn.execute(
+                "INSERT INTO outbound_watermarks (account_id, ticket_id, comment_id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (account_id, ticket_id) DO UPDATE
+                 SET comment_id = max(comment_id, excluded.comment_id)",
+                params![account, ticket.get() as i64, comment],
+            )
+            .map_err(sql(op))?;
+            Ok(())
         })
         .await
     }

@@ -24,25 +24,29 @@
 //!
 //!
 //! **Triggers fire** (reference §4.2, §5, §6), as in Zendesk: after a ticket create or update the
-//! active triggers run once each in `position` order (then id), and a firing trigger's actions
-//! change the ticket before the next trigger is checked. [`ZendeskSimulator::agent_reply`] (an
-//! agent's comment in the agent UI, via `web` = 0) always runs them; API creates and updates (via
-//! `api` = 5) only after [`ZendeskSimulator::set_fire_triggers`]`(true)`, so API-only tests see no
-//! calls. Every firing is logged ([`ZendeskSimulator::trigger_firings`],
-//! [`ZendeskSimulator::wait_for_firings`]).
+//! active triggers are checked in `position` order (then id); a firing trigger's actions change
+//! the ticket, and the cycle starts over from the top without the triggers that already fired
+//! (each fires at most once per update), so a trigger can fire after another's actions made its
+//! conditions true. [`ZendeskSimulator::agent_reply`] and [`ZendeskSimulator::agent_update`] (an
+//! agent in the agent UI, via `web` = 0) and [`ZendeskSimulator::end_user_reply`] (an end user by
+//! e-mail, via `email` = 4) always run them; API creates and updates (via `api` = 5) only after
+//! [`ZendeskSimulator::set_fire_triggers`]`(true)`, so API-only tests see no calls. Every firing
+//! is logged ([`ZendeskSimulator::trigger_firings`], [`ZendeskSimulator::wait_for_firings`]);
+//! webhook calls can be held and released ([`ZendeskSimulator::hold_webhooks`]). A comment and
+//! its ticket's `updated_at` carry the same time (one update, one audit).
 //!
 //! | part | supported |
 //! |---|---|
 //! | conditions (`all` every one, `any` at least one when not empty) | `update_type` `is`/`is_not` `Create`/`Change`; `comment_is_public` `is`/`is_not` `true`/`false`/`not_relevant` (= a comment of either kind)/`requester_can_see_comment` (= public), false without a comment; `current_tags` `includes` (any listed tag present) / `not_includes` (none present), space-separated; `role` `is`/`is_not` `end_user`/`agent`/`admin` of the updating user (the API agent for API updates; `agent` matches admins too); `current_via_id` `is`/`is_not`; `status` `is`/`is_not`. Any other field or operator: the condition is false |
 //! | actions | `notification_webhook` `[id, body]`; `current_tags` (Zendesk's "add tags", `add_tags` accepted too), `remove_tags`, `set_tags`; `status`. Others are ignored |
 //! | webhook call | real HTTP in a task of its own after the state lock is released; the webhook's method, one attempt, 10 s timeout; `Content-Type` from `request_format`; `X-Zendesk-Webhook-Id`, `-Invocation-Id` (unique), `-Signature-Timestamp` (RFC 3339 UTC, `…Z`), `-Signature` = base64(HMAC-SHA256(signing secret, timestamp + body)); the webhook's `bearer_token` / `basic_auth` / `api_key` header. An inactive or deleted webhook is logged as failed, not called; `GET` sends no body |
-//! | body placeholders | `ticket.id`, `.title`, `.status`, `.external_id`, `.tags`, `.url`, `.via`, `.requester.id/.email/.name`, `.created_at_with_timestamp`, `.updated_at_with_timestamp`, `.latest_comment`, `.latest_public_comment` (plain body) and their `_html`, `current_user.id/.email/.name`; unknown ones render empty (Liquid); values are inserted verbatim, not JSON-escaped (§6); rendered after every trigger has run, with the ticket as saved |
+//! | body placeholders | `ticket.id`, `.title`, `.status`, `.external_id`, `.tags`, `.url`, `.via`, `.requester.id/.email/.name`, `.created_at_with_timestamp`, `.updated_at_with_timestamp`, `.latest_comment`, `.latest_public_comment` (plain body) and their `_html`, `current_user.id/.email/.name`; unknown ones render empty (Liquid); values are inserted verbatim, not JSON-escaped (§6), or JSON-escaped after [`ZendeskSimulator::set_json_escape_placeholders`]; rendered after every trigger has run, with the ticket as saved |
 //!
 //! Where the reference leaves a detail open, the simulator picks one and says so here
 //! (unverified against Zendesk): a reused `Idempotency-Key` with another body is
 //! `400 {"error": "IdempotentRequestError", …}`; only `201` answers are remembered for replay;
 //! unknown or used upload tokens in a comment are `422` (details under `uploads`); an upload
-//! without `filename` is `400`, with an unknown `token` `404`; injected `429`/`5xx` bodies are
+//! without `filename` is `400`, with an unknown `token` `404`; a comment whose `author_id` names no user is `422`; injected `429`/`5xx` bodies are
 //! `{"error": …, "description": …}`; attachment content is served without credentials.
 //!
 //! Every `/api/v2` request needs the simulator's credentials ([`Credentials`]): `401` with
@@ -63,7 +67,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use state::{
-    Attachment, COMMENT_BODY_LIMIT, CallOutcome, Comment, Fault, IDEMPOTENCY_WINDOW,
+    AgentUpdate, Attachment, COMMENT_BODY_LIMIT, CallOutcome, Comment, Fault, IDEMPOTENCY_WINDOW,
     MAX_COMMENTS_PER_TICKET, RecordedRequest, Ticket, Trigger, TriggerCategory, TriggerFiring,
     User, WEBHOOK_TIMEOUT, Webhook, WebhookCall,
 };
@@ -287,13 +291,65 @@ impl ZendeskSimulator {
     /// webhook calls go out in the background (see [`ZendeskSimulator::wait_for_firings`]).
     /// Returns the comment id, or `None` when there is no such ticket or it is closed.
     pub fn agent_reply(&self, ticket_id: u64, body: &str, public: bool) -> Option<u64> {
+        self.agent_update(
+            ticket_id,
+            AgentUpdate {
+                comment: Some((body.to_string(), public)),
+                ..AgentUpdate::default()
+            },
+        )?
+    }
+
+    /// One update by the API agent in the agent UI (via `web`): a comment, tags added or
+    /// removed and a status, together (e.g. a public reply and a tag in one click), then the
+    /// triggers run once for it. Returns `Some(comment id)` (`Some(None)` without a comment), or
+    /// `None` when there is no such ticket or it is closed.
+    pub fn agent_update(&self, ticket_id: u64, change: AgentUpdate) -> Option<Option<u64>> {
         let (comment_id, calls) = {
             let mut state = self.shared.lock();
-            let update = state.agent_comment(ticket_id, body, public)?;
+            let update = state.agent_update(ticket_id, &change)?;
+            (update.comment_id, state.run_triggers(&update))
+        };
+        state::dispatch(&self.shared, calls);
+        Some(comment_id)
+    }
+
+    /// A public comment by the end user `email` (created if unknown, e.g. a CC) arriving by
+    /// e-mail (via `email`, id 4); the triggers run for the end user's update. Returns the
+    /// comment id, or `None` when there is no such ticket or it is closed.
+    pub fn end_user_reply(&self, ticket_id: u64, email: &str, body: &str) -> Option<u64> {
+        let (comment_id, calls) = {
+            let mut state = self.shared.lock();
+            let update = state.end_user_comment(ticket_id, email, body)?;
             (update.comment_id, state.run_triggers(&update))
         };
         state::dispatch(&self.shared, calls);
         comment_id
+    }
+
+    /// Whether placeholder values are JSON-escaped when webhook bodies are rendered. Off by
+    /// default: values are inserted verbatim, as the reference says Zendesk does (§6); on, a
+    /// quote in a ticket's subject stays inside its JSON string.
+    pub fn set_json_escape_placeholders(&self, on: bool) {
+        self.shared.lock().json_escape_placeholders = on;
+    }
+
+    /// Holds every webhook call from now on (they queue, in order) until
+    /// [`ZendeskSimulator::release_webhooks`]: lets a test make several updates before the
+    /// connector hears of the first.
+    pub fn hold_webhooks(&self) {
+        self.shared.lock().hold_webhooks = true;
+    }
+
+    /// Sends the held webhook calls (each in a task of its own, as Zendesk does: in no
+    /// guaranteed order) and stops holding.
+    pub fn release_webhooks(&self) {
+        let calls = {
+            let mut state = self.shared.lock();
+            state.hold_webhooks = false;
+            std::mem::take(&mut state.held_calls)
+        };
+        state::dispatch(&self.shared, calls);
     }
 
     /// Every trigger firing so far, in order, with its webhook calls (a call's

@@ -10,7 +10,7 @@ mod engine;
 mod rules;
 
 pub use engine::{CallOutcome, TriggerFiring, WEBHOOK_TIMEOUT, WebhookCall};
-pub(crate) use engine::{PendingCall, Update, VIA_API, VIA_WEB, dispatch};
+pub(crate) use engine::{PendingCall, Update, VIA_API, VIA_EMAIL, VIA_WEB, dispatch};
 pub use rules::{Trigger, TriggerCategory, Webhook};
 
 /// Comment bodies above this many bytes are truncated without error (reference §2.5).
@@ -64,6 +64,16 @@ pub struct Comment {
     /// How the comment was made: `5` through the API (`api`), `0` in the agent UI (`web`).
     pub via_id: u64,
     pub created_at: String,
+}
+
+/// What an agent changes in one update in the agent UI ([`State::agent_update`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentUpdate {
+    /// The comment's plain body and whether it is public.
+    pub comment: Option<(String, bool)>,
+    pub add_tags: Vec<String>,
+    pub remove_tags: Vec<String>,
+    pub status: Option<String>,
 }
 
 /// An uploaded file, attached to a comment or still waiting in its upload token.
@@ -213,6 +223,11 @@ pub(crate) struct State {
     pub fire_triggers: bool,
     /// What the triggers did, in firing order.
     pub firings: Vec<TriggerFiring>,
+    /// Whether placeholder values in webhook bodies are JSON-escaped (off: verbatim, §6).
+    pub json_escape_placeholders: bool,
+    /// Whether webhook calls wait in [`State::held_calls`] instead of going out.
+    pub hold_webhooks: bool,
+    pub held_calls: Vec<PendingCall>,
     next_id: u64,
 }
 
@@ -439,15 +454,13 @@ impl State {
             merge_tags(&mut ticket.tags, &tags);
         }
         // The requester is the author of the first comment unless `author_id` is set (§2.1).
-        let author = comment
-            .get("author_id")
-            .and_then(Value::as_u64)
-            .unwrap_or(requester_id);
+        let author = self.author_of(comment)?.unwrap_or(requester_id);
         let public = comment
             .get("public")
             .and_then(Value::as_bool)
             .unwrap_or(true);
-        let new_comment = self.build_comment(&ticket, comment, author, public);
+        let created_at = ticket.created_at.clone();
+        let new_comment = self.build_comment(&ticket, comment, author, public, &created_at);
         ticket.subject = match input.get("subject").and_then(Value::as_str) {
             Some(s) if !s.trim().is_empty() => s.to_string(),
             _ => new_comment.body.chars().take(50).collect(),
@@ -501,6 +514,23 @@ impl State {
         Ok(())
     }
 
+    /// The comment's `author_id`, when given: it must name a user of the account (`422`
+    /// otherwise; unverified against Zendesk, which documents only that the field sets the
+    /// author).
+    fn author_of(&self, comment: &Map<String, Value>) -> Result<Option<u64>, ApiError> {
+        match comment.get("author_id") {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_u64().filter(|id| self.user(*id).is_some()) {
+                Some(id) => Ok(Some(id)),
+                None => Err(ApiError::invalid(
+                    "author_id",
+                    "InvalidValue",
+                    &format!("Author: {v} is not a user of this account"),
+                )),
+            },
+        }
+    }
+
     /// Builds a comment from its JSON input: bodies (derived, placeholders rendered for agent
     /// authors, truncated at the limit) and attachments from upload tokens (which are consumed).
     fn build_comment(
@@ -509,6 +539,7 @@ impl State {
         input: &Map<String, Value>,
         author_id: u64,
         public: bool,
+        at: &str,
     ) -> Comment {
         let html_in = input.get("html_body").and_then(Value::as_str);
         let body_in = input.get("body").and_then(Value::as_str);
@@ -540,7 +571,7 @@ impl State {
             attachment_ids,
             truncated,
             via_id: VIA_API,
-            created_at: timestamp(),
+            created_at: at.to_string(),
         }
     }
 
@@ -574,6 +605,10 @@ impl State {
             }
             self.check_upload_tokens(comment)?;
         }
+        let author = match comment_input {
+            Some(comment) => self.author_of(comment)?.unwrap_or(self.agent_id()),
+            None => self.agent_id(),
+        };
         if let Some(tags) = string_list(input.get("tags")) {
             ticket.tags.clear();
             merge_tags(&mut ticket.tags, &tags);
@@ -600,17 +635,15 @@ impl State {
             }
         }
         let mut events = Vec::new();
+        // One update, one time: its comment is created when the ticket is updated.
+        let now = timestamp();
         if let Some(comment) = comment_input {
-            let author = comment
-                .get("author_id")
-                .and_then(Value::as_u64)
-                .unwrap_or(self.agent_id());
             // When `public` is omitted, the value set on creation persists (OAS TicketCommentObject).
             let public = comment
                 .get("public")
                 .and_then(Value::as_bool)
                 .unwrap_or_else(|| ticket.comments.first().is_none_or(|c| c.public));
-            let new_comment = self.build_comment(&ticket, comment, author, public);
+            let new_comment = self.build_comment(&ticket, comment, author, public, &now);
             let mut event = self.comment_json(&new_comment);
             if let Some(event) = event.as_object_mut() {
                 event.remove("created_at");
@@ -618,7 +651,7 @@ impl State {
             events.push(event);
             ticket.comments.push(new_comment);
         }
-        ticket.updated_at = timestamp();
+        ticket.updated_at = now;
         let audit_id = self.next_id();
         let body = json!({
             "ticket": self.ticket_json(&ticket),
@@ -634,27 +667,64 @@ impl State {
         Ok(body)
     }
 
-    /// A public reply or internal note by the API agent in the agent UI (via `web`): `None` when
-    /// there is no such ticket, it is closed or full. The update to run the triggers for comes
-    /// back with the comment id.
-    pub fn agent_comment(&mut self, id: u64, body: &str, public: bool) -> Option<Update> {
+    /// One update by the API agent in the agent UI (via `web`): an optional comment (public
+    /// reply or internal note), tags added and removed, a new status, all at one time. `None`
+    /// when there is no such ticket, it is closed or full. The update to run the triggers for
+    /// comes back (with the comment id, if any).
+    pub fn agent_update(&mut self, id: u64, change: &AgentUpdate) -> Option<Update> {
         let ticket = self.tickets.get(&id)?.clone();
         if ticket.status == "closed" || ticket.comments.len() >= MAX_COMMENTS_PER_TICKET {
             return None;
         }
-        let mut input = Map::new();
-        input.insert("body".into(), Value::String(body.to_string()));
         let author = self.agent_id();
-        let mut comment = self.build_comment(&ticket, &input, author, public);
-        comment.via_id = VIA_WEB;
-        let comment_id = comment.id;
+        let now = timestamp();
+        let comment = change.comment.as_ref().map(|(body, public)| {
+            let mut input = Map::new();
+            input.insert("body".into(), Value::String(body.to_string()));
+            let mut comment = self.build_comment(&ticket, &input, author, *public, &now);
+            comment.via_id = VIA_WEB;
+            comment
+        });
+        let comment_id = comment.as_ref().map(|c| c.id);
         let ticket = self.tickets.get_mut(&id)?;
-        ticket.comments.push(comment);
-        ticket.updated_at = timestamp();
+        ticket.comments.extend(comment);
+        merge_tags(&mut ticket.tags, &change.add_tags);
+        ticket.tags.retain(|t| !change.remove_tags.contains(t));
+        if let Some(status) = &change.status {
+            ticket.status = status.clone();
+        }
+        ticket.updated_at = now;
         Some(Update {
             ticket_id: id,
             created: false,
             via_id: VIA_WEB,
+            user_id: author,
+            comment_id,
+        })
+    }
+
+    /// A public comment by the end user `email` (created if unknown), as Zendesk's e-mail
+    /// channel adds it (via `email`, id 4): the update is the end user's. `None` when there is
+    /// no such ticket, it is closed or full.
+    pub fn end_user_comment(&mut self, id: u64, email: &str, body: &str) -> Option<Update> {
+        let ticket = self.tickets.get(&id)?.clone();
+        if ticket.status == "closed" || ticket.comments.len() >= MAX_COMMENTS_PER_TICKET {
+            return None;
+        }
+        let author = self.find_or_create_user(email, None);
+        let now = timestamp();
+        let mut input = Map::new();
+        input.insert("body".into(), Value::String(body.to_string()));
+        let mut comment = self.build_comment(&ticket, &input, author, true, &now);
+        comment.via_id = VIA_EMAIL;
+        let comment_id = comment.id;
+        let ticket = self.tickets.get_mut(&id)?;
+        ticket.comments.push(comment);
+        ticket.updated_at = now;
+        Some(Update {
+            ticket_id: id,
+            created: false,
+            via_id: VIA_EMAIL,
             user_id: author,
             comment_id: Some(comment_id),
         })

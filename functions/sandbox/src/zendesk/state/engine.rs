@@ -1,10 +1,15 @@
-//! The trigger engine: after a ticket is created or updated, the active triggers run in
-//! `position` order (then id), once each; a trigger whose conditions hold applies its actions to
-//! the ticket before the next one is checked. Its `notification_webhook` actions are rendered
+//! The trigger engine: after a ticket is created or updated, the active triggers are checked in
+//! `position` order (then id); a trigger whose conditions hold applies its actions to the ticket
+//! and the cycle starts over from the top, skipping the triggers that already fired (each fires
+//! at most once per update). Its `notification_webhook` actions are rendered
 //! once every trigger has run (with the ticket as saved) and become [`PendingCall`]s that
 //! [`dispatch`] sends over real HTTP once the state lock is released.
 //!
 //! Choices where the reference is silent (unverified against Zendesk):
+//! * The cycle restarts after each firing (Zendesk's "About triggers and how they work": actions
+//!   of one trigger can make another fire; a trigger fires once per update). Consequence the
+//!   connector must live with: a trigger that removes a tag does not stop a later-checked
+//!   trigger conditioned on that tag's absence from firing in the same update.
 //! * `current_tags` `includes` holds when **any** listed tag is present and `not_includes` when
 //!   **none** is ("Contains at least one of / none of the following", OAS
 //!   `GroupSLAPolicyFilterDefinitionResponseExample`).
@@ -33,12 +38,15 @@ pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const VIA_WEB: u64 = 0;
 /// Via id of an update made through the API (`web_service`).
 pub const VIA_API: u64 = 5;
+/// Via id of a comment that came by e-mail (`mail`).
+pub const VIA_EMAIL: u64 = 4;
 
 /// The channel name Zendesk shows for a via id.
 pub(crate) fn via_channel(via_id: u64) -> &'static str {
     match via_id {
         VIA_WEB => "web",
         VIA_API => "api",
+        VIA_EMAIL => "email",
         _ => "other",
     }
 }
@@ -122,40 +130,51 @@ impl State {
             .collect();
         order.sort_unstable();
         let mut notifications = Vec::new();
-        for (_, trigger_id) in order {
-            let Some(trigger) = self.triggers.get(&trigger_id).cloned() else {
-                continue;
-            };
-            let Some(ticket) = self.tickets.get(&update.ticket_id) else {
-                return Vec::new();
-            };
-            let holds = |c: &Value| self.condition_holds(c, ticket, update);
-            let fires = trigger.all.iter().all(holds)
-                && (trigger.any.is_empty() || trigger.any.iter().any(holds));
-            if !fires {
-                continue;
-            }
-            let firing = self.firings.len();
-            let mut calls = 0;
-            for action in &trigger.actions {
-                if action["field"] == "notification_webhook" {
-                    notifications.push((firing, calls, action.clone()));
-                    calls += 1;
-                } else if let Some(ticket) = self.tickets.get_mut(&update.ticket_id) {
-                    apply_action(ticket, action);
+        let mut fired: Vec<u64> = Vec::new();
+        // After a trigger fires the cycle starts over from the top, without the triggers that
+        // already fired: a trigger that did not hold before may hold after another's actions.
+        'cycle: loop {
+            for (_, trigger_id) in &order {
+                if fired.contains(trigger_id) {
+                    continue;
                 }
+                let Some(trigger) = self.triggers.get(trigger_id).cloned() else {
+                    continue;
+                };
+                let Some(ticket) = self.tickets.get(&update.ticket_id) else {
+                    return Vec::new();
+                };
+                let holds = |c: &Value| self.condition_holds(c, ticket, update);
+                let fires = trigger.all.iter().all(holds)
+                    && (trigger.any.is_empty() || trigger.any.iter().any(holds));
+                if !fires {
+                    continue;
+                }
+                fired.push(trigger.id);
+                let firing = self.firings.len();
+                let mut calls = 0;
+                for action in &trigger.actions {
+                    if action["field"] == "notification_webhook" {
+                        notifications.push((firing, calls, action.clone()));
+                        calls += 1;
+                    } else if let Some(ticket) = self.tickets.get_mut(&update.ticket_id) {
+                        apply_action(ticket, action);
+                    }
+                }
+                tracing::debug!(
+                    trigger = trigger.id,
+                    ticket = update.ticket_id,
+                    "trigger fired"
+                );
+                self.firings.push(TriggerFiring {
+                    trigger_id: trigger.id,
+                    trigger_title: trigger.title.clone(),
+                    ticket_id: update.ticket_id,
+                    calls: Vec::with_capacity(calls),
+                });
+                continue 'cycle;
             }
-            tracing::debug!(
-                trigger = trigger.id,
-                ticket = update.ticket_id,
-                "trigger fired"
-            );
-            self.firings.push(TriggerFiring {
-                trigger_id: trigger.id,
-                trigger_title: trigger.title.clone(),
-                ticket_id: update.ticket_id,
-                calls: Vec::with_capacity(calls),
-            });
+            break;
         }
         // Notifications render the ticket as saved, after every trigger has run.
         let Some(ticket) = self.tickets.get(&update.ticket_id).cloned() else {
@@ -247,7 +266,11 @@ impl State {
     ) -> (WebhookCall, Option<PendingCall>) {
         let webhook_id = action["value"][0].as_str().unwrap_or_default().to_string();
         let template = action["value"][1].as_str().unwrap_or_default();
-        let body = render(template, |name| self.placeholder(name, ticket, update));
+        let escape = self.json_escape_placeholders;
+        let body = render(template, |name| {
+            let value = self.placeholder(name, ticket, update);
+            if escape { json_escaped(&value) } else { value }
+        });
         let invocation_id = self.next_id().to_string();
         let mut call = WebhookCall {
             webhook_id: webhook_id.clone(),
@@ -416,9 +439,28 @@ fn render(template: &str, lookup: impl Fn(&str) -> String) -> String {
     out
 }
 
-/// Sends `calls` in tasks of their own and records each outcome in the firing log. Must be
-/// called with the state lock released.
+/// `value` as it reads inside a JSON string (quotes, backslashes and control characters
+/// escaped), for the accounts where Zendesk escapes placeholder values in JSON bodies.
+fn json_escaped(value: &str) -> String {
+    let quoted = serde_json::to_string(value).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Sends `calls` in tasks of their own and records each outcome in the firing log; while
+/// webhooks are held they wait in order instead. Must be called with the state lock released.
 pub(crate) fn dispatch(shared: &Arc<Shared>, calls: Vec<PendingCall>) {
+    let calls = {
+        let mut state = shared.lock();
+        if state.hold_webhooks {
+            state.held_calls.extend(calls);
+            return;
+        }
+        calls
+    };
     for call in calls {
         let shared = shared.clone();
         let runtime = shared.runtime.clone();
@@ -479,6 +521,12 @@ mod tests {
             ),
             r#"{"t":"say "hi"","x":""} {{ open"#
         );
+    }
+
+    #[test]
+    fn json_escaping_keeps_a_value_inside_its_string() {
+        assert_eq!(json_escaped(r#"x","to":"a@b.it"#), r#"x\",\"to\":\"a@b.it"#);
+        assert_eq!(json_escaped("a\nb"), "a\\nb");
     }
 
     #[test]
