@@ -443,7 +443,7 @@ impl Outbound {
                 };
                 let holder = LeaseHolder::unique("webhook");
                 if !this
-                    .claim_new(&account, id.clone(), ticket, &job, &holder)
+                    .claim(&account, id.clone(), ticket, &job, &holder)
                     .await?
                 {
                     info!(account = %account.id.as_str(), %ticket, key = %key, "webhook already received, or its comment already sent: nothing more sent");
@@ -505,7 +505,7 @@ impl Outbound {
                 let holder = LeaseHolder::unique("webhook");
                 let id = comment_outbox_id(ticket, c);
                 if !self
-                    .claim_new(account, id.clone(), ticket, &job, &holder)
+                    .claim(account, id.clone(), ticket, &job, &holder)
                     .await?
                 {
                     // Another call (or a template send) has it and goes on from there.
@@ -697,7 +697,32 @@ impl Outbound {
     }
 
     /// Queues `job` under `id`, already claimed by `holder`; false when the id is taken (the
-    /// same event delivered again, or the comment claimed by another send).
+    /// same event delivered again, or the comment claimed by another send) or the job's comment
+    /// was decided meanwhile. Claim first, then look at the watermark: a send that decided the
+    /// comment moved the watermark before giving its claim up, so one of the two always shows.
+    async fn claim(
+        &self,
+        account: &Account,
+        id: OutboxId,
+        ticket: TicketId,
+        job: &Job,
+        holder: &LeaseHolder,
+    ) -> Result<bool, AcceptError> {
+        if !self.claim_new(account, id.clone(), ticket, job, holder).await? {
+            return Ok(false);
+        }
+        let Some(comment) = job.comment() else {
+            return Ok(true);
+        };
+        let watermark = self.store.outbound_watermark(&account.id, ticket).await?;
+        if watermark.is_some_and(|w| w >= comment) {
+            self.store.complete_outbox(&account.id, &id, holder).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Queues `job` under `id`, already claimed by `holder`; false when the id is taken.
     async fn claim_new(
         &self,
         account: &Account,
@@ -733,6 +758,10 @@ impl Outbound {
         let Some(account) = self.store.get_account(id).await? else {
             return Ok(outcome);
         };
+        if !account.enabled {
+            // Paused: its queued sends wait until it is enabled again.
+            return Ok(outcome);
+        }
         let scoped = match self.scoped(&account).await {
             Ok(scoped) => scoped,
             Err(e) => {
