@@ -6,13 +6,19 @@ last so that a reader never sees an envelope without its message.
 
 Faults are chosen by the AUTH user name, so that parallel tests, each with its own user, never
 interfere:
-  fail535       any password is refused: 535 5.7.8 at AUTH
-  block571      554 5.7.1 at MAIL FROM (the provider blocks the sending IP address)
-  block571auth  the same 554 5.7.1 at AUTH, whatever the password
-  block571rcpt  the same 554 5.7.1 at RCPT TO, whatever the recipient
-  busy452       452 4.3.1 at MAIL FROM on the first attempt of that user, then accepted
-  stall         no answer to the end of DATA for --stall seconds
-  toobig        552 5.3.4 at the end of DATA
+  fail535         any password is refused: 535 5.7.8 at AUTH
+  block571        554 5.7.1 at MAIL FROM (the provider blocks the sending IP address)
+  block571auth    the same 554 5.7.1 at AUTH, whatever the password
+  block571rcpt    the same 554 5.7.1 at RCPT TO, whatever the recipient
+  busy452         452 4.3.1 at MAIL FROM on the first attempt of that user, then accepted
+  stall           no answer to the end of DATA for --stall seconds, then stored and accepted (if
+                  the client is still there)
+  stallmail       no answer to MAIL FROM for --stall seconds (a client that gives up sent nothing)
+  dropafterdata   the message is stored, then the connection is dropped without an answer to
+                  the end of DATA: the client cannot know that the message left
+  stallafterdata  the message is stored, then no answer to the end of DATA for --stall seconds,
+                  then the connection is dropped
+  toobig          552 5.3.4 at the end of DATA
 and by recipient: an address containing "unknown" gets 550 5.1.1 at RCPT TO.
 """
 
@@ -55,6 +61,17 @@ def blocked_at(user):
     return (m.group(1) or "mail") if m else None
 
 
+def stalled_at(user):
+    """When `user` gets no answer: "mail", "afterdata" (once stored) or "data" (plain stall)."""
+    m = re.search(r"stall(mail|afterdata)?", user)
+    return (m.group(1) or "data") if m else None
+
+
+def drop(server):
+    """Ends the session at once, without a word (not even TLS close_notify)."""
+    server.transport.abort()
+
+
 def authenticator(server, session, envelope, mechanism, auth_data):
     if not isinstance(auth_data, LoginPassword):
         return AuthResult(success=False, handled=False)
@@ -70,6 +87,8 @@ class Handler:
         user = user_of(session)
         if blocked_at(user) == "mail":
             return BLOCKED_571
+        if stalled_at(user) == "mail":
+            await asyncio.sleep(args.stall)
         if "busy452" in user and user not in busy_seen:
             busy_seen.add(user)
             return "452 4.3.1 Insufficient system storage"
@@ -87,7 +106,7 @@ class Handler:
 
     async def handle_DATA(self, server, session, envelope):
         user = user_of(session)
-        if "stall" in user:
+        if stalled_at(user) == "data":
             await asyncio.sleep(args.stall)
         if "toobig" in user:
             return "552 5.3.4 Message size exceeds fixed maximum message size"
@@ -99,6 +118,12 @@ class Handler:
         with open(tmp, "w") as f:
             json.dump(meta, f)
         os.rename(tmp, os.path.join(args.spool, key + ".env.json"))
+        if stalled_at(user) == "afterdata":
+            await asyncio.sleep(args.stall)
+        if stalled_at(user) == "afterdata" or "dropafterdata" in user:
+            drop(server)
+            # connection_lost cancels this handler: nothing is ever pushed.
+            await asyncio.Event().wait()
         return "250 2.0.0 OK queued as " + key
 
 

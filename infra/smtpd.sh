@@ -4,9 +4,9 @@
 #   infra/smtpd.sh start [DIR]   install aiosmtpd if missing, start, wait until it listens; prints env
 #   infra/smtpd.sh stop  [DIR]
 #
-# Any user logs in with the password "secret"; faults (535, 5.7.1, 452, stall, 552, unknown
-# recipient) are chosen by the user name, see infra/smtpd.py. Accepted messages land in
-# DIR/spool. The certificate is Dovecot's test certificate ($DOVECOT_DIR/cert.pem) when there is
+# Any user logs in with the password "secret"; faults (535, 5.7.1, 452, stalls, 552, a drop after
+# DATA, unknown recipient) are chosen by the user name, see infra/smtpd.py. Accepted messages land
+# in DIR/spool. The certificate is Dovecot's test certificate ($DOVECOT_DIR/cert.pem) when there is
 # one, else a CA:FALSE self-signed one made in DIR. aiosmtpd goes into the venv infra/moto.sh
 # uses ($PEC_CONNECTOR_CACHE/moto-venv) unless python3 already has it.
 # Tests read SMTP_HOST/SMTP_PORT/SMTP_CA_PEM/SMTP_SPOOL (exported by infra/test.sh).

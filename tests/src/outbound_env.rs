@@ -78,7 +78,7 @@ pub fn test_options() -> SendOptions {
 impl OutboundEnv {
     /// `label` starts the account's address, which is also its SMTP login: put a fault name of
     /// `infra/smtpd.py` in it (`fail535`, `block571`, `block571auth`, `block571rcpt`, `busy452`,
-    /// `stall`, `toobig`) to get it.
+    /// `stall`, `stallmail`, `dropafterdata`, `stallafterdata`, `toobig`) to get it.
     pub async fn new(label: &str) -> OutboundEnv {
         OutboundEnv::with(label, test_options()).await
     }

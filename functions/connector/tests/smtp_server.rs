@@ -97,8 +97,23 @@ async fn a_busy_server_is_transient_and_the_retry_succeeds() {
 }
 
 #[tokio::test]
-async fn a_stalled_server_times_out_within_the_limit() {
-    scenario::a_stalled_server_times_out_within_the_limit(&smtpd()).await;
+async fn a_server_silent_at_mail_times_out_and_sent_nothing() {
+    scenario::a_server_silent_at_mail_times_out_and_sent_nothing(&smtpd()).await;
+}
+
+#[tokio::test]
+async fn a_server_silent_after_the_final_dot_leaves_the_send_ambiguous() {
+    scenario::a_server_silent_after_the_final_dot_leaves_the_send_ambiguous(&smtpd()).await;
+}
+
+#[tokio::test]
+async fn a_message_kept_then_dropped_is_ambiguous_and_did_leave() {
+    scenario::a_message_kept_then_dropped_is_ambiguous_and_did_leave(&smtpd()).await;
+}
+
+#[tokio::test]
+async fn a_message_kept_then_left_unanswered_is_ambiguous_and_did_leave() {
+    scenario::a_message_kept_then_left_unanswered_is_ambiguous_and_did_leave(&smtpd()).await;
 }
 
 #[tokio::test]

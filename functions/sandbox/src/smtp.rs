@@ -20,7 +20,11 @@
 //!   AUTH (whatever the password), `block571rcpt` at RCPT TO (whatever the recipient);
 //! - `busy452`: `452 4.3.1 Insufficient system storage` at MAIL FROM on that user's first
 //!   attempt, then accepted;
-//! - `stall`: no answer to the end of DATA for [`SmtpOptions::stall`];
+//! - `stall`: no answer to the end of DATA for [`SmtpOptions::stall`] (then kept and accepted);
+//!   `stallmail` gives no answer to MAIL FROM instead (a client that gives up sent nothing);
+//! - `dropafterdata`: the message is kept (and handed over) as an accepted one, then the
+//!   connection is closed without an answer to the end of DATA: the client cannot know that it
+//!   left; `stallafterdata` keeps it, gives no answer for [`SmtpOptions::stall`], then closes;
 //! - `toobig`: `552 5.3.4 Message size exceeds fixed maximum message size` at the end of DATA;
 //!
 //! and a recipient containing `unknown` gets `550 5.1.1 <address>: utente sconosciuto` at RCPT
@@ -68,7 +72,8 @@ pub struct SmtpOptions {
     pub on_submission: Option<OnSubmission>,
     /// The test-server fault convention shared with infra/smtpd.py (see the module docs).
     pub faults_by_name: bool,
-    /// How long a `stall` user waits for the answer to the end of DATA (with `faults_by_name`).
+    /// How long a `stall`, `stallmail` or `stallafterdata` user waits for an answer (with
+    /// `faults_by_name`).
     pub stall: Duration,
 }
 
@@ -93,6 +98,16 @@ enum BlockedAt {
     Auth,
     Mail,
     Rcpt,
+}
+
+/// The SMTP step at which a `stall` fault leaves the client without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StalledAt {
+    Mail,
+    /// The end of DATA, before the message is kept.
+    Data,
+    /// The end of DATA, once the message is kept (the connection is then closed).
+    AfterData,
 }
 
 /// What every session of one server shares.
@@ -122,6 +137,22 @@ impl Shared {
             BlockedAt::Rcpt
         } else {
             BlockedAt::Mail
+        };
+        self.options.faults_by_name && at == step
+    }
+
+    /// `user`'s stall fault strikes at `step`: `stallmail` at MAIL FROM, `stallafterdata` once
+    /// the message is kept, any other `stall` at the end of DATA before it is kept.
+    fn stalled(&self, user: &str, step: StalledAt) -> bool {
+        let Some((_, after)) = user.split_once("stall") else {
+            return false;
+        };
+        let at = if after.starts_with("mail") {
+            StalledAt::Mail
+        } else if after.starts_with("afterdata") {
+            StalledAt::AfterData
+        } else {
+            StalledAt::Data
         };
         self.options.faults_by_name && at == step
     }
@@ -320,6 +351,9 @@ where
             }
             "MAIL" => {
                 let u = user.as_deref().unwrap_or_default();
+                if shared.stalled(u, StalledAt::Mail) {
+                    tokio::time::sleep(shared.options.stall).await;
+                }
                 match path_of(&arg) {
                     None => "501 5.5.4 Syntax: MAIL FROM:<address>\r\n".to_owned(),
                     Some(_) if shared.blocked(u, BlockedAt::Mail) => BLOCKED_571.to_owned(),
@@ -377,7 +411,7 @@ where
                         }
                     }
                     let user = user.as_deref().unwrap_or("");
-                    if shared.fault(user, "stall") {
+                    if shared.stalled(user, StalledAt::Data) {
                         tokio::time::sleep(shared.options.stall).await;
                     }
                     if too_big || shared.fault(user, "toobig") {
@@ -396,6 +430,14 @@ where
                         };
                         if let Some(hook) = &shared.options.on_submission {
                             hook(submission);
+                        }
+                        let after_data = shared.stalled(user, StalledAt::AfterData);
+                        if after_data {
+                            tokio::time::sleep(shared.options.stall).await;
+                        }
+                        if after_data || shared.fault(user, "dropafterdata") {
+                            // Dropping the stream closes the connection without a word.
+                            return Ok(());
                         }
                         format!("250 2.0.0 OK queued as sandbox-{n}\r\n")
                     }
@@ -448,7 +490,7 @@ mod tests {
     }
 
     /// One session without TLS: sends each step (CRLF added) and collects the last line of
-    /// each reply.
+    /// each reply ("" when the server closed the connection instead).
     async fn converse(shared: &Shared, user: &str, steps: &[&str]) -> Vec<String> {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let (read, mut write) = tokio::io::split(client);
@@ -474,7 +516,8 @@ mod tests {
                     }
                 }
             }
-            write.write_all(b"QUIT\r\n").await.unwrap();
+            // The server may have closed the connection already.
+            let _ = write.write_all(b"QUIT\r\n").await;
             got
         };
         let (got, served) = tokio::join!(client, session(server, shared));
@@ -538,6 +581,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stall_at_mail_answers_late_and_a_drop_after_data_keeps_the_message() {
+        let s = shared(true);
+        let started = std::time::Instant::now();
+        let at_mail = converse(&s, "stallmail-1@pec.test", &SEND).await;
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(at_mail[1], "250 2.1.0 OK", "answered, but late");
+        let dropped = converse(&s, "dropafterdata-1@pec.test", &SEND[..4]).await;
+        assert_eq!(
+            dropped[1..4],
+            [
+                "250 2.1.0 OK",
+                "250 2.1.5 OK",
+                "354 End data with <CR><LF>.<CR><LF>"
+            ]
+        );
+        assert_eq!(
+            dropped[4], "",
+            "closed without an answer to the end of DATA"
+        );
+        let started = std::time::Instant::now();
+        let stalled = converse(&s, "stallafterdata-1@pec.test", &SEND[..4]).await;
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(stalled[4], "", "no answer, then closed");
+        let kept = s.kept.lock().unwrap();
+        let users: Vec<_> = kept.iter().map(|k| k.authenticated_user.as_str()).collect();
+        assert_eq!(
+            users,
+            [
+                "stallmail-1@pec.test",
+                "dropafterdata-1@pec.test",
+                "stallafterdata-1@pec.test"
+            ],
+            "a dropped one is kept as if accepted"
+        );
+        assert_eq!(kept[1].raw, b"Subject: x\r\n\r\nbody\r\n");
+    }
+
+    #[tokio::test]
     async fn without_faults_by_name_the_names_mean_nothing() {
         let s = shared(false);
         for user in [
@@ -547,6 +628,9 @@ mod tests {
             "block571rcpt",
             "busy452",
             "stall",
+            "stallmail",
+            "stallafterdata",
+            "dropafterdata",
             "toobig",
         ] {
             let replies = converse(&s, &format!("{user}@pec.test"), &SEND).await;

@@ -3,6 +3,8 @@
 //! The message is raw RFC 5322 bytes, sent as they are; the envelope (MAIL FROM, RCPT TO) is
 //! given apart, as SMTP wants it. A failure says plainly what went wrong ([`SendError`]),
 //! whether trying again later may help ([`SendError::is_transient`]: the outbox retries those),
+//! whether the message may have left all the same ([`SendError::is_ambiguous`]: the whole message
+//! was sent but the provider's answer never came, so a retry must first look for its receipts),
 //! and explains it to agents in Italian ([`SendError::explain_it`]).
 
 #[cfg(feature = "smtp")]
@@ -81,6 +83,20 @@ pub enum SendError {
         stage: &'static str,
         after: Duration,
     },
+    /// The whole message was sent, final dot included, but the answer to it never came (the
+    /// connection was closed or reset, or no answer in time): the provider may have accepted
+    /// it, and the PEC may have left.
+    #[error(
+        "cannot confirm the send through {server}: {reason} after the whole message was sent; the provider may have accepted it"
+    )]
+    Ambiguous {
+        server: String,
+        /// How the answer was lost: `no answer within 60 s`, `the connection was closed`, `the
+        /// connection was reset (...)`.
+        reason: String,
+        /// No answer in time, rather than a closed or broken connection.
+        timed_out: bool,
+    },
     #[error("cannot connect to {server}: {reason}")]
     Connect { server: String, reason: String },
     #[error("cannot establish TLS with {server}: {reason}")]
@@ -90,13 +106,25 @@ pub enum SendError {
 }
 
 impl SendError {
-    /// Whether trying again later may help (4xx replies, timeouts, network trouble), as opposed
-    /// to a refusal that needs a person (password, blocked IP, size, recipient, TLS setup).
+    /// Whether trying again later may help (4xx replies, timeouts, network trouble, a send
+    /// left [ambiguous](Self::is_ambiguous)), as opposed to a refusal that needs a person
+    /// (password, blocked IP, size, recipient, TLS setup).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            SendError::Transient { .. } | SendError::Timeout { .. } | SendError::Connect { .. }
+            SendError::Transient { .. }
+                | SendError::Timeout { .. }
+                | SendError::Connect { .. }
+                | SendError::Ambiguous { .. }
         )
+    }
+
+    /// Whether the message may have left even though the send failed: the provider was given
+    /// all of it and never said whether it took it. Such a send is [transient](Self::is_transient)
+    /// but must not simply be repeated: first make sure no receipt (accettazione) for its
+    /// Message-ID arrived. Every other failure happened before the message was complete.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, SendError::Ambiguous { .. })
     }
 
     /// A one-paragraph explanation in Italian for the agents who see the failure on the ticket.
@@ -136,6 +164,23 @@ impl SendError {
                 "Il server di posta del gestore ({server}) non ha risposto in tempo. Il \
                  connettore riproverà automaticamente più tardi: non serve fare nulla."
             ),
+            SendError::Ambiguous {
+                server, timed_out, ..
+            } => {
+                let what = if *timed_out {
+                    "ha ricevuto il messaggio per intero ma non ha risposto in tempo"
+                } else {
+                    "ha ricevuto il messaggio per intero ma la connessione si è interrotta prima \
+                     della risposta"
+                };
+                format!(
+                    "Il server di posta del gestore ({server}) {what}: il gestore non ha \
+                     confermato l'invio, ma la PEC potrebbe essere partita. Prima di riprovare \
+                     il connettore controllerà le ricevute (accettazione) arrivate nella casella, \
+                     per non inviarla due volte: non serve fare nulla, e non inviarla di nuovo a \
+                     mano."
+                )
+            }
             SendError::Connect { server, .. } => format!(
                 "Non è stato possibile collegarsi al server di posta del gestore ({server}). \
                  Il connettore riproverà automaticamente più tardi; se il problema continua, \
@@ -190,6 +235,11 @@ mod tests {
                 stage: "DATA",
                 after: Duration::from_secs(2),
             },
+            SendError::Ambiguous {
+                server: server(),
+                reason: "the connection was closed".into(),
+                timed_out: false,
+            },
             SendError::Connect {
                 server: server(),
                 reason: "connection refused".into(),
@@ -210,7 +260,51 @@ mod tests {
         let transient: Vec<bool> = all().iter().map(SendError::is_transient).collect();
         assert_eq!(
             transient,
-            [false, false, false, false, true, true, true, false, false]
+            [
+                false, false, false, false, true, true, true, true, false, false
+            ]
+        );
+    }
+
+    #[test]
+    fn only_a_send_without_an_answer_to_the_whole_message_is_ambiguous() {
+        let ambiguous: Vec<bool> = all().iter().map(SendError::is_ambiguous).collect();
+        assert_eq!(
+            ambiguous,
+            [
+                false, false, false, false, false, false, true, false, false, false
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ambiguous_send_is_explained_as_possibly_sent() {
+        let ambiguous = |timed_out| SendError::Ambiguous {
+            server: "smtps.pec.aruba.it:465".into(),
+            reason: "no answer within 60 s".into(),
+            timed_out,
+        };
+        let late = ambiguous(true);
+        assert_eq!(
+            late.to_string(),
+            "cannot confirm the send through smtps.pec.aruba.it:465: no answer within 60 s after \
+             the whole message was sent; the provider may have accepted it"
+        );
+        for e in [&late, &ambiguous(false)] {
+            let it = e.explain_it();
+            assert!(it.contains("non ha confermato l'invio"), "{it}");
+            assert!(it.contains("potrebbe essere partita"), "{it}");
+            assert!(it.contains("controllerà le ricevute"), "{it}");
+            assert!(
+                !it.contains("non è stato inviato"),
+                "never says it was not sent: {it}"
+            );
+        }
+        assert!(late.explain_it().contains("non ha risposto in tempo"));
+        assert!(
+            ambiguous(false)
+                .explain_it()
+                .contains("connessione si è interrotta")
         );
     }
 
@@ -235,10 +329,11 @@ mod tests {
         );
         assert!(explained[2].contains("dimensione massima"));
         assert!(explained[3].contains("nessuno@pec.it"));
-        for retried in &explained[4..7] {
+        for retried in [&explained[4], &explained[5], &explained[7]] {
             assert!(retried.contains("riproverà automaticamente"), "{retried}");
         }
-        assert!(explained[7].contains("connessione sicura"));
+        assert!(explained[6].contains("potrebbe essere partita"));
+        assert!(explained[8].contains("connessione sicura"));
         for e in &explained {
             assert!(!e.contains('\n') && e.len() > 80, "one paragraph: {e}");
         }

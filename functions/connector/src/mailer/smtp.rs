@@ -6,8 +6,14 @@
 //! AUTH is a password problem. The enhanced status code `5.7.1` outranks the step: at AUTH, MAIL
 //! or RCPT alike it is the provider refusing the client's IP address (Aruba: `554 5.7.1
 //! Indirizzo IP bloccato`), not a password or a recipient. Every step has its own timeout.
+//!
+//! Once the whole message, final dot included, has been handed to the connection, a failure to
+//! hear the answer (a closed or reset connection, an unreadable reply, the timeout) is
+//! [`SendError::Ambiguous`]: the provider may have accepted the message. Before that point the
+//! message cannot have been accepted, and the failure is what it is (connection, TLS, timeout).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -174,8 +180,46 @@ impl SmtpMailer {
                 })?;
         }
         self.step("DATA", conn.command(Data)).await?;
-        self.step("the end of DATA", conn.message(&data_lines(message)))
-            .await
+        self.end_of_data(conn, &data_lines(message)).await
+    }
+
+    /// Sends the message and its final dot, then reads the answer to it. lettre writes the body
+    /// first and asks the iterator for more: when there is none, the body was written and the
+    /// final dot is next, so from then on the provider may take the message without our
+    /// hearing its answer.
+    async fn end_of_data(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        body: &[u8],
+    ) -> Result<Response, SendError> {
+        const STAGE: &str = "the end of DATA";
+        let body_written = AtomicBool::new(false);
+        let parts = std::iter::once(body).chain(std::iter::from_fn(|| {
+            body_written.store(true, Ordering::SeqCst);
+            None
+        }));
+        let outcome = tokio::time::timeout(self.config.timeout, conn.message_iter(parts)).await;
+        let dot_sent = body_written.load(Ordering::SeqCst);
+        let server = self.config.server();
+        match outcome {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) if dot_sent && e.status().is_none() => Err(SendError::Ambiguous {
+                server,
+                reason: unanswered(&e),
+                timed_out: e.is_timeout(),
+            }),
+            Ok(Err(e)) => Err(self.error(STAGE, &e)),
+            Err(_) if dot_sent => Err(SendError::Ambiguous {
+                server,
+                reason: format!("no answer within {} s", self.config.timeout.as_secs_f32()),
+                timed_out: true,
+            }),
+            Err(_) => Err(SendError::Timeout {
+                server,
+                stage: STAGE,
+                after: self.config.timeout,
+            }),
+        }
     }
 
     async fn authenticate(&self, conn: &mut AsyncSmtpConnection) -> Result<(), SendError> {
@@ -246,6 +290,34 @@ impl SmtpMailer {
                 reason: format!("connection lost during {stage}: {reason}"),
             }
         }
+    }
+}
+
+/// How the answer to the final dot was lost, for [`SendError::Ambiguous`]. lettre reports a
+/// connection closed cleanly before a complete reply as "incomplete response"; TLS without
+/// `close_notify` ends in an unexpected EOF.
+fn unanswered(e: &lettre::transport::smtp::Error) -> String {
+    use std::io::ErrorKind;
+    let reason = chain(e);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ErrorKind::UnexpectedEof => return "the connection was closed".to_owned(),
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe => {
+                    return format!("the connection was reset ({reason})");
+                }
+                _ => {}
+            }
+        }
+        source = s.source();
+    }
+    if reason.contains("incomplete response") {
+        "the connection was closed".to_owned()
+    } else {
+        format!("no answer could be read ({reason})")
     }
 }
 
@@ -323,7 +395,8 @@ impl Mailer for SmtpMailer {
                 })
             }
             Err(e) => {
-                if !matches!(e, SendError::Timeout { .. }) {
+                // A silent or broken connection would only make QUIT wait or fail.
+                if !matches!(e, SendError::Timeout { .. } | SendError::Ambiguous { .. }) {
                     let _ = tokio::time::timeout(self.config.timeout, conn.quit()).await;
                 }
                 Err(e)
@@ -513,6 +586,195 @@ mod tests {
         assert_eq!(mask_user("mario.rossi@pec.it"), "m***@pec.it");
         assert_eq!(mask_user("U12345"), "U***");
         assert_eq!(mask_user(""), "***");
+    }
+
+    /// The client's end of an in-memory connection, as lettre wants a stream.
+    #[derive(Debug)]
+    struct Pipe(tokio::io::DuplexStream);
+
+    impl tokio::io::AsyncRead for Pipe {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Pipe {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.0).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    impl lettre::transport::smtp::client::AsyncTokioStream for Pipe {
+        fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+            Ok(([127, 0, 0, 1], 465).into())
+        }
+    }
+
+    /// What the scripted server does once it has answered DATA with 354.
+    #[derive(Clone, Copy, Debug)]
+    enum AfterData {
+        /// Reads a little of the message, then closes the connection.
+        CloseMidMessage,
+        /// Reads nothing more, ever (a large message then fills the pipe).
+        StopReading,
+        /// Reads the message to its final dot, then closes the connection.
+        CloseAfterDot,
+        /// Reads the message to its final dot, then never answers.
+        SilentAfterDot,
+        /// Reads the message to its final dot, then answers this.
+        Reply(&'static str),
+    }
+
+    /// Plays an SMTP server up to DATA over a small in-memory pipe (1 KiB, so that a larger
+    /// message cannot all be written before the server reads it), then does `after`; returns
+    /// what `exchange` made of it.
+    async fn exchange_with(after: AfterData, message: &[u8]) -> Result<Response, SendError> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let (client, server) = tokio::io::duplex(1024);
+        let server = async move {
+            let (read, mut write) = tokio::io::split(server);
+            let mut read = BufReader::new(read);
+            write.write_all(b"220 test ESMTP\r\n").await.unwrap();
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if read.read_line(&mut line).await.unwrap() == 0 {
+                    return;
+                }
+                let reply: &[u8] = match &line[..4] {
+                    "EHLO" => b"250-test\r\n250 AUTH PLAIN LOGIN\r\n",
+                    "AUTH" => b"235 2.7.0 OK\r\n",
+                    "MAIL" | "RCPT" => b"250 OK\r\n",
+                    "DATA" => b"354 go on\r\n",
+                    _ => b"502 no\r\n",
+                };
+                write.write_all(reply).await.unwrap();
+                if reply.starts_with(b"354") {
+                    break;
+                }
+            }
+            match after {
+                AfterData::CloseMidMessage => {
+                    let mut some = [0u8; 100];
+                    read.read_exact(&mut some).await.unwrap();
+                    return;
+                }
+                AfterData::StopReading => std::future::pending::<()>().await,
+                _ => {}
+            }
+            loop {
+                line.clear();
+                if read.read_line(&mut line).await.unwrap() == 0 || line == ".\r\n" {
+                    break;
+                }
+            }
+            match after {
+                AfterData::SilentAfterDot => std::future::pending::<()>().await,
+                AfterData::Reply(text) => write.write_all(text.as_bytes()).await.unwrap(),
+                _ => {}
+            }
+        };
+        let client = async move {
+            let mut conn = AsyncSmtpConnection::connect_with_transport(
+                Box::new(Pipe(client)),
+                &ClientId::default(),
+            )
+            .await
+            .unwrap();
+            let mut config = SmtpConfig::new("smtp.test", 465, "mario.rossi@pec.test");
+            config.timeout = Duration::from_secs(5);
+            let mailer = SmtpMailer::new(config, SecretString::from("pw"), SmtpTrust::webpki());
+            let to = "b@pec.test".to_owned();
+            mailer
+                .exchange(
+                    &mut conn,
+                    "a@pec.test".parse().unwrap(),
+                    &[(to.parse().unwrap(), &to)],
+                    message,
+                )
+                .await
+        };
+        tokio::select! {
+            result = client => result,
+            () = async { server.await; std::future::pending().await } => unreachable!(),
+        }
+    }
+
+    const SMALL: &[u8] = b"Subject: x\r\n\r\nbody\r\n";
+
+    fn large() -> Vec<u8> {
+        "Subject: x\r\n\r\nuna riga del messaggio\r\n"
+            .repeat(2000)
+            .into_bytes()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_answer_to_the_final_dot_is_ambiguous() {
+        match exchange_with(AfterData::CloseAfterDot, SMALL).await {
+            Err(
+                e @ SendError::Ambiguous {
+                    timed_out: false, ..
+                },
+            ) => {
+                assert!(e.is_ambiguous() && e.is_transient());
+                assert!(e.to_string().contains("the connection was closed"), "{e}");
+            }
+            other => panic!("closed after the dot: {other:?}"),
+        }
+        match exchange_with(AfterData::SilentAfterDot, &large()).await {
+            Err(
+                e @ SendError::Ambiguous {
+                    timed_out: true, ..
+                },
+            ) => {
+                assert!(e.to_string().contains("no answer within 5 s"), "{e}");
+            }
+            other => panic!("silent after the dot: {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_before_the_final_dot_or_an_answer_to_it_is_not_ambiguous() {
+        match exchange_with(AfterData::CloseMidMessage, &large()).await {
+            Err(e @ SendError::Connect { .. }) => {
+                assert!(!e.is_ambiguous() && e.is_transient(), "{e}")
+            }
+            other => panic!("closed in the middle of the message: {other:?}"),
+        }
+        match exchange_with(AfterData::StopReading, &large()).await {
+            Err(SendError::Timeout { stage, .. }) => assert_eq!(stage, "the end of DATA"),
+            other => panic!("stuck in the middle of the message: {other:?}"),
+        }
+        match exchange_with(AfterData::Reply("554 5.6.0 no\r\n"), SMALL).await {
+            Err(e @ SendError::Other { .. }) => assert!(!e.is_ambiguous(), "{e}"),
+            other => panic!("refused after the dot: {other:?}"),
+        }
+        match exchange_with(AfterData::Reply("451 4.3.0 later\r\n"), SMALL).await {
+            Err(e @ SendError::Transient { .. }) => assert!(!e.is_ambiguous(), "{e}"),
+            other => panic!("put off after the dot: {other:?}"),
+        }
+        let accepted = exchange_with(AfterData::Reply("250 2.0.0 queued\r\n"), SMALL).await;
+        assert_eq!(reply_text(&accepted.unwrap()), "250 2.0.0 queued");
     }
 
     #[test]

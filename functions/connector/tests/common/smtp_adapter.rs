@@ -2,7 +2,8 @@
 //! (aiosmtpd in `smtp_server.rs`, the sandbox simulator in `smtp_simulator.rs`). Both follow the
 //! same test-server convention (infra/smtpd.py, `sandbox::smtp`): any user logs in with the
 //! password "secret", and the fault is chosen by the user name (fail535, block571 at MAIL FROM,
-//! block571auth, block571rcpt, busy452, stall, toobig) or by a recipient containing "unknown".
+//! block571auth, block571rcpt, busy452, stall at the end of DATA, stallmail, dropafterdata and
+//! stallafterdata after keeping the message, toobig) or by a recipient containing "unknown".
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,8 @@ pub struct Server {
     pub ca_pem: Vec<u8>,
     /// The messages accepted from an authenticated user.
     pub accepted: AcceptedFrom,
-    /// How long the server leaves a `stall` user without an answer to the end of DATA.
+    /// How long the server leaves a `stall`, `stallmail` or `stallafterdata` user without an
+    /// answer.
     pub stall: Duration,
     /// Whatever must stay alive while the server is used (an in-process server).
     pub _running: Option<Box<dyn std::any::Any + Send + Sync>>,
@@ -211,7 +213,7 @@ pub async fn a_busy_server_is_transient_and_the_retry_succeeds(s: &Server) {
         matches!(&err, SendError::Transient { reply, .. } if reply.starts_with("452 4.3.1")),
         "{err:?}"
     );
-    assert!(err.is_transient());
+    assert!(err.is_transient() && !err.is_ambiguous());
     mailer
         .send("a@pec.test", &rcpt, &message("busy"))
         .await
@@ -219,34 +221,121 @@ pub async fn a_busy_server_is_transient_and_the_retry_succeeds(s: &Server) {
     assert_eq!((s.accepted)(&user).len(), 1);
 }
 
-pub async fn a_stalled_server_times_out_within_the_limit(s: &Server) {
-    let timeout = 2 * SECOND;
+/// Sends one message as `user` with the given client timeout; the error and how long it took.
+async fn failed_send(
+    s: &Server,
+    user: &str,
+    timeout: Duration,
+    raw: &[u8],
+) -> (SendError, Duration) {
     assert!(
         s.stall > timeout,
         "the server must stall longer than the client waits"
     );
     let started = Instant::now();
     let err = s
-        .mailer(&user("stall"), "secret", timeout)
-        .send("a@pec.test", &["b@pec.test".to_owned()], &message("stall"))
+        .mailer(user, "secret", timeout)
+        .send(
+            "protocollo@pec.test",
+            &["cittadino@pec.test".to_owned()],
+            raw,
+        )
         .await
         .unwrap_err();
-    let took = started.elapsed();
+    (err, started.elapsed())
+}
+
+pub async fn a_server_silent_at_mail_times_out_and_sent_nothing(s: &Server) {
+    let user = user("stallmail");
+    let timeout = 2 * SECOND;
+    let (err, took) = failed_send(s, &user, timeout, &message("stallmail")).await;
     assert!(
         matches!(
             err,
             SendError::Timeout {
-                stage: "the end of DATA",
+                stage: "MAIL FROM",
                 ..
             }
         ),
         "{err:?}"
     );
     assert!(err.is_transient());
+    assert!(!err.is_ambiguous(), "MAIL FROM is before the message");
     assert!(
         took >= timeout && took < timeout + 3 * SECOND,
         "took {took:?}"
     );
+    assert!((s.accepted)(&user).is_empty(), "sent to nobody");
+}
+
+pub async fn a_server_silent_after_the_final_dot_leaves_the_send_ambiguous(s: &Server) {
+    let timeout = 2 * SECOND;
+    let (err, took) = failed_send(s, &user("stall"), timeout, &message("stall")).await;
+    assert!(
+        matches!(
+            err,
+            SendError::Ambiguous {
+                timed_out: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_ambiguous() && err.is_transient());
+    assert!(
+        took >= timeout && took < timeout + 3 * SECOND,
+        "took {took:?}"
+    );
+}
+
+/// The fault of the issue: the provider keeps the message, then the connection drops before
+/// its answer. The client cannot know that it left, and says so.
+pub async fn a_message_kept_then_dropped_is_ambiguous_and_did_leave(s: &Server) {
+    let user = user("dropafterdata");
+    let raw = message(&format!("caduta-{}", std::process::id()));
+    let (err, took) = failed_send(s, &user, 10 * SECOND, &raw).await;
+    assert!(
+        matches!(
+            err,
+            SendError::Ambiguous {
+                timed_out: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_ambiguous() && err.is_transient());
+    assert!(took < 5 * SECOND, "a drop is no timeout: took {took:?}");
+    assert!(err.explain_it().contains("potrebbe essere partita"));
+    let accepted = (s.accepted)(&user);
+    assert_eq!(accepted.len(), 1, "the server kept it: the PEC left");
+    assert_eq!(accepted[0].raw, raw);
+    assert_eq!(accepted[0].recipients, ["cittadino@pec.test"]);
+}
+
+pub async fn a_message_kept_then_left_unanswered_is_ambiguous_and_did_leave(s: &Server) {
+    let user = user("stallafterdata");
+    let timeout = 2 * SECOND;
+    let raw = message("stallafterdata");
+    let (err, took) = failed_send(s, &user, timeout, &raw).await;
+    assert!(
+        matches!(
+            err,
+            SendError::Ambiguous {
+                timed_out: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_ambiguous() && err.is_transient());
+    assert!(
+        took >= timeout && took < timeout + 3 * SECOND,
+        "took {took:?}"
+    );
+    let accepted = (s.accepted)(&user);
+    assert_eq!(accepted.len(), 1, "the server kept it: the PEC left");
+    assert_eq!(accepted[0].raw, raw);
 }
 
 pub async fn a_message_too_large_is_reported_as_such(s: &Server) {
@@ -260,6 +349,10 @@ pub async fn a_message_too_large_is_reported_as_such(s: &Server) {
         "{err:?}"
     );
     assert!(!err.is_transient());
+    assert!(
+        !err.is_ambiguous(),
+        "an answer to the final dot is never ambiguous"
+    );
 }
 
 pub async fn an_unknown_recipient_is_named(s: &Server) {
@@ -313,6 +406,7 @@ pub async fn a_closed_port_is_a_transient_connect_failure() {
         .unwrap_err();
     assert!(matches!(err, SendError::Connect { .. }), "{err:?}");
     assert!(err.is_transient());
+    assert!(!err.is_ambiguous(), "nothing was sent");
 }
 
 pub async fn check_logs_in_and_sends_nothing(s: &Server) {
