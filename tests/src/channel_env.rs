@@ -5,8 +5,15 @@
 //! State and secrets are the embedded adapters.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use connector::mailbox::{
+    FetchedMessage, Mailbox, MailboxError, MailboxProvider, MailboxSession, MailboxStatus,
+    MessageRef,
+};
 
 use api::{AppState, WebhookKeys};
 use connector::admin::{Admin, AdminOptions};
@@ -41,6 +48,8 @@ pub struct ChannelEnv {
     /// `http://127.0.0.1:<port>`: where the router listens.
     pub base: String,
     pub spool: PathBuf,
+    /// Faults the mailbox adapter is made to show (off by default).
+    pub faults: Arc<MailboxFaults>,
     server: JoinHandle<()>,
 }
 
@@ -70,7 +79,12 @@ impl ChannelEnv {
                     api_token: SecretString::from(sim.credentials().api_token.clone()),
                 },
                 timeout: Duration::from_secs(10),
-                retry: RetryPolicy::default(),
+                // Quick retries: a test of passing failures should not wait half a minute.
+                retry: RetryPolicy {
+                    initial_backoff: Duration::from_millis(10),
+                    max_backoff: Duration::from_millis(100),
+                    max_attempts: 4,
+                },
             })
             .expect("zendesk client"),
         );
@@ -86,16 +100,24 @@ impl ChannelEnv {
             SmtpProvider::new(SmtpTrust::with_extra_roots(&smtp_ca).expect("test CA"))
                 .with_timeout(Duration::from_secs(3)),
         );
-        let mailboxes = Arc::new(ImapProvider::new(
-            tls_config(Some(&dovecot.ca_pem)).expect("test CA"),
-        ));
+        let faults = Arc::new(MailboxFaults::default());
+        let mailboxes: Arc<dyn MailboxProvider> = Arc::new(FaultyProvider {
+            inner: Arc::new(ImapProvider::new(
+                tls_config(Some(&dovecot.ca_pem)).expect("test CA"),
+            )),
+            faults: faults.clone(),
+        });
         let inbound = Arc::new(Inbound {
             store: env.store.clone(),
             secrets: env.secrets.clone(),
             mailboxes: mailboxes.clone(),
             zendesk: zendesk.clone(),
             anchors: pec::TrustAnchors::pec(),
-            options: PollOptions::default(),
+            // A short lease slack, so a stuck mailbox is given up on within a test's patience.
+            options: PollOptions {
+                lease_slack: Duration::from_secs(4),
+                ..PollOptions::default()
+            },
             hook: None,
             instances: None,
         });
@@ -158,6 +180,7 @@ impl ChannelEnv {
             router,
             base,
             spool: spool.into(),
+            faults,
             server,
         };
         let answer = env.admin("POST", "/accounts", Some(&registration)).await;
@@ -186,25 +209,41 @@ impl ChannelEnv {
     }
 
     /// One scheduled run of the account, through the poller Lambda's handler: the poll, then
-    /// the due retries.
+    /// the due retries. Panics when the invocation fails.
     pub async fn poll(&self) -> poller::Response {
+        self.try_poll(Duration::from_secs(60)).await.expect("poll")
+    }
+
+    /// One scheduled run whose Lambda deadline is `within` from now; the handler's answer.
+    pub async fn try_poll(
+        &self,
+        within: Duration,
+    ) -> Result<poller::Response, lambda_runtime::Error> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock")
             .as_millis() as u64;
         let mut context = Context::default();
         context.request_id = format!("poll-{}", unique_name());
-        context.deadline = now_ms + 60_000;
+        context.deadline = now_ms + within.as_millis() as u64;
         let event = json!({"account_id": self.account.as_str()});
         let response = poller::handle(
             &self.inbound,
             Some(&self.outbound),
             LambdaEvent::new(event, context),
         )
-        .await
-        .expect("poll");
+        .await;
         self.settle().await;
         response
+    }
+
+    /// The account's status as `GET /accounts/{id}` shows it.
+    pub async fn status(&self) -> Value {
+        let a = self
+            .admin("GET", &format!("/accounts/{}", self.account.as_str()), None)
+            .await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        a.body["status"].clone()
     }
 
     /// Waits until every webhook call the simulator's triggers made so far has been answered.
@@ -259,5 +298,106 @@ impl ChannelEnv {
             .into_iter()
             .find(|u| u.email.eq_ignore_ascii_case(email))
             .map(|u| u.id)
+    }
+}
+
+/// Faults a test makes the mailbox adapter show, on top of the real server's answers.
+#[derive(Debug, Default)]
+pub struct MailboxFaults {
+    /// UIDs left out of every FETCH answer of several messages (as an item without body).
+    pub hidden_in_batches: Mutex<Vec<u32>>,
+    /// UIDs left out of every FETCH answer, even alone.
+    pub hidden: Mutex<Vec<u32>>,
+    /// UIDs whose FETCH the server answers with `NO`.
+    pub refused: Mutex<Vec<u32>>,
+    /// Every FETCH of a whole message hangs (a stuck server).
+    pub stall_fetch: AtomicBool,
+    /// The largest message fetched whole so far, in bytes.
+    pub largest_fetched: AtomicUsize,
+}
+
+struct FaultyProvider {
+    inner: Arc<dyn MailboxProvider>,
+    faults: Arc<MailboxFaults>,
+}
+
+impl MailboxProvider for FaultyProvider {
+    fn mailbox(
+        &self,
+        account: &connector::domain::Account,
+        password: SecretString,
+    ) -> Box<dyn Mailbox> {
+        Box::new(FaultyMailbox {
+            inner: self.inner.mailbox(account, password),
+            faults: self.faults.clone(),
+        })
+    }
+}
+
+struct FaultyMailbox {
+    inner: Box<dyn Mailbox>,
+    faults: Arc<MailboxFaults>,
+}
+
+#[async_trait]
+impl Mailbox for FaultyMailbox {
+    async fn open(&self) -> Result<Box<dyn MailboxSession>, MailboxError> {
+        Ok(Box::new(FaultySession {
+            inner: self.inner.open().await?,
+            faults: self.faults.clone(),
+        }))
+    }
+}
+
+struct FaultySession {
+    inner: Box<dyn MailboxSession>,
+    faults: Arc<MailboxFaults>,
+}
+
+#[async_trait]
+impl MailboxSession for FaultySession {
+    fn status(&self) -> MailboxStatus {
+        self.inner.status()
+    }
+
+    async fn list_above(&mut self, after: u32) -> Result<Vec<MessageRef>, MailboxError> {
+        self.inner.list_above(after).await
+    }
+
+    async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<FetchedMessage>, MailboxError> {
+        if self.faults.stall_fetch.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        if let Some(uid) = uids
+            .iter()
+            .find(|u| self.faults.refused.lock().unwrap().contains(u))
+        {
+            return Err(MailboxError::Server {
+                server: "dovecot".to_owned(),
+                command: "UID FETCH BODY.PEEK[]",
+                reason: format!("NO [SERVERBUG] cannot read message {uid}"),
+            });
+        }
+        let mut messages = self.inner.fetch(uids).await?;
+        let hidden = self.faults.hidden.lock().unwrap().clone();
+        let in_batches = self.faults.hidden_in_batches.lock().unwrap().clone();
+        messages.retain(|m| {
+            let in_batch = uids.len() > 1 && in_batches.contains(&m.uid);
+            !(hidden.contains(&m.uid) || in_batch)
+        });
+        for m in &messages {
+            self.faults
+                .largest_fetched
+                .fetch_max(m.raw.len(), Ordering::SeqCst);
+        }
+        Ok(messages)
+    }
+
+    async fn fetch_header(&mut self, uid: u32) -> Result<Option<Vec<u8>>, MailboxError> {
+        self.inner.fetch_header(uid).await
+    }
+
+    async fn close(self: Box<Self>) {
+        self.inner.close().await
     }
 }

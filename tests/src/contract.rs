@@ -70,6 +70,8 @@ pub fn account(raw_id: &str) -> Account {
         zendesk_instance: None,
         zendesk: Default::default(),
         password_set_at: None,
+        nonce: None,
+        max_message_bytes: None,
         health: Default::default(),
         created_at: at,
         updated_at: at,
@@ -1068,6 +1070,13 @@ pub async fn lease_release_keeps_poll_stats(env: &Env) {
         comments_added: 0,
         receipts_noted: 0,
         unreadable: 0,
+        failing: Some(connector::domain::FailingMessage {
+            uid_validity: 7,
+            uid: 3,
+            failures: 2,
+            last_error: "zendesk rejected the ticket (422)".into(),
+        }),
+        ..PollStats::default()
     };
     store.release_lease_with(&l, Some(&failed)).await.unwrap();
     let l = lease(store, &a.id, "poller-2").await;
@@ -1088,6 +1097,17 @@ pub async fn lease_release_keeps_poll_stats(env: &Env) {
         comments_added: 2,
         receipts_noted: 3,
         unreadable: 4,
+        parked: 1,
+        too_large: 2,
+        gaps: 3,
+        last_parked: Some(connector::domain::ParkedMessage {
+            uid_validity: 7,
+            uid: 3,
+            ticket: Some(44),
+            reason: "zendesk rejected the ticket (422)".into(),
+            at: at + TimeDelta::minutes(5),
+        }),
+        failing: None,
     };
     store.release_lease_with(&l, Some(&ok)).await.unwrap();
     let l = lease(store, &a.id, "poller-3").await;

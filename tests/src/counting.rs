@@ -172,6 +172,14 @@ impl Store for CountingStore {
         self.write();
         self.inner.update_account(account).await
     }
+    async fn set_account_health(
+        &self,
+        id: &AccountId,
+        health: &connector::domain::AccountHealth,
+    ) -> Result<(), StoreError> {
+        self.write();
+        self.inner.set_account_health(id, health).await
+    }
     async fn delete_account(&self, id: &AccountId) -> Result<bool, StoreError> {
         self.write();
         self.inner.delete_account(id).await

@@ -436,6 +436,11 @@ impl MailboxSession for CountingSession {
         Ok(messages)
     }
 
+    async fn fetch_header(&mut self, uid: u32) -> Result<Option<Vec<u8>>, MailboxError> {
+        self.calls.fetch.fetch_add(1, Ordering::SeqCst);
+        self.inner.fetch_header(uid).await
+    }
+
     async fn close(self: Box<Self>) {
         self.calls.closes.fetch_add(1, Ordering::SeqCst);
         self.inner.close().await
@@ -539,6 +544,8 @@ impl InboundEnv {
             zendesk_instance: None,
             zendesk: Default::default(),
             password_set_at: None,
+            nonce: None,
+            max_message_bytes: None,
             health: Default::default(),
             created_at: now,
             updated_at: now,
@@ -678,7 +685,12 @@ impl InboundEnv {
 
     /// The marker (`external_id`, idempotency key, note reference) of the message at `uid`.
     pub fn marker(&self, uid_validity: u32, uid: u32) -> String {
-        format!("pec:{}:{uid_validity}:{uid}", self.account.id.as_str())
+        connector::domain::TicketMarker::of(
+            &self.account,
+            connector::domain::UidValidity::new(uid_validity).expect("uid validity"),
+            connector::domain::Uid::new(uid).expect("uid"),
+        )
+        .to_string()
     }
 
     /// A ticket an agent opened in Zendesk (e.g. the one a PEC is sent from).
@@ -909,6 +921,29 @@ pub mod mail {
         PecBuilder::new(kind, provider(), d)
             .original(original)
             .signature(SignatureMode::signed_by(SigningIdentity::sandbox()))
+            .build()
+            .expect("provider message")
+    }
+
+    /// The same, with another signature (e.g. [`SignatureMode::Placeholder`]: an invalid one).
+    pub fn provider_message_signed(
+        kind: Kind,
+        original: &[u8],
+        facts: Facts,
+        signature: SignatureMode,
+    ) -> Vec<u8> {
+        let mut d = pec::build::daticert_from_original(original);
+        d.identificativo = Some(facts.identificativo);
+        d.gestore_emittente = Some(GESTORE.to_owned());
+        d.data = Some(when());
+        d.consegna = facts.consegna;
+        if let Some((errore, esteso)) = facts.errore {
+            d.errore = errore;
+            d.errore_esteso = Some(esteso);
+        }
+        PecBuilder::new(kind, provider(), d)
+            .original(original)
+            .signature(signature)
             .build()
             .expect("provider message")
     }

@@ -70,6 +70,7 @@ pub fn test_options() -> SendOptions {
         webhook_budget: Duration::from_secs(6),
         retry_budget: Duration::from_secs(6),
         claim_ttl: Duration::from_secs(60),
+        ambiguous_grace: Duration::from_secs(1),
         egress_ip: Some("203.0.113.7".to_owned()),
         ..SendOptions::default()
     }
@@ -179,6 +180,18 @@ impl OutboundEnv {
     /// Calls the webhook route with exactly these headers and body.
     pub async fn call(&self, headers: Vec<(String, String)>, body: Vec<u8>) -> Answer {
         call(&self.router, "POST", api::WEBHOOK_PATH, headers, body).await
+    }
+
+    /// The account's due sends tried again now, as a poll that caught up does.
+    pub async fn retry(&self) -> connector::outbound::RetryOutcome {
+        self.outbound
+            .retry_due(
+                &self.env.account.id,
+                Utc::now(),
+                Instant::now() + Duration::from_secs(60),
+            )
+            .await
+            .expect("retry due sends")
     }
 
     /// What the SMTP server accepted from this account (its login), oldest first.

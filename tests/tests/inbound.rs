@@ -16,6 +16,14 @@ use e2e::inbound_env::{Calls, EnvOptions, InboundEnv, PrivateDovecot, TicketView
 use pec::{ParseError, PecMessage, ReceiptKind};
 
 /// `pec_connector_<address without @>`.
+/// A poll that read the mailbox to its end and did nothing else.
+fn done() -> PollOutcome {
+    PollOutcome {
+        caught_up: true,
+        ..PollOutcome::default()
+    }
+}
+
 fn account_tag(env: &InboundEnv) -> String {
     format!("pec_connector_{}", env.user.replace('@', ""))
 }
@@ -84,7 +92,7 @@ async fn messages_of_every_kind_become_the_tickets_comments_notes_attachments_an
         PollOutcome {
             tickets_created: 5,
             unreadable: 1,
-            ..PollOutcome::default()
+            ..done()
         }
     );
     assert_eq!(env.tickets().len(), 5);
@@ -246,7 +254,7 @@ async fn messages_of_every_kind_become_the_tickets_comments_notes_attachments_an
         outcome,
         PollOutcome {
             receipts_noted: 3,
-            ..PollOutcome::default()
+            ..done()
         }
     );
     assert_eq!(
@@ -324,7 +332,7 @@ async fn messages_of_every_kind_become_the_tickets_comments_notes_attachments_an
         outcome,
         PollOutcome {
             comments_added: 2,
-            ..PollOutcome::default()
+            ..done()
         }
     );
     assert_eq!(env.tickets().len(), 5, "a reply opens no ticket");
@@ -372,7 +380,7 @@ async fn receipts_in_ticket_mode_open_a_ticket_each_and_leave_the_case_alone() {
         outcome,
         PollOutcome {
             tickets_created: 2,
-            ..PollOutcome::default()
+            ..done()
         }
     );
     assert_eq!(
@@ -446,7 +454,7 @@ async fn receipts_in_both_mode_note_the_case_and_open_a_ticket_each() {
         outcome,
         PollOutcome {
             receipts_noted: 2,
-            ..PollOutcome::default()
+            ..done()
         }
     );
     let t = env.ticket(case.get());
@@ -478,7 +486,7 @@ async fn first_activation_on_50_old_messages_imports_none_and_then_the_next_new_
         outcome,
         PollOutcome {
             baseline: true,
-            ..PollOutcome::default()
+            ..done()
         }
     );
     assert!(env.tickets().is_empty());
@@ -493,7 +501,7 @@ async fn first_activation_on_50_old_messages_imports_none_and_then_the_next_new_
         outcome,
         PollOutcome {
             tickets_created: 1,
-            ..PollOutcome::default()
+            ..done()
         }
     );
     let v = cursor.uid_validity.get();
@@ -753,10 +761,19 @@ async fn a_uidvalidity_reset_by_the_server_duplicates_nothing_and_loses_nothing(
         PollOutcome {
             tickets_created: 1,
             duplicates: 4,
-            ..PollOutcome::default()
+            ..done()
         }
     );
-    assert_eq!(env.tickets().len(), 5);
+    let tickets = env.tickets();
+    let alerts = tickets
+        .iter()
+        .filter(|t| t.has_tag("pec_connector_avviso"))
+        .count();
+    assert_eq!(
+        (tickets.len() - alerts, alerts),
+        (5, 1),
+        "one alert tells the admins the mailbox was renumbered"
+    );
     for uid in 1..=4 {
         ticket_of(&env, old, uid);
     }
@@ -765,7 +782,7 @@ async fn a_uidvalidity_reset_by_the_server_duplicates_nothing_and_loses_nothing(
     let cursor = env.cursor().await.unwrap();
     assert_eq!((cursor.uid_validity.get(), cursor.last_uid), (new, 5));
     // And nothing more on the next run.
-    assert_eq!(env.poll().await.unwrap(), PollOutcome::default());
+    assert_eq!(env.poll().await.unwrap(), done());
 }
 
 // ----- 4. Zendesk failures -----------------------------------------------------------------------
@@ -937,7 +954,7 @@ async fn perf_a_poll_with_nothing_new_issues_at_most_5_imap_commands_and_fetches
     let started = Instant::now();
     let outcome = env.poll().await.expect("poll");
     let took = started.elapsed();
-    assert_eq!(outcome, PollOutcome::default());
+    assert_eq!(outcome, done());
     let idle = env.calls.take();
     let sessions: Vec<(String, Vec<String>)> = private
         .sessions()
@@ -1188,7 +1205,12 @@ async fn a_uidvalidity_reset_does_not_import_what_was_there_before_the_first_act
     ));
     env.append_dated(again).await;
     let outcome = env.poll().await.expect("poll after the reset");
-    let subjects: Vec<String> = env.tickets().into_iter().map(|t| t.subject).collect();
+    let tickets = env.tickets();
+    let subjects: Vec<&str> = tickets
+        .iter()
+        .filter(|t| !t.has_tag("pec_connector_avviso"))
+        .map(|t| t.subject.as_str())
+        .collect();
     println!("after the reset: {outcome:?}; tickets {subjects:?}");
     assert_eq!(
         subjects,
@@ -1198,4 +1220,17 @@ async fn a_uidvalidity_reset_does_not_import_what_was_there_before_the_first_act
         ],
         "the messages older than the activation stay out, as on the first activation"
     );
+    assert_eq!(outcome.skipped, 5, "{outcome:?}");
+    // One alert says what happened and lists what was not imported again.
+    let alerts: Vec<_> = tickets
+        .iter()
+        .filter(|t| t.has_tag("pec_connector_avviso"))
+        .collect();
+    assert_eq!(alerts.len(), 1);
+    assert!(
+        alerts[0].subject.contains("rinumerata"),
+        "{}",
+        alerts[0].subject
+    );
+    assert!(alerts[0].comments[0].html.contains("Comunicato 3"));
 }

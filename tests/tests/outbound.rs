@@ -501,7 +501,7 @@ async fn a_rejected_password_is_noted_and_not_retried() {
     assert!(notes[0].contains("PEC non inviata a"));
     assert!(notes[0].contains("rifiutato la password") && notes[0].contains("scadono"));
     assert!(!notes[0].contains("secret"), "never the password");
-    let retried = o.outbound.retry_due(&o.env.account.id).await.unwrap();
+    let retried = o.retry().await;
     assert_eq!(retried, Default::default(), "nothing left to retry");
     assert!(o.delivered().is_empty());
     let record = sent_record(&o, ticket).await;
@@ -529,10 +529,7 @@ async fn a_blocked_ip_is_noted_with_the_address_to_allow() {
         "the server's words"
     );
     assert!(notes[0].contains("203.0.113.7"), "the IP to allow-list");
-    assert_eq!(
-        o.outbound.retry_due(&o.env.account.id).await.unwrap(),
-        Default::default()
-    );
+    assert_eq!(o.retry().await, Default::default());
     assert!(o.delivered().is_empty());
 }
 
@@ -554,7 +551,7 @@ async fn a_busy_server_gets_the_send_again_at_the_next_poll() {
     );
     assert!(o.delivered().is_empty());
 
-    let retried = o.outbound.retry_due(&o.env.account.id).await.unwrap();
+    let retried = o.retry().await;
     assert_eq!((retried.sent, retried.queued), (1, 0), "{retried:?}");
     assert_eq!(o.delivered().len(), 1);
     let notes = o.notes(ticket);
@@ -562,16 +559,13 @@ async fn a_busy_server_gets_the_send_again_at_the_next_poll() {
     assert!(notes[1].contains("PEC inviata a"));
     assert_eq!(sent_record(&o, ticket).await.status, SendStatus::Sent);
     // Nothing left: the next poll sends nothing.
-    assert_eq!(
-        o.outbound.retry_due(&o.env.account.id).await.unwrap(),
-        Default::default()
-    );
+    assert_eq!(o.retry().await, Default::default());
     assert_eq!(o.delivered().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_server_is_retried_then_given_up_with_a_note() {
-    let o = OutboundEnv::new("stall").await;
+    let o = OutboundEnv::new("stallmail").await;
     let ticket = o.env.agent_ticket("Bloccato").await.get();
     let answer = o
         .deliver(&o.template_body(ticket, "Oggetto", "Testo"), "inv-stall")
@@ -584,9 +578,9 @@ async fn a_stalled_server_is_retried_then_given_up_with_a_note() {
         answer.elapsed
     );
     // Tries 2 and 3 (the last: max_attempts is 3).
-    let second = o.outbound.retry_due(&o.env.account.id).await.unwrap();
+    let second = o.retry().await;
     assert_eq!(second.queued, 1, "{second:?}");
-    let third = o.outbound.retry_due(&o.env.account.id).await.unwrap();
+    let third = o.retry().await;
     assert_eq!(third.failed, 1, "{third:?}");
     let notes = o.notes(ticket);
     assert_eq!(
@@ -602,7 +596,7 @@ async fn a_stalled_server_is_retried_then_given_up_with_a_note() {
     assert!(notes[1].contains("dopo 3 tentativi"), "{}", notes[1]);
     assert_eq!(sent_record(&o, ticket).await.status, SendStatus::Failed);
     assert_eq!(
-        o.outbound.retry_due(&o.env.account.id).await.unwrap(),
+        o.retry().await,
         Default::default(),
         "given up: nothing left"
     );
@@ -731,10 +725,7 @@ async fn a_queued_send_waits_for_its_backoff_then_leaves_with_the_accounts_next_
         .await;
     assert_eq!(answer.outcome(), "queued", "{answer:?}");
     // Not due yet: a poll right away leaves it alone.
-    assert_eq!(
-        o.outbound.retry_due(&o.env.account.id).await.unwrap(),
-        Default::default()
-    );
+    assert_eq!(o.retry().await, Default::default());
     assert!(o.delivered().is_empty());
     tokio::time::sleep(Duration::from_millis(2100)).await;
     // The scheduled poll (the poller Lambda's handler) reads the mailbox, then retries.

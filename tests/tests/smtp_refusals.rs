@@ -30,7 +30,7 @@ async fn send_as(fault: &str) -> (Answer, Vec<String>, usize) {
         .map(|n| n.replace("&#39;", "'"))
         .collect();
     assert_eq!(
-        o.outbound.retry_due(&o.env.account.id).await.unwrap(),
+        o.retry().await,
         Default::default(),
         "{fault}: a blocked IP is not retried"
     );

@@ -317,6 +317,70 @@ nonzero_u32!(
     "uidvalidity"
 );
 
+/// What identifies the message a ticket, comment or note came from, written into it (a
+/// ticket's `external_id`, a comment's reference line): `pec:<account>:<nonce>:<uidvalidity>:<uid>`,
+/// or `pec:<account>:<uidvalidity>:<uid>` for accounts registered before the registration nonce.
+/// The nonce makes a marker unique to one registration of an account id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TicketMarker {
+    pub account: AccountId,
+    pub nonce: Option<String>,
+    pub uid_validity: UidValidity,
+    pub uid: Uid,
+}
+
+impl TicketMarker {
+    /// The marker of message `uid` under `uid_validity` of `account`'s current registration.
+    pub fn of(account: &Account, uid_validity: UidValidity, uid: Uid) -> Self {
+        TicketMarker {
+            account: account.id.clone(),
+            nonce: account.nonce.clone(),
+            uid_validity,
+            uid,
+        }
+    }
+
+    /// Reads a marker; `None` for anything else (another integration's external id).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let parts: Vec<&str> = raw.strip_prefix("pec:")?.split(':').collect();
+        let (account, nonce, uv, uid) = match parts.as_slice() {
+            [a, uv, uid] => (a, None, uv, uid),
+            [a, n, uv, uid] => {
+                let ok = !n.is_empty()
+                    && n.len() <= 32
+                    && n.chars()
+                        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+                if !ok {
+                    return None;
+                }
+                (a, Some((*n).to_owned()), uv, uid)
+            }
+            _ => return None,
+        };
+        Some(TicketMarker {
+            account: AccountId::parse(account).ok()?,
+            nonce,
+            uid_validity: UidValidity::parse(uv).ok()?,
+            uid: Uid::parse(uid).ok()?,
+        })
+    }
+
+    /// Whether the marker was made by `account`'s current registration.
+    pub fn is_of(&self, account: &Account) -> bool {
+        self.account == account.id && self.nonce == account.nonce
+    }
+}
+
+impl fmt::Display for TicketMarker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pec:{}:", self.account)?;
+        if let Some(n) = &self.nonce {
+            write!(f, "{n}:")?;
+        }
+        write!(f, "{}:{}", self.uid_validity.get(), self.uid.get())
+    }
+}
+
 /// A Zendesk ticket id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "u64", into = "u64")]
@@ -560,6 +624,15 @@ pub struct Account {
     /// When the password was last set (app passwords expire: Aruba's after 4 months).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_set_at: Option<DateTime<Utc>>,
+    /// Chosen at registration, part of every ticket marker: an account id deleted and
+    /// registered again never takes an old ticket for a new message. `None` for accounts
+    /// registered before markers carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Largest message imported whole (bytes); a larger one becomes a ticket with its headers
+    /// and stays in the mailbox. `None`: the deployment's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<u64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -736,6 +809,7 @@ pub struct Lease {
 
 /// What the polls of an account did, kept with its cursor (written by the lease release).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PollStats {
     pub last_poll_at: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
@@ -746,10 +820,54 @@ pub struct PollStats {
     pub comments_added: u64,
     pub receipts_noted: u64,
     pub unreadable: u64,
+    /// Messages that could not be imported and were parked (a "PEC non importabile" ticket with
+    /// the raw message), so the mailbox went on.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub parked: u64,
+    /// Messages over the size limit, imported as a ticket with their headers only.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub too_large: u64,
+    /// Messages the server listed but did not return when fetched.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub gaps: u64,
+    /// The last parked message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_parked: Option<ParkedMessage>,
+    /// The message the last polls stopped at with an error that is neither passing nor
+    /// permanent: after a few such polls in a row it is parked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing: Option<FailingMessage>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A message the mailbox could not import, parked so that later PEC still arrive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedMessage {
+    pub uid_validity: u32,
+    pub uid: u32,
+    /// The ticket that holds it (or, when even that failed, the alert naming its UID).
+    pub ticket: Option<u64>,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A message that failed on consecutive polls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailingMessage {
+    pub uid_validity: u32,
+    pub uid: u32,
+    /// Consecutive polls that stopped at it.
+    pub failures: u32,
+    pub last_error: String,
 }
 
 /// The answer to a lease request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// One lives at a time, briefly: the size of the granted lease (with its stats) is no concern.
+#[allow(clippy::large_enum_variant)]
 pub enum LeaseOutcome {
     Acquired(Lease),
     /// Someone else holds an unexpired lease.
@@ -771,6 +889,11 @@ pub enum MessageOutcome {
     ReceiptNoted,
     /// It had a Message-ID already recorded: nothing new was created.
     Duplicate,
+    /// It could not be imported: a ticket holds the raw message and the reason.
+    Parked,
+    /// A renumbered mailbox's message older than the last good poll: not imported again (the
+    /// renumbering's alert ticket lists it).
+    Skipped,
 }
 
 /// The idempotency record of one inbound message: (account, UIDVALIDITY, UID) and, when the
@@ -1011,6 +1134,38 @@ pub struct PollRequest {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn markers_round_trip_old_and_new_and_refuse_others() {
+        let old = TicketMarker::parse("pec:aruba-1:7:42").unwrap();
+        assert_eq!(
+            (
+                old.account.as_str(),
+                old.nonce.clone(),
+                old.uid_validity.get(),
+                old.uid.get()
+            ),
+            ("aruba-1", None, 7, 42)
+        );
+        assert_eq!(old.to_string(), "pec:aruba-1:7:42");
+        let new = TicketMarker::parse("pec:aruba-1:0a1b2c3d4e5f:7:42").unwrap();
+        assert_eq!(new.nonce.as_deref(), Some("0a1b2c3d4e5f"));
+        assert_eq!(new.to_string(), "pec:aruba-1:0a1b2c3d4e5f:7:42");
+        assert_ne!(old, new, "another registration of the same id");
+        for bad in [
+            "",
+            "pec:",
+            "pec:a:1",
+            "pec:a:n0n:1:2",
+            "pec:a:ABC:1:2",
+            "pec:a:1:2:3:4",
+            "x:a:1:2",
+            "pec:A:1:2",
+            "pec:a:x:2",
+        ] {
+            assert!(TicketMarker::parse(bad).is_none(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_non_accettazione_is_no_proof_of_sending() {

@@ -22,6 +22,8 @@
 //!     ticket, comment or note, exactly once ([`inbound::render`] says what agents see);
 //!   * [`outbound`] — sending PEC from Zendesk: the webhook's verification and payload,
 //!     composing the message, and the send use case with its outbox of retries;
+//!   * [`run`] (feature `smtp`) — one scheduled run of an account: the poll, then the due
+//!     sends once the mailbox is read to its end (the poller Lambda and `serve` both run it);
 //!   * [`accounts`] — removing an account and all it left behind;
 //!   * `admin` — registering, changing and removing accounts over HTTP, with the login checks
 //!     and the Zendesk provisioning (webhook, trigger category, triggers).
@@ -38,6 +40,8 @@ pub mod mailbox;
 pub mod mailer;
 pub mod outbound;
 pub mod ports;
+#[cfg(feature = "smtp")]
+pub mod run;
 pub mod schedules;
 pub mod secrets;
 pub mod store;

@@ -12,9 +12,10 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use crate::domain::{
-    Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
-    MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, PollStats,
-    RecordOutcome, Schedule, SecretName, SendStatus, TicketId, Uid, UidValidity, ZendeskInstance,
+    Account, AccountHealth, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder,
+    LeaseOutcome, MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress,
+    PollStats, RecordOutcome, Schedule, SecretName, SendStatus, TicketId, Uid, UidValidity,
+    ZendeskInstance,
 };
 use crate::schedules::SchedulesError;
 use crate::secrets::SecretsError;
@@ -40,6 +41,14 @@ pub trait Store: Send + Sync {
     async fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
     /// Replaces an existing account's settings. [`StoreError::NotFound`] if there is none.
     async fn update_account(&self, account: &Account) -> Result<(), StoreError>;
+    /// Replaces only the account's mailbox health (what polls learn), leaving every setting as
+    /// it is stored: a poll never undoes an admin's change made meanwhile.
+    /// [`StoreError::NotFound`] if there is no such account.
+    async fn set_account_health(
+        &self,
+        id: &AccountId,
+        health: &AccountHealth,
+    ) -> Result<(), StoreError>;
     /// Removes the account and everything kept for it (cursor, lease, message and outbound
     /// records, outbox). Returns whether there was an account. Deleting twice is not an error.
     async fn delete_account(&self, id: &AccountId) -> Result<bool, StoreError>;

@@ -49,8 +49,9 @@ pub enum Response {
 }
 
 /// Handles one invocation: polls the account until shortly before the Lambda deadline, then
-/// (with `outbound`) tries again the account's sends that are due — after the poll, so that a
-/// receipt just read can show a send was accepted after all.
+/// (with `outbound`, and when the poll read the mailbox to its end) tries again the account's
+/// sends that are due — after the poll, so that a receipt just read can show a send was accepted
+/// after all ([`connector::run::run_account`]).
 pub async fn handle(
     inbound: &Inbound,
     outbound: Option<&Outbound>,
@@ -58,18 +59,9 @@ pub async fn handle(
 ) -> Result<Response, lambda_runtime::Error> {
     let account = account_of(&event.payload)?;
     let deadline = instant_of(event.context.deadline);
-    let polled = inbound.poll(&account, deadline).await;
-    if let Some(outbound) = outbound
-        && !matches!(&polled, Ok(o) if o.busy)
-    {
-        match outbound.retry_due(&account).await {
-            Ok(retried) if retried == Default::default() => {}
-            Ok(retried) => tracing::info!(account = %account.as_str(), ?retried, "outbox retried"),
-            Err(e) => {
-                tracing::error!(account = %account.as_str(), error = %e, "outbox retry failed")
-            }
-        }
-    }
+    let polled = connector::run::run_account(inbound, outbound, &account, deadline)
+        .await
+        .polled;
     match polled {
         Ok(outcome) => {
             tracing::info!(account = %account.as_str(), ?outcome, "poll done");

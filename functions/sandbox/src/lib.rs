@@ -30,4 +30,4 @@ pub mod zendesk;
 
 pub use provider::PecProvider;
 pub use provider_sim::PecProviderSimulator;
-pub use zendesk::{AgentUpdate, ZendeskSimulator};
+pub use zendesk::{AgentUpdate, TicketRefusal, ZendeskSimulator};

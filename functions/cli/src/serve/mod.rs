@@ -6,8 +6,8 @@
 //! [`Server::start`] builds everything and binds the listener; [`Server::run`] serves
 //! [`api::router`] and runs the polls the schedules ask for until `shutdown` completes:
 //!
-//! * every [`PollRequest`] runs [`Inbound::poll`] and then [`Outbound::retry_due`], as the
-//!   poller Lambda does; polls of different accounts run side by side, and the store's lease
+//! * every [`PollRequest`] runs [`connector::run::run_account`] (the poll, then the due sends
+//!   once the mailbox is read to its end), as the poller Lambda does; polls of different accounts run side by side, and the store's lease
 //!   keeps two polls of one account from working the same mailbox;
 //! * the local schedules live in memory, so on start one is put for every stored account, and
 //!   every enabled account is polled once at once (mail that arrived while the server was down
@@ -385,14 +385,14 @@ async fn poll_loop(
 
 /// One account's poll, then its due sends, as the poller Lambda does; the outcome is logged.
 async fn poll_once(inbound: Arc<Inbound>, outbound: Arc<Outbound>, account: AccountId) {
-    let polled = inbound.poll(&account, Instant::now() + POLL_BUDGET).await;
-    if !matches!(&polled, Ok(o) if o.busy) {
-        match outbound.retry_due(&account).await {
-            Ok(retried) if retried == Default::default() => {}
-            Ok(retried) => tracing::info!(account = %account, ?retried, "outbox retried"),
-            Err(e) => tracing::error!(account = %account, error = %e, "outbox retry failed"),
-        }
-    }
+    let polled = connector::run::run_account(
+        &inbound,
+        Some(&outbound),
+        &account,
+        Instant::now() + POLL_BUDGET,
+    )
+    .await
+    .polled;
     match polled {
         Ok(outcome) => tracing::info!(account = %account, ?outcome, "poll done"),
         Err(e) if e.is_mailbox_problem() => {

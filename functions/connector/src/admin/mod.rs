@@ -158,6 +158,9 @@ pub struct AccountView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zendesk_instance: Option<String>,
     pub zendesk: ZendeskObjects,
+    /// Largest message imported whole, in MB (absent: the deployment's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_mb: Option<u64>,
     pub status: AccountStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -185,6 +188,12 @@ pub struct AccountStatus {
     pub last_poll_error: Option<String>,
     /// What the polls did since registration.
     pub counts: PollCounts,
+    /// The last message that could not be imported and was parked (its ticket holds it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_parked: Option<crate::domain::ParkedMessage>,
+    /// A message the last polls stopped at; parked after a few polls in a row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing: Option<crate::domain::FailingMessage>,
 }
 
 /// What the polls of an account did since registration.
@@ -194,6 +203,12 @@ pub struct PollCounts {
     pub comments_added: u64,
     pub receipts_noted: u64,
     pub unreadable: u64,
+    /// Messages parked ("PEC non importabile").
+    pub parked: u64,
+    /// Messages over the size limit, imported with their headers only.
+    pub too_large: u64,
+    /// Messages the server listed but did not return.
+    pub gaps: u64,
 }
 
 impl Admin {
@@ -260,6 +275,8 @@ impl Admin {
                 zendesk_instance: reg.zendesk_instance.clone(),
                 zendesk: Default::default(),
                 password_set_at: None,
+                nonce: Some(registration_nonce()),
+                max_message_bytes: None,
                 created_at: now,
                 updated_at: now,
             },
@@ -295,6 +312,9 @@ impl Admin {
         };
         account.receipt_mode = reg.receipt_mode;
         account.outbound_attachments = reg.outbound_attachments;
+        if let Some(mb) = reg.max_message_mb {
+            account.max_message_bytes = Some(mb * 1024 * 1024);
+        }
         account.password_set_at = Some(now);
         account.updated_at = now;
 
@@ -355,6 +375,9 @@ impl Admin {
         }
         if let Some(e) = changes.enabled {
             account.enabled = e;
+        }
+        if let Some(mb) = changes.max_message_mb {
+            account.max_message_bytes = Some(mb * 1024 * 1024);
         }
         if changes.needs_login_check() {
             let password = match &changes.password {
@@ -581,6 +604,7 @@ impl Admin {
                 .as_ref()
                 .map(|i| i.as_str().to_owned()),
             zendesk: account.zendesk.clone(),
+            max_message_mb: account.max_message_bytes.map(|b| b / (1024 * 1024)),
             status: AccountStatus {
                 mailbox: problem.map_or("ok".to_owned(), |p| {
                     serde_json::to_value(p.kind)
@@ -602,7 +626,12 @@ impl Admin {
                     comments_added: stats.comments_added,
                     receipts_noted: stats.receipts_noted,
                     unreadable: stats.unreadable,
+                    parked: stats.parked,
+                    too_large: stats.too_large,
+                    gaps: stats.gaps,
                 },
+                last_parked: stats.last_parked,
+                failing: stats.failing,
             },
             created_at: account.created_at,
             updated_at: account.updated_at,
@@ -626,6 +655,13 @@ impl Admin {
             LeaseOutcome::Held { .. } => Ok((None, PollStats::default())),
         }
     }
+}
+
+/// 6 random bytes, hex: the registration's part of its ticket markers.
+fn registration_nonce() -> String {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    crate::outbound::compose::hex(&bytes)
 }
 
 /// An IMAP refusal as the field an admin must fix.

@@ -82,6 +82,8 @@ pub struct Registration {
     pub guard_notifications: bool,
     /// A registered Zendesk instance; `None`: the deployment's default.
     pub zendesk_instance: Option<InstanceId>,
+    /// Largest message imported whole, in MB; `None`: the deployment's default.
+    pub max_message_mb: Option<u64>,
 }
 
 /// `PATCH /accounts/{id}`: only what is given changes.
@@ -98,6 +100,7 @@ pub struct Changes {
     pub outbound_attachments: Option<AttachmentsPolicy>,
     pub enabled: Option<bool>,
     pub guard_notifications: Option<bool>,
+    pub max_message_mb: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +123,7 @@ struct RawRegistration {
     enabled: Option<Value>,
     guard_notifications: Option<Value>,
     zendesk_instance: Option<Value>,
+    max_message_mb: Option<Value>,
 }
 
 fn bad(field: &'static str, reason: impl Into<String>) -> InvalidInput {
@@ -225,6 +229,28 @@ fn interval(v: &Option<Value>) -> Result<Option<PollInterval>, InvalidInput> {
         Some(_) => Err(bad(
             "poll_interval_minutes",
             "must be a number from 1 to 60",
+        )),
+    }
+}
+
+/// The largest message imported whole: 1 to 2048 MB (a message above it becomes a ticket with
+/// its headers; mind the poller's memory).
+fn max_message_mb(v: &Option<Value>) -> Result<Option<u64>, InvalidInput> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .filter(|m| (1..=2048).contains(m))
+            .map(Some)
+            .ok_or_else(|| {
+                bad(
+                    "max_message_mb",
+                    "must be a whole number of MB from 1 to 2048",
+                )
+            }),
+        Some(_) => Err(bad(
+            "max_message_mb",
+            "must be a number of MB from 1 to 2048",
         )),
     }
 }
@@ -391,6 +417,7 @@ impl Registration {
             zendesk_instance: string("zendesk_instance", &r.zendesk_instance)?
                 .map(|i| InstanceId::parse(&i).map_err(|e| bad("zendesk_instance", e.reason)))
                 .transpose()?,
+            max_message_mb: max_message_mb(&r.max_message_mb)?,
         })
     }
 }
@@ -462,6 +489,7 @@ impl Changes {
             outbound_attachments: attachments(&r.outbound_attachments)?,
             enabled,
             guard_notifications: flag("guard_notifications", &r.guard_notifications)?,
+            max_message_mb: max_message_mb(&r.max_message_mb)?,
         })
     }
 

@@ -32,9 +32,10 @@ use zendesk::{
 };
 
 use crate::domain::{
-    Account, AccountId, AccountProblem, Cursor, DeliveryState, Lease, LeaseHolder, LeaseOutcome,
-    MessageId, MessageOutcome, MessageRecord, OutboundRecord, PecAddress, PollStats, ProblemKind,
-    ReceiptMode, RecordOutcome, SendStatus, TicketId, Uid, UidValidity,
+    Account, AccountHealth, AccountId, AccountProblem, Cursor, DeliveryState, FailingMessage,
+    Lease, LeaseHolder, LeaseOutcome, MessageId, MessageOutcome, MessageRecord, OutboundRecord,
+    ParkedMessage, PecAddress, PollStats, ProblemKind, ReceiptMode, RecordOutcome, SendStatus,
+    TicketId, TicketMarker, Uid, UidValidity,
 };
 use crate::mailbox::{FetchedMessage, MailboxError, MailboxProvider, MailboxSession, MessageRef};
 use crate::ports::{Secrets, Store};
@@ -60,6 +61,25 @@ pub struct PollOptions {
     /// How long a mailbox may stay unreachable before the admins get an alert ticket (network
     /// blips heal by themselves; a refused login does not and is alerted at once).
     pub unreachable_grace: Duration,
+    /// Largest message fetched whole (accounts may set their own); a larger one becomes a
+    /// ticket with its headers and stays in the mailbox. Default: a quarter of the function's
+    /// memory (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`), else 64 MiB.
+    pub max_message_bytes: u64,
+    /// Polls in a row a message may stop at with an error that is neither passing (429, 5xx,
+    /// network) nor plainly permanent before it is parked (default 3).
+    pub park_after: u32,
+    /// How far back from the last successful poll a renumbered mailbox's messages are still
+    /// imported (default 1 hour).
+    pub renumbered_margin: Duration,
+}
+
+/// A quarter of the Lambda function's memory, when running in one; else 64 MiB.
+pub fn default_max_message_bytes() -> u64 {
+    std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .ok()
+        .and_then(|mb| mb.trim().parse::<u64>().ok())
+        .map(|mb| mb * 1024 * 1024 / 4)
+        .unwrap_or(64 * 1024 * 1024)
 }
 
 impl Default for PollOptions {
@@ -70,6 +90,9 @@ impl Default for PollOptions {
             margin: Duration::from_secs(10),
             lease_slack: Duration::from_secs(30),
             unreachable_grace: Duration::from_secs(15 * 60),
+            max_message_bytes: default_max_message_bytes(),
+            park_after: 3,
+            renumbered_margin: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -101,31 +124,70 @@ pub struct PollOutcome {
     pub duplicates: u32,
     /// Messages that could not be parsed (each became a ticket with the raw message attached).
     pub unreadable: u32,
+    /// Messages that could not be imported and were parked ("PEC non importabile").
+    pub parked: u32,
+    /// Messages over the size limit, imported with their headers only.
+    pub too_large: u32,
+    /// Messages the server listed but did not return (each parked).
+    pub gaps: u32,
+    /// Messages of a renumbered mailbox not imported again (older than the last good poll).
+    pub skipped: u32,
+    /// The last message parked by this poll.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_parked: Option<ParkedMessage>,
     /// New messages left for the next run (the deadline came first).
     pub remaining: u32,
+    /// The mailbox was read to its end: everything that was there when the poll listed it is
+    /// handled (what a held-back send waits for).
+    pub caught_up: bool,
 }
 
-/// The account's poll stats after a poll that ended with `result` at `now`: a success clears
-/// the last error and adds to the totals, a failure records its error (never a secret).
+/// The account's poll stats after a poll that did `outcome` (also when it stopped early) and
+/// ended with `result` at `now`: the totals add up, a success clears the last error, a failure
+/// records it (never a secret); a message that stopped the poll is remembered for parking.
 fn poll_stats(
     before: &PollStats,
-    result: &Result<PollOutcome, PollError>,
+    outcome: &PollOutcome,
+    result: &Result<(), PollError>,
     now: DateTime<Utc>,
 ) -> PollStats {
     let mut stats = PollStats {
         last_poll_at: Some(now),
         ..before.clone()
     };
+    stats.tickets_created += u64::from(outcome.tickets_created);
+    stats.comments_added += u64::from(outcome.comments_added);
+    stats.receipts_noted += u64::from(outcome.receipts_noted);
+    stats.unreadable += u64::from(outcome.unreadable);
+    stats.parked += u64::from(outcome.parked);
+    stats.too_large += u64::from(outcome.too_large);
+    stats.gaps += u64::from(outcome.gaps);
+    if let Some(p) = &outcome.last_parked {
+        stats.last_parked = Some(p.clone());
+    }
     match result {
-        Ok(outcome) => {
+        Ok(()) => {
             stats.last_success_at = Some(now);
             stats.last_error = None;
-            stats.tickets_created += u64::from(outcome.tickets_created);
-            stats.comments_added += u64::from(outcome.comments_added);
-            stats.receipts_noted += u64::from(outcome.receipts_noted);
-            stats.unreadable += u64::from(outcome.unreadable);
+            stats.failing = None;
         }
-        Err(e) => stats.last_error = Some(e.to_string()),
+        Err(e) => {
+            stats.last_error = Some(e.to_string());
+            if let PollError::MessageFailed {
+                uid_validity,
+                uid,
+                failures,
+                source,
+            } = e
+            {
+                stats.failing = Some(FailingMessage {
+                    uid_validity: *uid_validity,
+                    uid: *uid,
+                    failures: *failures,
+                    last_error: source.to_string(),
+                });
+            }
+        }
     }
     stats
 }
@@ -149,6 +211,18 @@ pub enum PollError {
     Crash(Step, u32),
     #[error("cannot poll: {0}")]
     Instance(#[from] crate::zendesks::InstanceError),
+    /// One message stopped the poll again; after a few polls in a row it is parked.
+    #[error("message UID {uid} stopped the poll ({failures} in a row): {source}")]
+    MessageFailed {
+        uid_validity: u32,
+        uid: u32,
+        failures: u32,
+        #[source]
+        source: Box<PollError>,
+    },
+    /// The server listed a message but did not return it.
+    #[error("the server did not return message UID {0}")]
+    Gap(u32),
 }
 
 impl PollError {
@@ -166,8 +240,42 @@ impl PollError {
             PollError::Mailbox(e) => e.is_transient(),
             PollError::Zendesk(e) => e.is_transient(),
             PollError::Instance(e) => e.is_transient(),
-            PollError::AccountNotFound(_) | PollError::BadTicketId(_) => false,
-            PollError::Crash(..) => true,
+            PollError::AccountNotFound(_) | PollError::BadTicketId(_) | PollError::Gap(_) => false,
+            PollError::Crash(..) | PollError::MessageFailed { .. } => true,
+        }
+    }
+
+    /// Whether the error is about the message being handled (so parking it lets the mailbox go
+    /// on), as opposed to Zendesk, the store or the mailbox as a whole (credentials, a limit,
+    /// the network), which parking would not mend.
+    fn is_about_the_message(&self) -> bool {
+        match self {
+            PollError::Zendesk(e) => {
+                !e.is_transient()
+                    && !matches!(
+                        e,
+                        ZendeskError::Unauthorized { .. }
+                            | ZendeskError::Forbidden { .. }
+                            | ZendeskError::Config(_)
+                    )
+            }
+            PollError::BadTicketId(_) | PollError::Gap(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the message will fail the same way every time: Zendesk refused what was asked
+    /// (a 4xx other than 429: a suspended requester, a field rule, a body it will not take).
+    fn is_permanent_for_the_message(&self) -> bool {
+        match self {
+            PollError::Zendesk(e) => matches!(
+                e,
+                ZendeskError::Invalid { .. }
+                    | ZendeskError::NotFound { .. }
+                    | ZendeskError::CommentTooLarge { .. }
+            ),
+            PollError::BadTicketId(_) | PollError::Gap(_) => true,
+            _ => false,
         }
     }
 }
@@ -195,6 +303,33 @@ enum Action {
     NoteAndTicket(TicketId, CommentDraft, TicketDraft),
 }
 
+/// One listed message, as the poll got it.
+enum Source {
+    Whole(FetchedMessage),
+    /// Over the size limit: not fetched whole.
+    TooLarge(MessageRef, u64),
+    /// Listed, but the server did not return it.
+    Gap(u32),
+}
+
+impl Source {
+    fn uid(&self) -> u32 {
+        match self {
+            Source::Whole(m) => m.uid,
+            Source::TooLarge(r, _) => r.uid,
+            Source::Gap(uid) => *uid,
+        }
+    }
+
+    fn size(&self) -> Option<u32> {
+        match self {
+            Source::Whole(m) => u32::try_from(m.raw.len()).ok(),
+            Source::TooLarge(r, _) => Some(r.size),
+            Source::Gap(_) => None,
+        }
+    }
+}
+
 impl Inbound {
     /// Polls one account until its mailbox is done or `deadline` is near.
     pub async fn poll(&self, id: &AccountId, deadline: Instant) -> Result<PollOutcome, PollError> {
@@ -210,20 +345,22 @@ impl Inbound {
                 });
             }
         };
-        let result = self.poll_leased(&lease, deadline).await;
+        let mut outcome = PollOutcome::default();
+        let result = self.poll_leased(&lease, deadline, &mut outcome).await;
         // The poll's stats go back with the lease: no extra write.
-        let stats = poll_stats(&lease.stats, &result, Utc::now());
+        let stats = poll_stats(&lease.stats, &outcome, &result, Utc::now());
         if let Err(e) = self.store.release_lease_with(&lease, Some(&stats)).await {
             warn!(account = %id.as_str(), error = %e, "cannot release the lease; it expires by itself");
         }
-        result
+        result.map(|()| outcome)
     }
 
     async fn poll_leased(
         &self,
         lease: &Lease,
         deadline: Instant,
-    ) -> Result<PollOutcome, PollError> {
+        outcome: &mut PollOutcome,
+    ) -> Result<(), PollError> {
         let id = &lease.account;
         let account = self
             .store
@@ -245,7 +382,7 @@ impl Inbound {
                 &scoped
             }
         };
-        let result = this.poll_account(lease, &account, deadline).await;
+        let result = this.poll_account(lease, &account, deadline, outcome).await;
         this.track_health(&account, &result, deadline).await;
         result
     }
@@ -255,15 +392,39 @@ impl Inbound {
         lease: &Lease,
         account: &Account,
         deadline: Instant,
-    ) -> Result<PollOutcome, PollError> {
+        outcome: &mut PollOutcome,
+    ) -> Result<(), PollError> {
         let password = self.secrets.get(&account.password_secret_name()).await?;
         let mailbox = self.mailboxes.mailbox(account, password);
-        let mut session = mailbox.open().await?;
+        let mut session = self.in_time(deadline, "LOGIN", mailbox.open()).await?;
         let result = self
-            .read_mailbox(lease, account, session.as_mut(), deadline)
+            .read_mailbox(lease, account, session.as_mut(), deadline, outcome)
             .await;
         session.close().await;
         result
+    }
+
+    /// `io` (an IMAP exchange), given up when the lease is about to run out: a stuck fetch must
+    /// not outlive the lease, or another run could work the mailbox meanwhile.
+    async fn in_time<T>(
+        &self,
+        deadline: Instant,
+        command: &'static str,
+        io: impl std::future::Future<Output = Result<T, MailboxError>>,
+    ) -> Result<T, MailboxError> {
+        let limit =
+            (deadline + self.options.lease_slack / 2).saturating_duration_since(Instant::now());
+        match tokio::time::timeout(limit, io).await {
+            Ok(result) => result,
+            Err(_) => Err(MailboxError::Io {
+                server: "the mailbox".to_owned(),
+                command,
+                reason: format!(
+                    "no answer within {} s, before the poll's lease runs out",
+                    limit.as_secs()
+                ),
+            }),
+        }
     }
 
     /// Records mailbox trouble on the account, logs each change once, and alerts the admins
@@ -273,7 +434,7 @@ impl Inbound {
     async fn track_health(
         &self,
         account: &Account,
-        result: &Result<PollOutcome, PollError>,
+        result: &Result<(), PollError>,
         deadline: Instant,
     ) {
         let now = Utc::now();
@@ -330,9 +491,9 @@ impl Inbound {
             }
             (None, None) => {}
         }
-        let mut updated = account.clone();
-        updated.health.problem = next;
-        if let Err(e) = self.store.update_account(&updated).await {
+        // Only the health is written: an admin's change made during the poll stays.
+        let health = AccountHealth { problem: next };
+        if let Err(e) = self.store.set_account_health(&account.id, &health).await {
             warn!(account = %account.id.as_str(), error = %e, "cannot record the mailbox health");
         }
     }
@@ -359,8 +520,8 @@ impl Inbound {
         account: &Account,
         session: &mut dyn MailboxSession,
         deadline: Instant,
-    ) -> Result<PollOutcome, PollError> {
-        let mut outcome = PollOutcome::default();
+        outcome: &mut PollOutcome,
+    ) -> Result<(), PollError> {
         let status = session.status();
         let uid_validity = UidValidity::new(status.uid_validity).map_err(|e| {
             PollError::Mailbox(MailboxError::Server {
@@ -369,108 +530,488 @@ impl Inbound {
                 reason: format!("unusable UIDVALIDITY: {}", e.reason),
             })
         })?;
+        let mut skip = Vec::new();
         let mut cursor = match lease.cursor {
             None => {
                 let baseline = Cursor::first_activation(uid_validity, status.uid_next);
                 self.store.advance_cursor(lease, None, &baseline).await?;
                 info!(account = %account.id.as_str(), uid_next = status.uid_next, "first activation: baseline recorded, nothing imported");
                 outcome.baseline = true;
-                return Ok(outcome);
+                outcome.caught_up = true;
+                return Ok(());
             }
             Some(c) if c.uid_validity != uid_validity => {
-                // The server renumbered the mailbox: read it all again; what was already
-                // imported is recognised by its Message-ID and recorded as a duplicate.
-                warn!(account = %account.id.as_str(), old = c.uid_validity.get(), new = uid_validity.get(), "UIDVALIDITY changed: rereading the mailbox");
-                let restart = Cursor {
-                    uid_validity,
-                    last_uid: 0,
-                    baseline_uid_next: 0,
-                };
-                self.store.advance_cursor(lease, Some(&c), &restart).await?;
-                restart
+                let (cursor, later_old) = self
+                    .renumbered(lease, account, session, c, uid_validity, deadline, outcome)
+                    .await?;
+                skip = later_old;
+                cursor
             }
             Some(c) => c,
         };
 
-        let mut refs = session.list_above(cursor.last_uid).await?;
-        if cursor.baseline_uid_next == 0 && cursor.last_uid == 0 {
-            // Reading a renumbered mailbox again: what arrived before the account was activated
-            // was never imported, and is not now (the server's arrival time tells).
-            refs = self
-                .skip_before_activation(lease, account, &mut cursor, refs)
-                .await?;
-        }
+        let after = cursor.last_uid;
+        let refs = self
+            .in_time(deadline, "UID FETCH", session.list_above(after))
+            .await?;
+        let limit = account
+            .max_message_bytes
+            .unwrap_or(self.options.max_message_bytes);
         let mut next = 0;
-        while next < refs.len() {
+        'batches: while next < refs.len() {
             if Instant::now() + self.options.margin >= deadline {
                 break;
             }
-            let batch = self.next_batch(&refs[next..]);
-            let uids: Vec<u32> = batch.iter().map(|r| r.uid).collect();
+            let batch = self.next_batch(&refs[next..], limit);
             next += batch.len();
-            let messages = session.fetch(&uids).await?;
-            for message in messages {
+            let wanted: Vec<u32> = batch
+                .iter()
+                .filter(|r| u64::from(r.size) <= limit)
+                .map(|r| r.uid)
+                .collect();
+            let mut fetched = self.fetch_batch(session, &wanted, deadline).await?;
+            for r in batch {
                 if Instant::now() + self.options.margin >= deadline {
-                    break;
+                    break 'batches;
                 }
-                self.step(Step::AfterFetch, message.uid)?;
-                let (recorded, unreadable) = self
-                    .handle(lease, account, uid_validity, &mut cursor, message, deadline)
-                    .await?;
+                let source = if u64::from(r.size) > limit {
+                    Source::TooLarge(*r, limit)
+                } else {
+                    match fetched.iter().position(|m| m.uid == r.uid) {
+                        Some(at) => Source::Whole(fetched.swap_remove(at)),
+                        // Not in the batch's answer: asked for again on its own.
+                        None => match self.fetch_batch(session, &[r.uid], deadline).await?.pop() {
+                            Some(m) => Source::Whole(m),
+                            None => {
+                                warn!(account = %account.id.as_str(), uid = r.uid, "the server listed a message it does not return");
+                                Source::Gap(r.uid)
+                            }
+                        },
+                    }
+                };
+                self.step(Step::AfterFetch, r.uid)?;
+                let skipped = skip.contains(&r.uid);
+                self.take(
+                    lease,
+                    account,
+                    uid_validity,
+                    &mut cursor,
+                    session,
+                    source,
+                    skipped,
+                    deadline,
+                    outcome,
+                )
+                .await?;
+            }
+        }
+        outcome.remaining = refs.iter().filter(|r| r.uid > cursor.last_uid).count() as u32;
+        outcome.caught_up = outcome.remaining == 0;
+        Ok(())
+    }
+
+    /// Fetches `uids` (in time); a batch the server refuses (`NO`) is fetched one by one, and a
+    /// message it refuses alone is left out (the caller sees it missing).
+    async fn fetch_batch(
+        &self,
+        session: &mut dyn MailboxSession,
+        uids: &[u32],
+        deadline: Instant,
+    ) -> Result<Vec<FetchedMessage>, PollError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self
+            .in_time(deadline, "UID FETCH", session.fetch(uids))
+            .await
+        {
+            Ok(messages) => Ok(messages),
+            Err(MailboxError::Server { reason, .. }) => {
+                warn!(uids = ?uids, %reason, "the server refused a fetch: asking for each message alone");
+                let mut out = Vec::new();
+                for uid in uids {
+                    match self
+                        .in_time(deadline, "UID FETCH", session.fetch(&[*uid]))
+                        .await
+                    {
+                        Ok(m) => out.extend(m),
+                        Err(MailboxError::Server { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(out)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Handles one message (or parks it), counting what became of it. A message that fails is
+    /// parked at once when the failure is its own and permanent, after
+    /// [`PollOptions::park_after`] polls in a row when it is its own but unclear; a passing
+    /// failure (429, 5xx, network), or one of Zendesk, the store or the mailbox as a whole, stops
+    /// the poll and never parks it.
+    #[allow(clippy::too_many_arguments)]
+    async fn take(
+        &self,
+        lease: &Lease,
+        account: &Account,
+        uid_validity: UidValidity,
+        cursor: &mut Cursor,
+        session: &mut dyn MailboxSession,
+        source: Source,
+        skipped: bool,
+        deadline: Instant,
+        outcome: &mut PollOutcome,
+    ) -> Result<(), PollError> {
+        let uid = source.uid();
+        let size = source.size();
+        let too_large = matches!(source, Source::TooLarge(..));
+        let result = match source {
+            Source::Whole(message) if skipped => self
+                .skip_renumbered(lease, account, uid_validity, cursor, message)
+                .await
+                .map(|o| (o, false)),
+            Source::Whole(message) => {
+                self.handle(lease, account, uid_validity, cursor, message, deadline)
+                    .await
+            }
+            Source::TooLarge(r, limit) => self
+                .too_large(
+                    lease,
+                    account,
+                    uid_validity,
+                    cursor,
+                    session,
+                    r,
+                    limit,
+                    deadline,
+                )
+                .await
+                .map(|o| (o, false)),
+            Source::Gap(uid) => Err(PollError::Gap(uid)),
+        };
+        let err = match result {
+            Ok((recorded, unreadable)) => {
                 if unreadable {
                     outcome.unreadable += 1;
+                }
+                if too_large && recorded == MessageOutcome::TicketCreated {
+                    outcome.too_large += 1;
                 }
                 match recorded {
                     MessageOutcome::TicketCreated => outcome.tickets_created += 1,
                     MessageOutcome::CommentAdded => outcome.comments_added += 1,
                     MessageOutcome::ReceiptNoted => outcome.receipts_noted += 1,
                     MessageOutcome::Duplicate => outcome.duplicates += 1,
+                    MessageOutcome::Parked => outcome.parked += 1,
+                    MessageOutcome::Skipped => outcome.skipped += 1,
                 }
+                return Ok(());
             }
+            Err(e) => e,
+        };
+        if !err.is_about_the_message() {
+            return Err(err);
         }
-        outcome.remaining = refs.iter().filter(|r| r.uid > cursor.last_uid).count() as u32;
-        Ok(outcome)
+        let failures = match &lease.stats.failing {
+            Some(f) if f.uid_validity == uid_validity.get() && f.uid == uid => f.failures + 1,
+            _ => 1,
+        };
+        if !err.is_permanent_for_the_message() && failures < self.options.park_after {
+            warn!(account = %account.id.as_str(), uid, failures, error = %err, "message failed: tried again at the next poll, then parked");
+            return Err(PollError::MessageFailed {
+                uid_validity: uid_validity.get(),
+                uid,
+                failures,
+                source: Box::new(err),
+            });
+        }
+        if matches!(err, PollError::Gap(_)) {
+            outcome.gaps += 1;
+        }
+        self.park(
+            lease,
+            account,
+            uid_validity,
+            cursor,
+            session,
+            uid,
+            size,
+            &err,
+            deadline,
+            outcome,
+        )
+        .await
     }
 
-    /// Moves the cursor over the leading messages that arrived before the account existed.
-    async fn skip_before_activation(
+    /// Parks message `uid`: a ticket "PEC non importabile" with the raw message (read again) and
+    /// the reason, or when even that cannot be made, an alert ticket naming its UID; then the
+    /// cursor moves past it. Nothing is lost: the PEC stays in the mailbox too.
+    #[allow(clippy::too_many_arguments)]
+    async fn park(
         &self,
         lease: &Lease,
         account: &Account,
+        uid_validity: UidValidity,
         cursor: &mut Cursor,
-        refs: Vec<MessageRef>,
-    ) -> Result<Vec<MessageRef>, PollError> {
-        // INTERNALDATE has whole seconds: only what is a full second older is surely older.
-        let activated = account.created_at - chrono::Duration::seconds(1);
-        let old = refs
-            .iter()
-            .take_while(|r| r.arrived.is_some_and(|t| t < activated))
-            .count();
-        if old == 0 {
-            return Ok(refs);
-        }
-        let last = Uid::new(refs[old - 1].uid).map_err(|e| {
-            PollError::Mailbox(MailboxError::Server {
-                server: account.imap.host.clone(),
-                command: "UID FETCH",
-                reason: e.reason,
-            })
-        })?;
-        let next = cursor.advanced_to(last);
-        self.store
-            .advance_cursor(lease, Some(cursor), &next)
-            .await?;
-        *cursor = next;
-        info!(account = %account.id.as_str(), skipped = old, "renumbered mailbox: messages older than the account skipped");
-        Ok(refs[old..].to_vec())
+        session: &mut dyn MailboxSession,
+        uid: u32,
+        size: Option<u32>,
+        why: &PollError,
+        deadline: Instant,
+        outcome: &mut PollOutcome,
+    ) -> Result<(), PollError> {
+        let uid_ = Uid::new(uid).map_err(|_| PollError::Gap(uid))?;
+        let limit = account
+            .max_message_bytes
+            .unwrap_or(self.options.max_message_bytes);
+        let raw = if matches!(why, PollError::Gap(_)) || size.is_some_and(|s| u64::from(s) > limit)
+        {
+            None
+        } else {
+            self.fetch_batch(session, &[uid], deadline)
+                .await?
+                .pop()
+                .map(|m| m.raw)
+        };
+        let reason = reason_of(why);
+        warn!(account = %account.id.as_str(), uid, reason = %reason, "message parked");
+        let marker = TicketMarker::of(account, uid_validity, uid_).to_string();
+        let message_id = raw.as_deref().map(|r| {
+            let parsed = PecMessage::parse_with(r, &pec::Limits::default(), &self.anchors).ok();
+            dedup_key(parsed.as_ref(), r)
+        });
+        let draft = render::parked_ticket(raw, &reason, uid, account.address.as_str(), &marker);
+        let ticket = match self.create_ticket(draft, &marker, uid, deadline).await {
+            Ok(t) => t,
+            Err(e) if !e.is_about_the_message() => return Err(e),
+            Err(e) => {
+                warn!(account = %account.id.as_str(), uid, error = %e, "cannot open the parked message's ticket: an alert names it");
+                let draft = render::parked_alert(account, uid, &reason, &e.to_string());
+                self.create_ticket(draft, &format!("pec-parked:{marker}"), uid, deadline)
+                    .await?
+            }
+        };
+        self.record(
+            lease,
+            cursor,
+            uid_validity,
+            uid_,
+            message_id,
+            ticket,
+            MessageOutcome::Parked,
+        )
+        .await?;
+        outcome.parked += 1;
+        outcome.last_parked = Some(ParkedMessage {
+            uid_validity: uid_validity.get(),
+            uid,
+            ticket: Some(ticket.get()),
+            reason,
+            at: Utc::now(),
+        });
+        Ok(())
     }
 
-    /// The next batch: at most `batch_messages` and `batch_bytes`, at least one message.
-    fn next_batch<'r>(&self, refs: &'r [MessageRef]) -> &'r [MessageRef] {
+    /// A message over the size limit: a ticket with its headers and the explanation (the PEC
+    /// stays in the mailbox), never the whole message in memory.
+    #[allow(clippy::too_many_arguments)]
+    async fn too_large(
+        &self,
+        lease: &Lease,
+        account: &Account,
+        uid_validity: UidValidity,
+        cursor: &mut Cursor,
+        session: &mut dyn MailboxSession,
+        r: MessageRef,
+        limit: u64,
+        deadline: Instant,
+    ) -> Result<MessageOutcome, PollError> {
+        let uid = Uid::new(r.uid).map_err(|_| PollError::Gap(r.uid))?;
+        let header = self
+            .in_time(
+                deadline,
+                "UID FETCH BODY.PEEK[HEADER]",
+                session.fetch_header(r.uid),
+            )
+            .await?
+            .ok_or(PollError::Gap(r.uid))?;
+        let marker = TicketMarker::of(account, uid_validity, uid).to_string();
+        let message_id = render::header_value(&header, "Message-ID")
+            .and_then(|m| MessageId::parse(pec::normalize_msgid(&m)).ok());
+        if let Some(mid) = &message_id
+            && let Some(first) = self
+                .store
+                .find_message_by_message_id(&account.id, mid)
+                .await?
+        {
+            return self
+                .record(
+                    lease,
+                    cursor,
+                    uid_validity,
+                    uid,
+                    message_id,
+                    first.ticket,
+                    MessageOutcome::Duplicate,
+                )
+                .await;
+        }
+        let draft = render::too_large_ticket(
+            &header,
+            u64::from(r.size),
+            limit,
+            account.address.as_str(),
+            &marker,
+        );
+        let ticket = self.create_ticket(draft, &marker, r.uid, deadline).await?;
+        info!(account = %account.id.as_str(), uid = r.uid, size = r.size, limit, ticket = ticket.get(), "message over the size limit: imported with its headers");
+        self.record(
+            lease,
+            cursor,
+            uid_validity,
+            uid,
+            message_id,
+            ticket,
+            MessageOutcome::TicketCreated,
+        )
+        .await
+    }
+
+    /// The mailbox was renumbered (a new UIDVALIDITY): its messages are read again, but only
+    /// those newer than the last successful poll (minus a margin) are imported, and those not
+    /// already recorded (by Message-ID or content); the rest are skipped — the leading run by
+    /// moving the cursor past it, any later one by recording it as skipped — and one alert ticket
+    /// says what happened and lists them. Returns the new cursor and the later old UIDs.
+    #[allow(clippy::too_many_arguments)]
+    async fn renumbered(
+        &self,
+        lease: &Lease,
+        account: &Account,
+        session: &mut dyn MailboxSession,
+        old: Cursor,
+        uid_validity: UidValidity,
+        deadline: Instant,
+        outcome: &mut PollOutcome,
+    ) -> Result<(Cursor, Vec<u32>), PollError> {
+        warn!(account = %account.id.as_str(), old = old.uid_validity.get(), new = uid_validity.get(), "UIDVALIDITY changed: the mailbox was renumbered");
+        let refs = self
+            .in_time(deadline, "UID FETCH", session.list_above(0))
+            .await?;
+        let margin = chrono::Duration::from_std(self.options.renumbered_margin).unwrap_or_default();
+        let cutoff = lease
+            .stats
+            .last_success_at
+            .map(|t| t - margin)
+            .unwrap_or(account.created_at)
+            .max(account.created_at - chrono::Duration::seconds(1));
+        let old_refs: Vec<MessageRef> = refs
+            .iter()
+            .filter(|r| r.arrived.is_some_and(|t| t < cutoff))
+            .copied()
+            .collect();
+        let leading = refs
+            .iter()
+            .take_while(|r| r.arrived.is_some_and(|t| t < cutoff))
+            .count();
+        let mut listed = Vec::new();
+        for r in old_refs.iter().take(render::LIST_CAP) {
+            let header = self
+                .in_time(
+                    deadline,
+                    "UID FETCH BODY.PEEK[HEADER]",
+                    session.fetch_header(r.uid),
+                )
+                .await?
+                .unwrap_or_default();
+            listed.push((r.uid, r.arrived, header));
+        }
+        let draft = render::renumbered_alert(
+            account,
+            old.uid_validity.get(),
+            uid_validity.get(),
+            cutoff,
+            refs.len(),
+            old_refs.len(),
+            &listed,
+        );
+        let marker = format!(
+            "pec-renumbered:{}:{}",
+            account.id.as_str(),
+            uid_validity.get()
+        );
+        self.create_ticket(draft, &marker, 0, deadline).await?;
+        let restart = Cursor {
+            uid_validity,
+            last_uid: if leading == 0 {
+                0
+            } else {
+                refs[leading - 1].uid
+            },
+            baseline_uid_next: 0,
+        };
+        self.store
+            .advance_cursor(lease, Some(&old), &restart)
+            .await?;
+        outcome.skipped += leading as u32;
+        info!(account = %account.id.as_str(), skipped = old_refs.len(), total = refs.len(), "renumbered mailbox: older messages skipped, newer ones read again");
+        let later: Vec<u32> = old_refs[leading..].iter().map(|r| r.uid).collect();
+        Ok((restart, later))
+    }
+
+    /// Records a message of a renumbered mailbox that is older than the last good poll: not
+    /// imported again (its copy, if any, was; the alert lists it).
+    async fn skip_renumbered(
+        &self,
+        lease: &Lease,
+        account: &Account,
+        uid_validity: UidValidity,
+        cursor: &mut Cursor,
+        message: FetchedMessage,
+    ) -> Result<MessageOutcome, PollError> {
+        let uid = Uid::new(message.uid).map_err(|_| PollError::Gap(message.uid))?;
+        let parsed = PecMessage::parse_with(&message.raw, &pec::Limits::default(), &self.anchors);
+        let key = dedup_key(parsed.as_ref().ok(), &message.raw);
+        let ticket = match self
+            .store
+            .find_message_by_message_id(&account.id, &key)
+            .await?
+        {
+            Some(first) => first.ticket,
+            None => {
+                let marker = format!(
+                    "pec-renumbered:{}:{}",
+                    account.id.as_str(),
+                    uid_validity.get()
+                );
+                let deadline = Instant::now() + Duration::from_secs(10);
+                match self.zendesk.find_by_external_id(&marker, deadline).await? {
+                    Some(t) => TicketId::new(t.id.0).map_err(|_| PollError::BadTicketId(t.id.0))?,
+                    None => return Err(PollError::Gap(message.uid)),
+                }
+            }
+        };
+        self.record(
+            lease,
+            cursor,
+            uid_validity,
+            uid,
+            Some(key),
+            ticket,
+            MessageOutcome::Skipped,
+        )
+        .await
+    }
+
+    /// The next batch: at most `batch_messages` and `batch_bytes`, at least one message;
+    /// messages over `limit` are not fetched whole, so they weigh nothing.
+    fn next_batch<'r>(&self, refs: &'r [MessageRef], limit: u64) -> &'r [MessageRef] {
         let mut bytes = 0u64;
         let mut n = 0;
         for r in refs.iter().take(self.options.batch_messages.max(1)) {
-            bytes += u64::from(r.size);
+            if u64::from(r.size) <= limit {
+                bytes += u64::from(r.size);
+            }
             if n > 0 && bytes > self.options.batch_bytes {
                 break;
             }
@@ -504,12 +1045,7 @@ impl Inbound {
                 reason: e.reason,
             })
         })?;
-        let marker = format!(
-            "pec:{}:{}:{}",
-            account.id.as_str(),
-            uid_validity.get(),
-            uid.get()
-        );
+        let marker = TicketMarker::of(account, uid_validity, uid).to_string();
         let raw = message.raw;
         let parsed = PecMessage::parse_with(&raw, &pec::Limits::default(), &self.anchors);
         let message_id = Some(dedup_key(parsed.as_ref().ok(), &raw));
@@ -606,7 +1142,12 @@ impl Inbound {
                     )));
                 }
             };
-            self.update_delivery(account, &sent, &msg, kind).await?;
+            if msg.signature.verdict == pec::Verdict::Invalid {
+                // Noted and flagged, but no delivery state moves on an altered receipt.
+                warn!(account = %account.id.as_str(), reason = ?msg.signature.reason, "receipt with an invalid signature: delivery state left as it was");
+            } else {
+                self.update_delivery(account, &sent, &msg, kind).await?;
+            }
             if account.receipt_mode != ReceiptMode::Ticket
                 && !self.ticket_open(sent.ticket, deadline).await?
             {
@@ -1019,6 +1560,17 @@ fn dedup_key(msg: Option<&PecMessage>, raw: &[u8]) -> MessageId {
         .expect("a hex digest is a valid id")
 }
 
+/// Why a message could not be imported, with what Zendesk said of each field it refused.
+fn reason_of(e: &PollError) -> String {
+    let mut reason = e.to_string();
+    if let PollError::Zendesk(ZendeskError::Invalid { details, .. }) = e {
+        for d in details.iter().take(5) {
+            reason.push_str(&format!("; {}: {}", d.field, d.description));
+        }
+    }
+    reason
+}
+
 /// The mailbox trouble an error shows, if it is the mailbox's (or its credentials').
 fn problem_of(e: &PollError) -> Option<(ProblemKind, String)> {
     match e {
@@ -1042,21 +1594,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn poll_stats_add_successes_and_keep_failures_apart() {
+    fn poll_stats_add_up_and_remember_the_failing_message() {
         let t0 = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
             .unwrap()
             .with_timezone(&Utc);
         let t1 = t0 + chrono::Duration::minutes(5);
         let t2 = t1 + chrono::Duration::minutes(5);
+        let parked = ParkedMessage {
+            uid_validity: 9,
+            uid: 4,
+            ticket: Some(77),
+            reason: "zendesk rejected".into(),
+            at: t0,
+        };
         let ok = PollOutcome {
             tickets_created: 2,
             comments_added: 1,
             receipts_noted: 3,
             unreadable: 1,
             duplicates: 7,
+            parked: 1,
+            last_parked: Some(parked.clone()),
             ..PollOutcome::default()
         };
-        let first = poll_stats(&PollStats::default(), &Ok(ok.clone()), t0);
+        let first = poll_stats(&PollStats::default(), &ok, &Ok(()), t0);
         assert_eq!(
             first,
             PollStats {
@@ -1067,34 +1628,48 @@ mod tests {
                 comments_added: 1,
                 receipts_noted: 3,
                 unreadable: 1,
+                parked: 1,
+                last_parked: Some(parked.clone()),
+                ..PollStats::default()
             }
         );
-        // A failure records its error and keeps the last success and the totals.
-        let failed = poll_stats(
-            &first,
+        // A failure at one message records its error and the message; what the poll did before
+        // it still counts.
+        let partial = PollOutcome {
+            tickets_created: 1,
+            ..PollOutcome::default()
+        };
+        let stopped = Err(PollError::MessageFailed {
+            uid_validity: 9,
+            uid: 5,
+            failures: 1,
+            source: Box::new(PollError::BadTicketId(0)),
+        });
+        let failed = poll_stats(&first, &partial, &stopped, t1);
+        assert_eq!(failed.last_poll_at, Some(t1));
+        assert_eq!(failed.last_success_at, Some(t0));
+        assert!(failed.last_error.as_deref().unwrap().contains("UID 5"));
+        assert_eq!(failed.tickets_created, 3);
+        assert_eq!(
+            failed.failing.as_ref().map(|f| (f.uid, f.failures)),
+            Some((5, 1))
+        );
+        assert_eq!(failed.last_parked, Some(parked));
+        // Another kind of failure keeps the failing message; a success clears it.
+        let passing = poll_stats(
+            &failed,
+            &PollOutcome::default(),
             &Err(PollError::AccountNotFound("acme-1".into())),
             t1,
         );
-        assert_eq!(failed.last_poll_at, Some(t1));
-        assert_eq!(failed.last_success_at, Some(t0));
-        assert_eq!(
-            failed.last_error.as_deref(),
-            Some("cannot poll account acme-1: no such account")
-        );
-        assert_eq!(failed.tickets_created, 2);
-        // A success clears it and adds up.
-        let again = poll_stats(&failed, &Ok(ok), t2);
-        assert_eq!(again.last_poll_at, Some(t2));
+        assert_eq!(passing.failing, failed.failing);
+        let again = poll_stats(&passing, &ok, &Ok(()), t2);
         assert_eq!(again.last_success_at, Some(t2));
         assert_eq!(again.last_error, None);
+        assert_eq!(again.failing, None);
         assert_eq!(
-            (
-                again.tickets_created,
-                again.comments_added,
-                again.receipts_noted,
-                again.unreadable
-            ),
-            (4, 2, 6, 2)
+            (again.tickets_created, again.parked, again.receipts_noted),
+            (5, 2, 6)
         );
     }
 }

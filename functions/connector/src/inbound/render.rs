@@ -88,6 +88,33 @@ pub fn kind_tag(kind: Kind) -> &'static str {
 /// Tag of a message that could not be read at all.
 pub const UNREADABLE_TAG: &str = "pec_non_leggibile";
 
+/// Tag of a message that could not be imported and was parked.
+pub const UNIMPORTABLE_TAG: &str = "pec_non_importabile";
+
+/// Tag of a message over the size limit, imported with its headers only.
+pub const TOO_LARGE_TAG: &str = "pec_troppo_grande";
+
+/// Most items any list in a ticket or note shows (recipients, files, ...); the rest are
+/// counted. Notes stay small whatever the sender put in a message.
+pub const LIST_CAP: usize = 20;
+
+/// Most files attached to one comment (the rest stay in the attached original).
+pub const FILES_CAP: usize = 50;
+
+/// The first [`LIST_CAP`] items, comma-separated, and how many more there are.
+fn capped(items: &[String]) -> String {
+    let mut out = items
+        .iter()
+        .take(LIST_CAP)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > LIST_CAP {
+        out.push_str(&format!(" e altri {}", items.len() - LIST_CAP));
+    }
+    out
+}
+
 /// HTML-escapes text from a message and neutralises Zendesk placeholders.
 pub fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -279,7 +306,7 @@ fn facts_list(msg: &PecMessage) -> String {
     };
     let d = msg.daticert.as_ref();
     item("Mittente", msg.sender());
-    item("Destinatari", Some(msg.recipients().join(", ")));
+    item("Destinatari", Some(capped(&msg.recipients())));
     item(
         "Identificativo PEC",
         msg.identificativo().map(str::to_owned),
@@ -317,7 +344,15 @@ fn message_parts(msg: &mut PecMessage, raw: Vec<u8>) -> (String, Vec<UploadFile>
         data: raw,
     });
     let mut too_big = Vec::new();
-    let files = within_limits(files, &mut too_big);
+    let mut files = within_limits(files, &mut too_big);
+    if files.len() > FILES_CAP {
+        // The evidence (last) always goes; the attachments beyond the cap are in it.
+        let evidence = files.pop();
+        for f in files.drain(FILES_CAP - 1..) {
+            too_big.push(esc(&f.filename));
+        }
+        files.extend(evidence);
+    }
     (body, files, too_big)
 }
 
@@ -348,7 +383,7 @@ pub fn new_ticket(mut msg: PecMessage, raw: Vec<u8>, mailbox: &str, marker: &str
 
     let mut note = format!("<p><b>{}</b></p>{}", kind_it(msg.kind), facts_list(&msg));
     note.push_str(&too_big_note(&too_big));
-    for w in &msg.warnings {
+    for w in msg.warnings.iter().take(LIST_CAP) {
         note.push_str(&format!("<p>Nota: {}</p>", esc(w)));
     }
     note.push_str(&reference(marker));
@@ -378,9 +413,9 @@ fn too_big_note(too_big: &[String]) -> String {
         return String::new();
     }
     format!(
-        "<p>Allegati non caricati perché superano il limite di Zendesk ({}): {}. Si trovano nel messaggio originale nella casella PEC.</p>",
+        "<p>Allegati non caricati (oltre il limite di Zendesk di {} per file, o oltre {FILES_CAP} allegati): {}. Si trovano nel messaggio originale.</p>",
         human_size(FILE_LIMIT),
-        too_big.join(", ")
+        capped(too_big)
     )
 }
 
@@ -554,9 +589,9 @@ pub fn reply_comment(mut msg: PecMessage, raw: Vec<u8>, marker: &str) -> Comment
     ));
     if !too_big.is_empty() {
         html.push_str(&format!(
-            "<p><small>Allegati non caricati (oltre {}): {}</small></p>",
+            "<p><small>Allegati non caricati (oltre {} o oltre {FILES_CAP} allegati): {}</small></p>",
             human_size(FILE_LIMIT),
-            too_big.join(", ")
+            capped(&too_big)
         ));
     }
     html.push_str(&reference(marker));
@@ -583,9 +618,14 @@ fn receipt_sentence(msg: &PecMessage) -> String {
         .map(|t| format!(" il {}", t.format("%d/%m/%Y alle %H:%M:%S (%z)")))
         .unwrap_or_default();
     let to = if r.consegna.is_empty() {
-        msg.recipients().join(", ")
+        capped(&msg.recipients())
     } else {
-        r.consegna.join(", ")
+        capped(
+            &r.consegna
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect::<Vec<_>>(),
+        )
     };
     let reason = r
         .errore_esteso
@@ -649,13 +689,244 @@ pub fn receipt_note(msg: &PecMessage, raw: Vec<u8>, marker: &str) -> CommentDraf
         esc(verdict_it(msg.signature.verdict))
     ));
     html.push_str(&format!("<ul>{}</ul>", facts.concat()));
+    let mut tags = vec![kind_tag(msg.kind).to_owned()];
+    if msg.signature.verdict == Verdict::Invalid {
+        html.push_str(
+            "<p><b>Attenzione</b>: la firma del gestore su questa ricevuta NON è valida (il \
+             messaggio è stato alterato o la firma è danneggiata), quindi lo stato di consegna \
+             non è stato aggiornato. Verificare la ricevuta allegata.</p>",
+        );
+        tags.push(signature_tag(Verdict::Invalid).to_owned());
+    }
     html.push_str(&reference(marker));
     CommentDraft {
         html_body: html,
         public: false,
         files,
-        tags: vec![kind_tag(msg.kind).to_owned()],
+        tags,
         ..CommentDraft::default()
+    }
+}
+
+/// The value of header `name` in a header section, decoded (RFC 2047), if present.
+pub fn header_value(header: &[u8], name: &str) -> Option<String> {
+    use mailparse::MailHeaderMap;
+    let (headers, _) = mailparse::parse_headers(header).ok()?;
+    headers.get_first_value(name).map(|v| v.trim().to_owned())
+}
+
+/// The address in a header value such as `"Name" <a@b.it>` (the first one).
+fn address_in(value: &str) -> Option<String> {
+    let addrs = mailparse::addrparse(value).ok()?;
+    addrs.iter().find_map(|a| match a {
+        mailparse::MailAddr::Single(s) => Some(s.addr.clone()),
+        mailparse::MailAddr::Group(g) => g.addrs.first().map(|s| s.addr.clone()),
+    })
+}
+
+/// A ticket for a message that could not be imported, parked so that the PEC after it still
+/// arrive: the reason, and the raw message when it could be read again (it also stays in the
+/// mailbox). An internal note from the office's own box, without the account's tag: a public
+/// reply here never leaves as PEC.
+pub fn parked_ticket(
+    raw: Option<Vec<u8>>,
+    reason: &str,
+    uid: u32,
+    mailbox: &str,
+    marker: &str,
+) -> TicketDraft {
+    let mut too_big = Vec::new();
+    let files = within_limits(
+        raw.into_iter()
+            .map(|data| UploadFile {
+                filename: "messaggio-non-importabile.eml".to_owned(),
+                content_type: "message/rfc822".to_owned(),
+                data,
+            })
+            .collect(),
+        &mut too_big,
+    );
+    let mut html = format!(
+        "<p><b>PEC non importabile</b></p><p>Il connettore non è riuscito a importare il \
+         messaggio UID {uid} della casella {} e lo ha messo da parte, così le PEC successive \
+         continuano ad arrivare.</p><p>Motivo: {}</p>",
+        esc(mailbox),
+        esc(&cut_at_line(reason, 2000).replace('\n', " "))
+    );
+    html.push_str(if files.is_empty() && too_big.is_empty() {
+        "<p>Il messaggio non è stato restituito dal server: si trova (se non è stato cancellato) \
+         nella casella PEC.</p>"
+    } else if files.is_empty() {
+        "<p>Il messaggio supera il limite di Zendesk e non è allegato: si trova nella casella \
+         PEC.</p>"
+    } else {
+        "<p>Il messaggio originale è allegato così come è arrivato, e resta anche nella casella \
+         PEC.</p>"
+    });
+    html.push_str(&reference(marker));
+    TicketDraft {
+        subject: "PEC non importabile".to_owned(),
+        requester_email: mailbox.to_owned(),
+        requester_name: Some("Casella PEC".to_owned()),
+        html_body: html,
+        public: false,
+        files,
+        tags: vec![TAG.to_owned(), UNIMPORTABLE_TAG.to_owned()],
+        note_html: None,
+    }
+}
+
+/// When even the parked message's ticket cannot be made: an alert naming the message's UID.
+pub fn parked_alert(
+    account: &crate::domain::Account,
+    uid: u32,
+    reason: &str,
+    error: &str,
+) -> TicketDraft {
+    let address = account.address.as_str();
+    let html = format!(
+        "<p><b>Un messaggio della casella PEC {} non è stato importato.</b></p><p>Il messaggio \
+         con UID {uid} non è stato importato ({}), e nemmeno il ticket che lo conserva è stato \
+         creato ({}). Il connettore è andato avanti con i messaggi successivi: il messaggio si \
+         trova nella casella PEC, da aprire con la webmail del gestore.</p>",
+        esc(address),
+        esc(&cut_at_line(reason, 2000).replace('\n', " ")),
+        esc(&cut_at_line(error, 2000).replace('\n', " "))
+    );
+    TicketDraft {
+        subject: format!(
+            "Connettore PEC: messaggio UID {uid} non importato dalla casella {address}"
+        ),
+        requester_email: address.to_owned(),
+        requester_name: Some("Connettore PEC".to_owned()),
+        html_body: html,
+        public: false,
+        files: Vec::new(),
+        tags: vec![TAG.to_owned(), ALERT_TAG.to_owned()],
+        note_html: None,
+    }
+}
+
+/// A ticket for a message over the size limit, from its headers only (the message is not read
+/// whole; it stays in the mailbox). The sender, when its address is usable, is the requester,
+/// with the account's tag, so a reply still leaves as PEC.
+pub fn too_large_ticket(
+    header: &[u8],
+    size: u64,
+    limit: u64,
+    mailbox: &str,
+    marker: &str,
+) -> TicketDraft {
+    let get = |name: &str| header_value(header, name).filter(|v| !v.is_empty());
+    let sender = get("Reply-To")
+        .or_else(|| get("From"))
+        .and_then(|v| address_in(&v))
+        .filter(|a| usable_email(a) && !a.eq_ignore_ascii_case(mailbox));
+    let raw_subject = get("Subject").unwrap_or_default();
+    let subject = pec::subject::strip_prefix(&raw_subject).trim().to_owned();
+    let mut items = Vec::new();
+    for (label, value) in [
+        ("Mittente", get("Reply-To").or_else(|| get("From"))),
+        ("Destinatari", get("To")),
+        ("Oggetto", Some(raw_subject.clone())),
+        ("Data", get("Date")),
+        ("Message-ID", get("Message-ID")),
+    ] {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            items.push(format!(
+                "<li>{label}: {}</li>",
+                esc(&cut_at_line(&v, 1000).replace('\n', " "))
+            ));
+        }
+    }
+    let html = format!(
+        "<p><b>PEC troppo grande per essere importata</b></p><p>Il messaggio è di {}, oltre il \
+         limite di importazione della casella ({}): il connettore ne ha letto solo le \
+         intestazioni. Il messaggio completo resta nella casella PEC: aprirlo con la webmail del \
+         gestore.</p><ul>{}</ul>{}",
+        human_size(size as usize),
+        human_size(limit as usize),
+        items.concat(),
+        reference(marker)
+    );
+    let mut tags = vec![TAG.to_owned(), TOO_LARGE_TAG.to_owned()];
+    let (requester_email, requester_name) = match sender {
+        Some(s) => {
+            tags.push(account_tag(mailbox));
+            (s, None)
+        }
+        None => (mailbox.to_owned(), Some("Mittente sconosciuto".to_owned())),
+    };
+    TicketDraft {
+        subject: if subject.is_empty() {
+            "(senza oggetto)".to_owned()
+        } else {
+            cut_at_line(&subject, 250).replace('\n', " ")
+        },
+        requester_email,
+        requester_name,
+        html_body: html,
+        public: false,
+        files: vec![UploadFile {
+            filename: "intestazioni.txt".to_owned(),
+            content_type: "text/plain".to_owned(),
+            data: header.to_vec(),
+        }],
+        tags,
+        note_html: None,
+    }
+}
+
+/// A message listed in the renumbering alert: its UID, arrival time and header section.
+pub type Listed = (u32, Option<chrono::DateTime<chrono::Utc>>, Vec<u8>);
+
+/// The alert of a renumbered mailbox: what happened, how many messages were read again and
+/// which older ones were not imported again (listed by date and subject, capped).
+pub fn renumbered_alert(
+    account: &crate::domain::Account,
+    old_uid_validity: u32,
+    new_uid_validity: u32,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    total: usize,
+    skipped: usize,
+    listed: &[Listed],
+) -> TicketDraft {
+    let address = account.address.as_str();
+    let mut items = Vec::new();
+    for (uid, arrived, header) in listed {
+        let subject = header_value(header, "Subject").unwrap_or_else(|| "(senza oggetto)".into());
+        let when = arrived
+            .map(|t| t.format("%d/%m/%Y %H:%M").to_string())
+            .unwrap_or_default();
+        items.push(format!(
+            "<li>{} — {} (UID {uid})</li>",
+            esc(&when),
+            esc(&cut_at_line(&subject, 200).replace('\n', " "))
+        ));
+    }
+    if skipped > listed.len() {
+        items.push(format!("<li>… e altri {}</li>", skipped - listed.len()));
+    }
+    let html = format!(
+        "<p><b>La casella PEC {} è stata rinumerata dal gestore</b> (UIDVALIDITY da \
+         {old_uid_validity} a {new_uid_validity}).</p><p>Il connettore ha riletto la casella \
+         ({total} messaggi). I {skipped} messaggi arrivati prima del {} (ultima lettura riuscita, \
+         con un margine) non sono stati importati di nuovo; i più recenti sono stati importati, \
+         riconoscendo quelli già presenti in Zendesk. Se uno dei messaggi non importati manca in \
+         Zendesk, aprirlo dalla webmail del gestore.</p><ul>{}</ul>",
+        esc(address),
+        cutoff.format("%d/%m/%Y %H:%M UTC"),
+        items.concat()
+    );
+    TicketDraft {
+        subject: format!("Connettore PEC: la casella {address} è stata rinumerata"),
+        requester_email: address.to_owned(),
+        requester_name: Some("Connettore PEC".to_owned()),
+        html_body: html,
+        public: false,
+        files: Vec::new(),
+        tags: vec![TAG.to_owned(), ALERT_TAG.to_owned()],
+        note_html: None,
     }
 }
 
@@ -802,7 +1073,9 @@ mod tests {
             note.html_body
                 .contains("consegnata a mario.rossi@pec.cittadino.test il 27/11/2026")
         );
-        assert_eq!(note.tags, vec!["pec_consegnata"]);
+        // The test messages carry a placeholder signature: flagged as not valid.
+        assert_eq!(note.tags, vec!["pec_consegnata", "pec_firma_non_valida"]);
+        assert!(note.html_body.contains("NON è valida"));
         assert_eq!(note.files[0].filename, "avvenuta-consegna.eml");
         assert_eq!(note.files[0].data, raw);
 
@@ -821,7 +1094,10 @@ mod tests {
             note.html_body
                 .contains("5.1.1 - Gestore - indirizzo non valido")
         );
-        assert_eq!(note.tags, vec!["pec_mancata_consegna"]);
+        assert_eq!(
+            note.tags,
+            vec!["pec_mancata_consegna", "pec_firma_non_valida"]
+        );
     }
 
     #[test]

@@ -221,6 +221,18 @@ impl MailboxSession for ImapSession {
         Ok(messages)
     }
 
+    async fn fetch_header(&mut self, uid: u32) -> Result<Option<Vec<u8>>, MailboxError> {
+        self.with_session("UID FETCH BODY.PEEK[HEADER]", move |s| {
+            let fetches = s.uid_fetch(uid.to_string(), "(UID BODY.PEEK[HEADER])")?;
+            Ok(fetches
+                .iter()
+                .find(|f| f.uid == Some(uid))
+                .and_then(|f| f.header())
+                .map(<[u8]>::to_vec))
+        })
+        .await
+    }
+
     async fn close(mut self: Box<Self>) {
         if let Some(mut session) = self.session.take() {
             let _ = tokio::task::spawn_blocking(move || session.logout()).await;

@@ -54,6 +54,9 @@ pub trait MailboxSession: Send {
     /// Fetches the given messages (without setting \Seen), in ascending UID order. A UID that
     /// vanished meanwhile (expunged) is simply absent from the result.
     async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<FetchedMessage>, MailboxError>;
+    /// Fetches the header section of one message only (without setting \Seen): what a message
+    /// too large to fetch whole still says. `None` when the server returns nothing for it.
+    async fn fetch_header(&mut self, uid: u32) -> Result<Option<Vec<u8>>, MailboxError>;
     /// Logs out (best effort).
     async fn close(self: Box<Self>);
 }

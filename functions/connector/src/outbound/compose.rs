@@ -527,6 +527,8 @@ mod tests {
             zendesk_instance: None,
             zendesk: Default::default(),
             password_set_at: None,
+            nonce: None,
+            max_message_bytes: None,
             health: Default::default(),
             created_at: date(),
             updated_at: date(),

@@ -31,7 +31,7 @@ use zendesk::{Comment, TicketComment, ZendeskClient, ZendeskError};
 
 use crate::domain::{
     Account, AccountId, AttachmentsPolicy, InstanceId, LeaseHolder, MessageId, OutboundRecord,
-    OutboxEntry, OutboxId, PecAddress, ReceiptMode, SendStatus, TicketId, Uid, UidValidity,
+    OutboxEntry, OutboxId, PecAddress, ReceiptMode, SendStatus, TicketId, TicketMarker,
 };
 use crate::inbound::render::{account_tag, esc};
 use crate::mailer::{MailerProvider, SendError};
@@ -62,8 +62,16 @@ pub struct SendOptions {
     pub claim_ttl: Duration,
     /// Largest single file sent on (default 25 MB); bigger ones are listed in the note.
     pub max_file_bytes: u64,
+    /// Most bytes of files one send downloads, times its recipients (default: what providers
+    /// take, 50 MB, and never more than a quarter of the function's memory). Over it, nothing
+    /// is downloaded and the note says why.
+    pub max_files_bytes: u64,
     /// Most outbox entries one poll retries (default 10).
     pub retry_batch: usize,
+    /// How long a send whose final SMTP answer never came is held back before it is tried
+    /// again (default 15 minutes): the provider may have taken it, and its accettazione would
+    /// say so; the retry waits for a poll that began after this and read the mailbox to its end.
+    pub ambiguous_grace: Duration,
     /// The address the connector sends from, when fixed (the deployment's static egress IP):
     /// named in the note when a provider blocks the sending IP.
     pub egress_ip: Option<String>,
@@ -79,7 +87,9 @@ impl Default for SendOptions {
             retry_budget: Duration::from_secs(60),
             claim_ttl: Duration::from_secs(300),
             max_file_bytes: 25 * 1000 * 1000,
+            max_files_bytes: (50 * 1000 * 1000).min(crate::inbound::default_max_message_bytes()),
             retry_batch: 10,
+            ambiguous_grace: Duration::from_secs(15 * 60),
             egress_ip: None,
         }
     }
@@ -242,6 +252,13 @@ enum Attempt {
     Ignored(String),
     /// Refused for good; already noted.
     Failed(String),
+    /// The provider got the whole message but its answer never came: it may have left. Held
+    /// back until its receipts could show it, never resent blindly.
+    Ambiguous {
+        reason: String,
+        note: String,
+        to: Vec<PecAddress>,
+    },
     /// Worth another try; `note` is the Italian explanation, `reason` the English one.
     Transient {
         reason: String,
@@ -708,7 +725,10 @@ impl Outbound {
         job: &Job,
         holder: &LeaseHolder,
     ) -> Result<bool, AcceptError> {
-        if !self.claim_new(account, id.clone(), ticket, job, holder).await? {
+        if !self
+            .claim_new(account, id.clone(), ticket, job, holder)
+            .await?
+        {
             return Ok(false);
         }
         let Some(comment) = job.comment() else {
@@ -752,8 +772,17 @@ impl Outbound {
         entry
     }
 
-    /// Tries again the account's due sends (run by the account's poll).
-    pub async fn retry_due(&self, id: &AccountId) -> Result<RetryOutcome, StoreError> {
+    /// Tries again the account's due sends, run by a poll that read the mailbox to its end and
+    /// started at `caught_up_since`: only entries due by then are taken (a send held back for
+    /// its receipts is tried again only once a poll that began after its grace read every
+    /// receipt that had come). One entry is claimed at a time, and only while `deadline` leaves
+    /// room for a whole attempt, so a claim is always an attempt.
+    pub async fn retry_due(
+        &self,
+        id: &AccountId,
+        caught_up_since: DateTime<Utc>,
+        deadline: Instant,
+    ) -> Result<RetryOutcome, StoreError> {
         let mut outcome = RetryOutcome::default();
         let Some(account) = self.store.get_account(id).await? else {
             return Ok(outcome);
@@ -771,17 +800,19 @@ impl Outbound {
         };
         let this = scoped.as_ref().unwrap_or(self);
         let holder = LeaseHolder::unique("retry");
-        let entries = self
-            .store
-            .claim_outbox(
-                id,
-                &holder,
-                Utc::now(),
-                self.options.claim_ttl,
-                self.options.retry_batch,
-            )
-            .await?;
-        for entry in entries {
+        for _ in 0..self.options.retry_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < MIN_ATTEMPT {
+                break;
+            }
+            let Some(entry) = self
+                .store
+                .claim_outbox(id, &holder, caught_up_since, self.options.claim_ttl, 1)
+                .await?
+                .pop()
+            else {
+                break;
+            };
             let job: Job = match serde_json::from_value(entry.payload.clone()) {
                 Ok(job) => job,
                 Err(e) => {
@@ -792,12 +823,16 @@ impl Outbound {
                     continue;
                 }
             };
-            let deadline = Instant::now() + self.options.retry_budget;
-            let result = this.run(&account, &entry, &job, &holder, deadline).await;
+            let attempt_deadline = Instant::now() + self.options.retry_budget.min(left);
+            let result = this
+                .run(&account, &entry, &job, &holder, attempt_deadline)
+                .await;
             // A decided comment lets the ticket's later replies go, in order.
             if job.comment().is_some()
                 && matches!(&result, Ok(a) if !matches!(a, Accepted::Queued { .. }))
-                && let Err(e) = this.send_replies(&account, entry.ticket, deadline).await
+                && let Err(e) = this
+                    .send_replies(&account, entry.ticket, attempt_deadline)
+                    .await
             {
                 warn!(account = %id.as_str(), ticket = %entry.ticket, error = %e, "cannot send the ticket's later replies; the next call or poll tries again");
             }
@@ -840,8 +875,8 @@ impl Outbound {
                 };
                 t.external_id
                     .as_deref()
-                    .and_then(parse_marker)
-                    .map(|(a, _, _)| a)
+                    .and_then(TicketMarker::parse)
+                    .map(|m| m.account)
                     .ok_or(AcceptError::NoAccount(ticket.get()))?
             }
         };
@@ -861,20 +896,28 @@ impl Outbound {
         deadline: Instant,
     ) -> Result<Accepted, AcceptError> {
         let budget = deadline.saturating_duration_since(Instant::now());
-        let attempt =
-            match tokio::time::timeout(budget, self.attempt(account, entry.ticket, job, deadline))
-                .await
-            {
-                Ok(attempt) => attempt,
-                Err(_) => Attempt::Transient {
-                    reason: format!("the attempt took longer than {} s", budget.as_secs_f32()),
-                    note: "Il gestore PEC o Zendesk non hanno risposto in tempo. Il connettore \
+        // The previous try got no answer after the whole message: a resend now (its receipts
+        // were read and none came) says so.
+        let after_ambiguity = entry
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(AMBIGUOUS));
+        let attempt = match tokio::time::timeout(
+            budget,
+            self.attempt(account, entry.ticket, job, after_ambiguity, deadline),
+        )
+        .await
+        {
+            Ok(attempt) => attempt,
+            Err(_) => Attempt::Transient {
+                reason: format!("the attempt took longer than {} s", budget.as_secs_f32()),
+                note: "Il gestore PEC o Zendesk non hanno risposto in tempo. Il connettore \
                            riproverà automaticamente più tardi: non serve fare nulla."
-                        .to_owned(),
-                    record: None,
-                    to: Vec::new(),
-                },
-            };
+                    .to_owned(),
+                record: None,
+                to: Vec::new(),
+            },
+        };
         let (id, ticket) = (&account.id, entry.ticket);
         let accepted = match attempt {
             Attempt::Sent {
@@ -891,6 +934,28 @@ impl Outbound {
                 Accepted::Ignored { reason }
             }
             Attempt::Failed(reason) => Accepted::Failed { reason },
+            Attempt::Ambiguous { reason, note, to } => {
+                if entry.attempts >= self.options.max_attempts {
+                    warn!(account = %id.as_str(), %ticket, attempts = entry.attempts, %reason, "send never confirmed: given up");
+                    self.note(ticket, notes::never_confirmed(&to, entry.attempts, &note))
+                        .await;
+                    Accepted::Failed { reason }
+                } else {
+                    let not_before = Utc::now() + delta(self.options.ambiguous_grace);
+                    self.store
+                        .retry_outbox(
+                            id,
+                            &entry.id,
+                            holder,
+                            not_before,
+                            &format!("{AMBIGUOUS}{reason}"),
+                        )
+                        .await?;
+                    self.note(ticket, notes::maybe_sent(&to, &note)).await;
+                    warn!(account = %id.as_str(), %ticket, attempts = entry.attempts, %reason, hold_s = self.options.ambiguous_grace.as_secs(), "send not confirmed: held back until its receipts are read");
+                    return Ok(Accepted::Queued { reason });
+                }
+            }
             Attempt::Transient {
                 reason,
                 note,
@@ -935,6 +1000,7 @@ impl Outbound {
         account: &Account,
         ticket: TicketId,
         job: &Job,
+        after_ambiguity: bool,
         deadline: Instant,
     ) -> Attempt {
         let gathered = match self.gather(account, ticket, job, deadline).await {
@@ -1043,15 +1109,23 @@ impl Outbound {
             .await
         {
             Ok(receipt) => {
-                info!(account = %account.id.as_str(), %ticket, message_id = %mid.as_str(), reply = %receipt.server_reply, "PEC sent");
+                info!(account = %account.id.as_str(), %ticket, message_id = %mid.as_str(), reply = %receipt.server_reply, after_ambiguity, "PEC sent");
                 self.mark(account, &mid, SendStatus::Sent).await;
-                self.note(ticket, notes::sent(&gathered, &mid, account.receipt_mode))
-                    .await;
+                let mut html = notes::sent(&gathered, &mid, account.receipt_mode);
+                if after_ambiguity {
+                    html.push_str(notes::RESENT);
+                }
+                self.note(ticket, html).await;
                 Attempt::Sent {
                     message_id: mid,
                     recipients: to,
                 }
             }
+            Err(e) if e.is_ambiguous() => Attempt::Ambiguous {
+                reason: e.to_string(),
+                note: e.explain_it(),
+                to,
+            },
             Err(e) if e.is_transient() => Attempt::Transient {
                 reason: e.to_string(),
                 note: e.explain_it(),
@@ -1175,7 +1249,9 @@ impl Outbound {
             }
         };
         let (attachments, skipped_files) = match comment {
-            Some(c) if !c.attachments.is_empty() => self.files(account, c, deadline).await?,
+            Some(c) if !c.attachments.is_empty() => {
+                self.files(account, c, to.len(), deadline).await?
+            }
             _ => (Vec::new(), Vec::new()),
         };
         let text = Some(html_to_text(&html));
@@ -1203,21 +1279,27 @@ impl Outbound {
         account: &Account,
         external_id: Option<&str>,
     ) -> Result<Option<MessageId>, Trouble> {
-        let Some((acct, uv, uid)) = external_id.and_then(parse_marker) else {
+        let Some(marker) = external_id.and_then(TicketMarker::parse) else {
             return Ok(None);
         };
-        if acct != account.id {
+        if !marker.is_of(account) {
+            // Another account's ticket, or one of an earlier registration of this id.
             return Ok(None);
         }
-        let record = self.store.find_message(&acct, uv, uid).await?;
+        let record = self
+            .store
+            .find_message(&account.id, marker.uid_validity, marker.uid)
+            .await?;
         Ok(record.and_then(|r| r.message_id))
     }
 
-    /// The comment's files to send, and the names of those left out (with why).
+    /// The comment's files to send to `recipients` addresses, and the names of those left out
+    /// (with why).
     async fn files(
         &self,
         account: &Account,
         comment: &TicketComment,
+        recipients: usize,
         deadline: Instant,
     ) -> Result<(Vec<OutboundFile>, Vec<String>), Trouble> {
         let send = match account.outbound_attachments {
@@ -1227,6 +1309,41 @@ impl Outbound {
         };
         let mut files = Vec::new();
         let mut skipped = Vec::new();
+        // The sizes Zendesk announces, summed before anything is downloaded: a send over what
+        // the provider takes (or the memory allows) fails at once, with nothing in memory.
+        let wanted: Vec<&zendesk::Attachment> = comment
+            .attachments
+            .iter()
+            .filter(|a| send && a.size <= self.options.max_file_bytes)
+            .collect();
+        let total: u64 = wanted.iter().map(|a| a.size).sum();
+        let weight = total.saturating_mul(recipients.max(1) as u64);
+        if weight > self.options.max_files_bytes {
+            let list: Vec<String> = wanted
+                .iter()
+                .map(|a| format!("{} ({:.1} MB)", a.file_name, a.size as f64 / 1e6))
+                .collect();
+            return Err(Trouble::Permanent(
+                format!(
+                    "the files weigh {total} bytes for {recipients} recipient(s), over {}",
+                    self.options.max_files_bytes
+                ),
+                format!(
+                    "Gli allegati pesano {:.1} MB in tutto{}: oltre il limite di {:.0} MB che il \
+                     connettore invia in una PEC (i gestori contano ogni destinatario). Nessun \
+                     file è stato scaricato. Allegati: {}. Ridurre o dividere gli allegati e \
+                     inviare di nuovo.",
+                    total as f64 / 1e6,
+                    if recipients > 1 {
+                        format!(" per {recipients} destinatari")
+                    } else {
+                        String::new()
+                    },
+                    self.options.max_files_bytes as f64 / 1e6,
+                    list.join(", ")
+                ),
+            ));
+        }
         for a in &comment.attachments {
             if !send {
                 skipped.push(format!("{} (invio allegati disattivato)", a.file_name));
@@ -1332,6 +1449,12 @@ enum Pending {
     Nothing(String),
 }
 
+/// How an outbox entry's last error starts when its send got no answer after the message.
+const AMBIGUOUS: &str = "ambiguous: ";
+
+/// The least time a retry is started with (SMTP and the Zendesk reads and note).
+const MIN_ATTEMPT: Duration = Duration::from_secs(10);
+
 /// Most comments one call sends for a ticket.
 const MAX_PENDING: usize = 10;
 
@@ -1387,15 +1510,6 @@ async fn note_on(zendesk: &ZendeskClient, ticket: TicketId, html: String) {
 
 /// What the connector puts at the foot of every comment it writes from a PEC.
 const CONNECTOR_REFERENCE: &str = "Rif. connettore: pec:";
-
-/// `pec:<account>:<uidvalidity>:<uid>`, the external id of a ticket opened from a PEC.
-pub fn parse_marker(raw: &str) -> Option<(AccountId, UidValidity, Uid)> {
-    let mut parts = raw.strip_prefix("pec:")?.split(':');
-    let account = AccountId::parse(parts.next()?).ok()?;
-    let uv = UidValidity::parse(parts.next()?).ok()?;
-    let uid = Uid::parse(parts.next()?).ok()?;
-    parts.next().is_none().then_some((account, uv, uid))
-}
 
 /// The outbox id of a dedup key: short and in the id alphabet whatever the key holds.
 fn outbox_id(key: &str) -> OutboxId {
@@ -1549,6 +1663,36 @@ mod notes {
         format!("{}<p>{}</p>", head("PEC non inviata", to, ""), esc(why))
     }
 
+    /// A send whose final answer never came (the PEC may have left).
+    pub fn maybe_sent(to: &[PecAddress], why: &str) -> String {
+        format!(
+            "{}<p>{}</p>",
+            head("PEC forse inviata", to, ": in attesa di conferma"),
+            esc(why)
+        )
+    }
+
+    /// A send never confirmed, given up: it may have left; only the receipts can tell.
+    pub fn never_confirmed(to: &[PecAddress], attempts: u32, why: &str) -> String {
+        format!(
+            "{}<p>Ultimo esito: {}</p><p>Il gestore non ha mai confermato la ricezione e non è \
+             arrivata alcuna ricevuta di accettazione: il connettore non riproverà. Verificare \
+             nella casella PEC (cartella della posta inviata e ricevute) prima di inviare di \
+             nuovo dal ticket.</p>",
+            head(
+                "PEC non confermata",
+                to,
+                &format!(" dopo {attempts} tentativi")
+            ),
+            esc(why)
+        )
+    }
+
+    /// Said in the sent note of a send repeated after an unconfirmed one.
+    pub const RESENT: &str = "<p>Invio ripetuto: al tentativo precedente il gestore non aveva \
+         confermato la ricezione e, letta la casella, non è arrivata la sua ricevuta di \
+         accettazione.</p>";
+
     pub fn will_retry(to: &[PecAddress], why: &str) -> String {
         format!("{}<p>{}</p>", head("Invio PEC", to, " rimandato"), esc(why))
     }
@@ -1599,23 +1743,6 @@ mod notes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn markers_round_trip_and_refuse_others() {
-        let (a, uv, uid) = parse_marker("pec:aruba-1:7:42").unwrap();
-        assert_eq!((a.as_str(), uv.get(), uid.get()), ("aruba-1", 7, 42));
-        for bad in [
-            "",
-            "pec:",
-            "pec:a:1",
-            "pec:a:1:2:3",
-            "x:a:1:2",
-            "pec:A:1:2",
-            "pec:a:x:2",
-        ] {
-            assert!(parse_marker(bad).is_none(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn reply_subjects_get_one_prefix() {

@@ -43,9 +43,9 @@ use serde_json::Value;
 
 use super::StoreError;
 use crate::domain::{
-    Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
-    MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress, PollStats,
-    RecordOutcome, SendStatus, TicketId, Uid, UidValidity, ZendeskInstance,
+    Account, AccountHealth, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder,
+    LeaseOutcome, MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress,
+    PollStats, RecordOutcome, SendStatus, TicketId, Uid, UidValidity, ZendeskInstance,
 };
 use crate::ports::Store;
 
@@ -642,6 +642,35 @@ impl Store for DynamoStore {
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                Err(StoreError::NotFound { op })
+            }
+            Err(e) => Err(self.err(&op, e)),
+        }
+    }
+
+    async fn set_account_health(
+        &self,
+        id: &AccountId,
+        health: &AccountHealth,
+    ) -> Result<(), StoreError> {
+        let op = format!("record the mailbox health of account {id}");
+        let value = serde_json::to_value(health).map_err(|e| corrupt(&op, e))?;
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(
+                keys::ACCOUNTS.to_owned(),
+                keys::account_sk(id),
+            )))
+            .update_expression("SET health = :h")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":h", to_attr(value))
             .send()
             .await
         {

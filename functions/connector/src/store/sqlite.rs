@@ -18,9 +18,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 
 use super::StoreError;
 use crate::domain::{
-    Account, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder, LeaseOutcome,
-    MessageId, MessageOutcome, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress,
-    PollStats, RecordOutcome, SendStatus, TicketId, Uid, UidValidity, ZendeskInstance,
+    Account, AccountHealth, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder,
+    LeaseOutcome, MessageId, MessageOutcome, MessageRecord, OutboundRecord, OutboxEntry, OutboxId,
+    PecAddress, PollStats, RecordOutcome, SendStatus, TicketId, Uid, UidValidity, ZendeskInstance,
 };
 use crate::ports::Store;
 
@@ -441,6 +441,29 @@ impl Store for SqliteStore {
                 .execute(
                     "UPDATE accounts SET settings = ?2 WHERE id = ?1",
                     params![id, settings],
+                )
+                .map_err(sql(op))?;
+            if n == 0 {
+                return Err(StoreError::NotFound { op: op.to_owned() });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_account_health(
+        &self,
+        id: &AccountId,
+        health: &AccountHealth,
+    ) -> Result<(), StoreError> {
+        let op = format!("record the mailbox health of account {id}");
+        let health = to_json(&op, health)?;
+        let id = id.to_string();
+        self.run(op, move |conn, op| {
+            let n = conn
+                .execute(
+                    "UPDATE accounts SET settings = json_set(settings, '$.health', json(?2)) WHERE id = ?1",
+                    params![id, health],
                 )
                 .map_err(sql(op))?;
             if n == 0 {

@@ -68,8 +68,8 @@ use tokio::task::JoinHandle;
 
 pub use state::{
     AgentUpdate, Attachment, COMMENT_BODY_LIMIT, CallOutcome, Comment, Fault, IDEMPOTENCY_WINDOW,
-    MAX_COMMENTS_PER_TICKET, RecordedRequest, Ticket, Trigger, TriggerCategory, TriggerFiring,
-    User, WEBHOOK_TIMEOUT, Webhook, WebhookCall,
+    MAX_COMMENTS_PER_TICKET, RecordedRequest, Ticket, TicketRefusal, Trigger, TriggerCategory,
+    TriggerFiring, User, WEBHOOK_TIMEOUT, Webhook, WebhookCall,
 };
 
 use routes::Shared;
@@ -220,6 +220,17 @@ impl ZendeskSimulator {
     /// The next `n` requests get `503 Service Unavailable`.
     pub fn unavailable_next(&self, n: usize) {
         self.fail_next(n, Fault::Status(503));
+    }
+
+    /// New tickets whose requester is `email` are refused from now on, as `refusal` says (a
+    /// suspended requester: `422` every time; or an answer cut short); `None` lifts it.
+    pub fn refuse_tickets_from(&self, email: &str, refusal: Option<TicketRefusal>) {
+        let email = email.trim().to_ascii_lowercase();
+        let mut state = self.shared.lock();
+        state.ticket_refusals.retain(|(e, _)| *e != email);
+        if let Some(r) = refusal {
+            state.ticket_refusals.push((email, r));
+        }
     }
 
     /// Drops the faults not consumed yet.

@@ -244,6 +244,25 @@ fn record_id(raw: &str) -> Result<u64, ApiError> {
 }
 
 async fn create_ticket(AxumState(shared): Ctx, headers: HeaderMap, body: Bytes) -> Response {
+    // A requester the account refuses (a rule set by a test).
+    if let Ok(request) = json_body(&body)
+        && let Some(email) = request["ticket"]["requester"]["email"].as_str()
+        && let Some(refusal) = shared.lock().ticket_refusal(email)
+    {
+        return match refusal {
+            state::TicketRefusal::Invalid => error(ApiError::invalid(
+                "requester",
+                "InvalidValue",
+                "Requester: is suspended",
+            )),
+            state::TicketRefusal::Unreadable => (
+                StatusCode::CREATED,
+                [(header::CONTENT_TYPE, "application/json")],
+                "{\"ticket\": {\"id\": ",
+            )
+                .into_response(),
+        };
+    }
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())

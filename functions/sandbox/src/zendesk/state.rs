@@ -71,6 +71,8 @@ pub struct Comment {
 pub struct AgentUpdate {
     /// The comment's plain body and whether it is public.
     pub comment: Option<(String, bool)>,
+    /// Upload tokens whose files the comment carries.
+    pub uploads: Vec<String>,
     pub add_tags: Vec<String>,
     pub remove_tags: Vec<String>,
     pub status: Option<String>,
@@ -125,6 +127,15 @@ pub enum Fault {
     },
     /// Any status, typically `500`, `502`, `503` or `504`.
     Status(u16),
+}
+
+/// How the simulator refuses a new ticket of a given requester (set by tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketRefusal {
+    /// `422 RecordInvalid`, "Requester: is suspended": the same every time.
+    Invalid,
+    /// `201` with a body cut short: an answer the client cannot read.
+    Unreadable,
 }
 
 /// An HTTP error response: status and Zendesk-shaped JSON body.
@@ -227,6 +238,8 @@ pub(crate) struct State {
     pub json_escape_placeholders: bool,
     /// Whether webhook calls wait in [`State::held_calls`] instead of going out.
     pub hold_webhooks: bool,
+    /// Requesters (lower-case e-mail) whose new tickets are refused, and how.
+    pub ticket_refusals: Vec<(String, TicketRefusal)>,
     pub held_calls: Vec<PendingCall>,
     next_id: u64,
 }
@@ -247,6 +260,15 @@ impl State {
             role: "agent".to_string(),
         });
         state
+    }
+
+    /// How new tickets of `email` are refused, if they are.
+    pub fn ticket_refusal(&self, email: &str) -> Option<TicketRefusal> {
+        let email = email.trim().to_ascii_lowercase();
+        self.ticket_refusals
+            .iter()
+            .find(|(e, _)| *e == email)
+            .map(|(_, r)| *r)
     }
 
     /// The API agent every authenticated request acts as.
@@ -681,6 +703,7 @@ impl State {
         let comment = change.comment.as_ref().map(|(body, public)| {
             let mut input = Map::new();
             input.insert("body".into(), Value::String(body.to_string()));
+            input.insert("uploads".into(), json!(change.uploads));
             let mut comment = self.build_comment(&ticket, &input, author, *public, &now);
             comment.via_id = VIA_WEB;
             comment
