@@ -19,6 +19,7 @@ interfere:
   stallafterdata  the message is stored, then no answer to the end of DATA for --stall seconds,
                   then the connection is dropped
   toobig          552 5.3.4 at the end of DATA
+  flakydrop       like dropafterdata for about one message in three, at random (soak tests)
 and by recipient: an address containing "unknown" gets 550 5.1.1 at RCPT TO.
 """
 
@@ -27,6 +28,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import re
 import signal
 import ssl
@@ -120,7 +122,8 @@ class Handler:
         os.rename(tmp, os.path.join(args.spool, key + ".env.json"))
         if stalled_at(user) == "afterdata":
             await asyncio.sleep(args.stall)
-        if stalled_at(user) == "afterdata" or "dropafterdata" in user:
+        flaky = "flakydrop" in user and random.random() < 1 / 3
+        if stalled_at(user) == "afterdata" or "dropafterdata" in user or flaky:
             drop(server)
             # connection_lost cancels this handler: nothing is ever pushed.
             await asyncio.Event().wait()

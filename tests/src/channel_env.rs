@@ -219,6 +219,15 @@ impl ChannelEnv {
         &self,
         within: Duration,
     ) -> Result<poller::Response, lambda_runtime::Error> {
+        self.try_poll_with(&self.inbound, within).await
+    }
+
+    /// The same with another inbound use case (e.g. one with a crash hook).
+    pub async fn try_poll_with(
+        &self,
+        inbound: &Inbound,
+        within: Duration,
+    ) -> Result<poller::Response, lambda_runtime::Error> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock")
@@ -228,7 +237,7 @@ impl ChannelEnv {
         context.deadline = now_ms + within.as_millis() as u64;
         let event = json!({"account_id": self.account.as_str()});
         let response = poller::handle(
-            &self.inbound,
+            inbound,
             Some(&self.outbound),
             LambdaEvent::new(event, context),
         )

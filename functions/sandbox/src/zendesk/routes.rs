@@ -150,6 +150,11 @@ async fn record_and_inject(AxumState(shared): Ctx, request: Request, next: Next)
         });
         (state.latency, state.faults.pop_front())
     };
+    let lost = match fault {
+        Some(Fault::AnswerLost(status)) => Some(status),
+        _ => None,
+    };
+    let fault = fault.filter(|_| lost.is_none());
     let Some(fault) = fault else {
         // Read the whole body, then serve in a task of its own, like a real server that finishes
         // a request whose client has given up: a write that timed out may still have happened.
@@ -161,17 +166,25 @@ async fn record_and_inject(AxumState(shared): Ctx, request: Request, next: Next)
             ));
         };
         let request = Request::from_parts(parts, axum::body::Body::from(body));
-        return tokio::spawn(async move {
+        let served = tokio::spawn(async move {
             tokio::time::sleep(latency).await;
             next.run(request).await
         })
         .await
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        // Served, but the client hears only a failure: what it asked may have happened.
+        return match lost {
+            Some(status) => error(ApiError {
+                status,
+                body: json!({"error": "ServiceUnavailable", "description": "Injected failure after the request was served"}),
+            }),
+            None => served,
+        };
     };
     tokio::time::sleep(latency).await;
     match fault {
         Fault::RateLimit { retry_after, reset } => rate_limited(retry_after, reset),
-        Fault::Status(status) => error(ApiError {
+        Fault::Status(status) | Fault::AnswerLost(status) => error(ApiError {
             status,
             body: json!({"error": "ServiceUnavailable", "description": "Injected failure"}),
         }),

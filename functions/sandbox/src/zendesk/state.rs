@@ -127,6 +127,9 @@ pub enum Fault {
     },
     /// Any status, typically `500`, `502`, `503` or `504`.
     Status(u16),
+    /// The request is served (its changes happen), but the client gets this status instead of
+    /// the answer, as when an answer is lost on the way back.
+    AnswerLost(u16),
 }
 
 /// How the simulator refuses a new ticket of a given requester (set by tests).
