@@ -318,3 +318,45 @@ async fn deleting_an_instances_last_account_never_breaks_another_webhook() {
         );
     }
 }
+
+/// An instance URL is parsed: plain http only to this machine, the host exactly, nothing but the
+/// origin; it is refused naming the field before any request leaves, and kept as its origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_urls_are_parsed_and_refused_before_anything_is_sent() {
+    let env = AdminEnv::new().await;
+    let other = ZendeskSimulator::start().await.unwrap();
+    let port = other.base_url().rsplit(':').next().unwrap().to_owned();
+    for (url, reason) in [
+        ("http://127.0.0.1.evil.example".to_owned(), "https://"),
+        ("http://localhost.evil.example".to_owned(), "https://"),
+        (format!("http://127.0.0.1:{port}.evil.example"), "not a URL"),
+        ("https://x@evil.example".to_owned(), "user name"),
+        (format!("http://x@127.0.0.1:{port}"), "user name"),
+        ("https://acme.zendesk.com/api".to_owned(), "path"),
+        (format!("http://127.0.0.1:{port}/api"), "path"),
+        (format!("http://localhost:{port}/?x=1"), "query"),
+        ("ftp://acme.zendesk.com".to_owned(), "https://"),
+    ] {
+        let mut body = instance_body(&other, "cliente-u");
+        body["url"] = json!(url);
+        let a = env.admin("POST", "/zendesk-instances", Some(&body)).await;
+        assert_eq!(
+            (a.status, a.body["field"].as_str()),
+            (422, Some("url")),
+            "{url}: {a:?}"
+        );
+        assert!(a.error().contains(reason), "{url}: {a:?}");
+        assert!(
+            !a.error().contains("cannot reach"),
+            "{url}: nothing is sent: {a:?}"
+        );
+    }
+    assert!(env.env.raw.secrets().await.is_empty(), "nothing kept");
+
+    // The scheme and host in any case, a trailing `/`: kept as the origin.
+    let mut body = instance_body(&other, "cliente-u");
+    body["url"] = json!(format!("HTTP://127.0.0.1:{port}/"));
+    let a = env.admin("POST", "/zendesk-instances", Some(&body)).await;
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(a.body["url"], other.base_url());
+}
