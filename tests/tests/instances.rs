@@ -360,3 +360,73 @@ async fn instance_urls_are_parsed_and_refused_before_anything_is_sent() {
     assert_eq!(a.status, 201, "{a:?}");
     assert_eq!(a.body["url"], other.base_url());
 }
+
+/// Registering an instance again with a new token: this process's client uses it at once, and
+/// another process's (the poller's) once its kept client is older than the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_registered_again_is_called_with_its_new_token() {
+    use connector::domain::{InstanceId, SecretName, ZendeskAuthKind, ZendeskInstance};
+    use connector::zendesks::ZendeskDirectory;
+    use sandbox::zendesk::Credentials;
+    use secrecy::SecretString;
+    use std::time::{Duration, Instant};
+
+    let env = AdminEnv::new().await;
+    // Zendesk now takes only the new token; the connector keeps the one it was registered with.
+    let other = ZendeskSimulator::start_with(Credentials {
+        api_token: "token-nuovo".into(),
+        ..Credentials::default()
+    })
+    .await
+    .unwrap();
+    let id = InstanceId::parse("cliente-t").unwrap();
+    env.env
+        .store
+        .put_instance(&ZendeskInstance {
+            id: id.clone(),
+            url: other.base_url().to_owned(),
+            auth: ZendeskAuthKind::ApiToken {
+                email: other.credentials().agent_email.clone(),
+            },
+            created_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    env.env
+        .secrets
+        .put(
+            &SecretName::ZendeskToken(id.clone()),
+            &SecretString::from("token-vecchio"),
+        )
+        .await
+        .unwrap();
+    let soon = || Instant::now() + Duration::from_secs(5);
+    // The api's clients (this process) and the poller's (another warm process).
+    let api = env.inbound.instances.clone().expect("instances");
+    let mut poller = ZendeskDirectory::new(env.env.store.clone(), env.env.secrets.clone());
+    poller.ttl = Duration::from_millis(500);
+    for directory in [&*api, &poller] {
+        let client = directory.client(&id).await.unwrap();
+        assert!(client.current_user(soon()).await.is_err(), "the old token");
+    }
+
+    let a = env
+        .admin(
+            "POST",
+            "/zendesk-instances",
+            Some(&instance_body(&other, "cliente-t")),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let client = api.client(&id).await.unwrap();
+    client
+        .current_user(soon())
+        .await
+        .expect("the registering process uses the new token at once");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let client = poller.client(&id).await.unwrap();
+    client
+        .current_user(soon())
+        .await
+        .expect("another process uses it after its TTL");
+}
