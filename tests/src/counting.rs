@@ -195,6 +195,13 @@ impl Store for CountingStore {
         self.write();
         self.inner.release_lease_with(lease, stats).await
     }
+    async fn poll_state(
+        &self,
+        id: &AccountId,
+    ) -> Result<Option<(Option<Cursor>, PollStats)>, StoreError> {
+        self.read();
+        self.inner.poll_state(id).await
+    }
     async fn advance_cursor(
         &self,
         lease: &Lease,

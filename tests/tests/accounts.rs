@@ -465,6 +465,81 @@ async fn status_and_poll_now_and_no_secret_anywhere() {
     }
 }
 
+/// `GET /accounts` and `GET /accounts/{id}` read the poll state as stored: while a poll holds
+/// the account's lease they show its cursor and stats, write nothing, and the lease stays with
+/// the poll, until the same expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_accounts_shows_a_running_polls_state_and_leaves_its_lease_alone() {
+    use connector::domain::{AccountId, LeaseHolder, LeaseOutcome};
+    let env = AdminEnv::new().await;
+    let address = env.new_address("lettura");
+    let r = env
+        .admin("POST", "/accounts", Some(&env.registration(&address)))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let original = mail::citizen(1, &address).build();
+    env.dovecot.append_blocking(
+        &address,
+        &[mail::envelope(&original, "opec-lettura-1@pec.sandbox.test")],
+    );
+    let polled = env
+        .admin("POST", &format!("/accounts/{id}/poll"), None)
+        .await;
+    assert_eq!(polled.body["tickets_created"], 1, "{polled:?}");
+
+    // The next poll is running: it holds the lease.
+    let account = AccountId::parse(&id).unwrap();
+    let store = &env.env.store;
+    let holder = LeaseHolder::unique("poll");
+    let ttl = std::time::Duration::from_secs(60);
+    let LeaseOutcome::Acquired(lease) = store
+        .take_lease(&account, &holder, chrono::Utc::now(), ttl)
+        .await
+        .unwrap()
+    else {
+        panic!("the lease is free");
+    };
+    let before = env.env.raw.state().await;
+    let listed = env.admin("GET", "/accounts", None).await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let shown = env.admin("GET", &format!("/accounts/{id}"), None).await;
+    assert_eq!(shown.status, 200, "{shown:?}");
+    for status in [&listed.body["accounts"][0]["status"], &shown.body["status"]] {
+        assert_eq!(status["activated"], true, "{status}");
+        assert!(status["last_uid"].as_u64().unwrap() >= 1, "{status}");
+        assert!(status["last_success_at"].is_string(), "{status}");
+        assert_eq!(status["counts"]["tickets_created"], 1, "{status}");
+    }
+    assert_eq!(env.env.raw.state().await, before, "reading wrote nothing");
+    match store
+        .take_lease(
+            &account,
+            &LeaseHolder::unique("other"),
+            chrono::Utc::now(),
+            ttl,
+        )
+        .await
+        .unwrap()
+    {
+        LeaseOutcome::Held {
+            holder: h,
+            expires_at,
+        } => {
+            assert_eq!(
+                (h, expires_at),
+                (holder, lease.expires_at),
+                "the lease is the poll's"
+            );
+        }
+        other => panic!("the poll's lease was lost: {other:?}"),
+    }
+    store
+        .release_lease(&lease)
+        .await
+        .expect("the poll still holds its lease");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_names_every_route_and_field() {
     let env = AdminEnv::new().await;

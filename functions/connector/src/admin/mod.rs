@@ -23,7 +23,7 @@ use zendesk::{ZendeskClient, ZendeskError};
 
 use crate::domain::{
     Account, AccountId, AttachmentsPolicy, Cursor, InstanceId, InvalidInput, LeaseHolder,
-    LeaseOutcome, PollInterval, PollStats, ReceiptMode, Schedule, UidValidity, ZendeskObjects,
+    LeaseOutcome, PollInterval, ReceiptMode, Schedule, UidValidity, ZendeskObjects,
 };
 use crate::inbound::{Inbound, PollOutcome};
 use crate::mailbox::{MailboxError, MailboxProvider, MailboxStatus};
@@ -561,7 +561,13 @@ impl Admin {
 
     async fn view(&self, account: &Account) -> Result<AccountView, AdminError> {
         let problem = account.health.problem.as_ref();
-        let (cursor, stats) = self.cursor(&account.id).await?;
+        // Read as stored, never through the lease: a running poll is neither disturbed nor
+        // hidden (an account deleted meanwhile shows no poll state).
+        let (cursor, stats) = self
+            .store
+            .poll_state(&account.id)
+            .await?
+            .unwrap_or_default();
         Ok(AccountView {
             id: account.id.as_str().to_owned(),
             address: account.address.as_str().to_owned(),
@@ -607,24 +613,6 @@ impl Admin {
             created_at: account.created_at,
             updated_at: account.updated_at,
         })
-    }
-
-    /// The account's cursor and poll stats, read without disturbing a poll (a lease held by a
-    /// poll is left alone, the cursor reported as unknown and the stats as empty).
-    async fn cursor(&self, id: &AccountId) -> Result<(Option<Cursor>, PollStats), AdminError> {
-        let holder = LeaseHolder::unique("status");
-        match self
-            .store
-            .take_lease(id, &holder, Utc::now(), Duration::from_secs(5))
-            .await?
-        {
-            LeaseOutcome::Acquired(lease) => {
-                // A plain release: the stored stats are kept as they are.
-                self.store.release_lease(&lease).await?;
-                Ok((lease.cursor, lease.stats))
-            }
-            LeaseOutcome::Held { .. } => Ok((None, PollStats::default())),
-        }
     }
 }
 
