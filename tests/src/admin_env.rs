@@ -11,6 +11,7 @@ use connector::inbound::{Inbound, PollOptions};
 use connector::mailbox::imap::{ImapProvider, tls_config};
 use connector::mailer::smtp::{SmtpProvider, SmtpTrust};
 use connector::outbound::{Outbound, WebhookLimits};
+use connector::ports::Store;
 use connector::zendesks::ZendeskDirectory;
 use sandbox::ZendeskSimulator;
 use secrecy::SecretString;
@@ -36,6 +37,15 @@ pub struct AdminEnv {
 
 impl AdminEnv {
     pub async fn new() -> AdminEnv {
+        AdminEnv::with(|store| store, |_| {}).await
+    }
+
+    /// An environment whose admin use cases see the store through `store` (the poll use case
+    /// sees it as it is), with `options` changed.
+    pub async fn with(
+        store: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+        options: impl FnOnce(&mut AdminOptions),
+    ) -> AdminEnv {
         let env = crate::env::aws().await;
         let sim = Arc::new(ZendeskSimulator::start().await.expect("zendesk simulator"));
         let zendesk = Arc::new(
@@ -75,15 +85,17 @@ impl AdminEnv {
             hook: None,
             instances: Some(instances.clone()),
         });
+        let mut admin_options = AdminOptions::new(WEBHOOK_URL);
+        options(&mut admin_options);
         let admin = Admin {
-            store: env.store.clone(),
+            store: store(env.store.clone()),
             secrets: env.secrets.clone(),
             schedules: env.schedules.clone(),
             mailboxes,
             mailers: mailers.clone(),
             zendesk: zendesk.clone(),
             inbound: inbound.clone(),
-            options: AdminOptions::new(WEBHOOK_URL),
+            options: admin_options,
             instances: Some(instances.clone()),
             instance: None,
         };

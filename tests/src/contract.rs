@@ -1151,6 +1151,66 @@ pub async fn lease_release_keeps_poll_stats(env: &Env) {
     store.release_lease(&lb).await.unwrap();
 }
 
+/// The poll state (cursor and stats) is read as stored, whoever holds the lease, and reading it
+/// writes nothing: the lease stays with its holder, until the same expiry.
+pub async fn poll_state_is_read_without_the_lease(env: &Env) {
+    let store = &*env.store;
+    assert_eq!(store.poll_state(&id("ghost-2")).await.unwrap(), None);
+    let a = account("state-1");
+    store.create_account(&a).await.unwrap();
+    assert_eq!(
+        store.poll_state(&a.id).await.unwrap(),
+        Some((None, PollStats::default())),
+        "a new account: no cursor, no stats"
+    );
+
+    // A poll records a baseline and a message, and leaves its stats.
+    let l = lease(store, &a.id, "poller-1").await;
+    let base = Cursor::first_activation(uv(3), 10);
+    store.advance_cursor(&l, None, &base).await.unwrap();
+    store
+        .record_message(&l, &record(&a.id, 3, 10, Some("state.10@pec.it"), 21))
+        .await
+        .unwrap();
+    let stats = PollStats {
+        last_poll_at: Some(now()),
+        last_success_at: Some(now()),
+        tickets_created: 1,
+        ..PollStats::default()
+    };
+    store.release_lease_with(&l, Some(&stats)).await.unwrap();
+    let expected = Some((Some(base.advanced_to(uid(10))), stats.clone()));
+    assert_eq!(store.poll_state(&a.id).await.unwrap(), expected);
+
+    // The next poll holds the lease: the state is read all the same, and nothing is written.
+    let held = lease(store, &a.id, "poller-2").await;
+    let before = env.raw.state().await;
+    assert_eq!(store.poll_state(&a.id).await.unwrap(), expected);
+    assert_eq!(store.poll_state(&a.id).await.unwrap(), expected);
+    assert_eq!(env.raw.state().await, before, "reading wrote nothing");
+    match store
+        .take_lease(&a.id, &LeaseHolder::parse("status").unwrap(), now(), TTL)
+        .await
+        .unwrap()
+    {
+        LeaseOutcome::Held { holder, expires_at } => {
+            assert_eq!(holder, held.holder);
+            assert_eq!(expires_at, held.expires_at, "the lease is not extended");
+        }
+        other => panic!("the poller's lease was taken: {other:?}"),
+    }
+    // The holder still finishes its poll.
+    store
+        .record_message(&held, &record(&a.id, 3, 11, Some("state.11@pec.it"), 22))
+        .await
+        .unwrap();
+    store.release_lease(&held).await.unwrap();
+    assert_eq!(
+        store.poll_state(&a.id).await.unwrap(),
+        Some((Some(base.advanced_to(uid(11))), stats))
+    );
+}
+
 // ----- errors on a missing account -----
 
 pub async fn missing_account_is_a_typed_error(env: &Env) {

@@ -4,8 +4,11 @@
 //!   and the items each reads or writes (a `TransactWriteItems` of 3 items is 1 request and 3
 //!   item writes; a `ConditionCheck` inside it counts as an item read; a `Query` counts the items
 //!   it returned).
-//! * [`CountingStore`] wraps any [`Store`] and counts calls, split into reads and writes.
+//! * [`CountingStore`] wraps any [`Store`] and counts calls, split into reads and writes; it can
+//!   also run a hook right after an account is created (what another process does then).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -125,10 +128,15 @@ impl Intercept for DynamoCounter {
     }
 }
 
+/// What runs right after an account is created, before `create_account` returns.
+pub type CreateHook =
+    Box<dyn Fn(AccountId) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// Counts calls to a [`Store`]: reads (get, list, find) and writes (everything else).
 pub struct CountingStore {
     inner: Arc<dyn Store>,
     io: Mutex<Io>,
+    after_create: Option<CreateHook>,
 }
 
 impl CountingStore {
@@ -136,7 +144,14 @@ impl CountingStore {
         Self {
             inner,
             io: Mutex::default(),
+            after_create: None,
         }
+    }
+
+    /// Runs `hook` with the new account's id each time an account is created.
+    pub fn after_create(mut self, hook: CreateHook) -> Self {
+        self.after_create = Some(hook);
+        self
     }
 
     pub fn take(&self) -> Io {
@@ -158,7 +173,11 @@ impl CountingStore {
 impl Store for CountingStore {
     async fn create_account(&self, account: &Account) -> Result<(), StoreError> {
         self.write();
-        self.inner.create_account(account).await
+        self.inner.create_account(account).await?;
+        if let Some(hook) = &self.after_create {
+            hook(account.id.clone()).await;
+        }
+        Ok(())
     }
     async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
         self.read();
@@ -202,6 +221,13 @@ impl Store for CountingStore {
     ) -> Result<(), StoreError> {
         self.write();
         self.inner.release_lease_with(lease, stats).await
+    }
+    async fn poll_state(
+        &self,
+        id: &AccountId,
+    ) -> Result<Option<(Option<Cursor>, PollStats)>, StoreError> {
+        self.read();
+        self.inner.poll_state(id).await
     }
     async fn advance_cursor(
         &self,

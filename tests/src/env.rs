@@ -230,6 +230,27 @@ struct AwsRaw {
     name: String,
 }
 
+/// An attribute value as its `Debug` text, with map keys in order (a map's `Debug` follows its
+/// hash order, which differs from one read to the next).
+fn render(value: &aws_sdk_dynamodb::types::AttributeValue) -> String {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    match value {
+        AttributeValue::M(map) => {
+            let mut entries: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{k:?}: {}", render(v)))
+                .collect();
+            entries.sort();
+            format!("M({{{}}})", entries.join(", "))
+        }
+        AttributeValue::L(list) => {
+            let items: Vec<String> = list.iter().map(render).collect();
+            format!("L([{}])", items.join(", "))
+        }
+        other => format!("{other:?}"),
+    }
+}
+
 #[async_trait]
 impl Raw for AwsRaw {
     async fn state(&self) -> Vec<String> {
@@ -245,8 +266,10 @@ impl Raw for AwsRaw {
                 .await
                 .expect("scan the test table");
             for item in out.items.unwrap_or_default() {
-                let mut attrs: Vec<String> =
-                    item.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+                let mut attrs: Vec<String> = item
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", render(v)))
+                    .collect();
                 attrs.sort();
                 rows.push(attrs.join(", "));
             }

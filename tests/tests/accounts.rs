@@ -3,8 +3,14 @@
 //! Needs moto, Dovecot and the SMTP test server (infra/test.sh starts them).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use connector::domain::{AccountId, Lease, LeaseHolder, LeaseOutcome};
+use connector::inbound::Inbound;
+use connector::ports::Store;
 use e2e::admin_env::{ADMIN_TOKEN, AdminEnv, WEBHOOK_URL};
+use e2e::counting::CountingStore;
 use e2e::inbound_env::{PASSWORD, mail};
 use serde_json::{Value, json};
 
@@ -465,6 +471,80 @@ async fn status_and_poll_now_and_no_secret_anywhere() {
     }
 }
 
+/// `GET /accounts` and `GET /accounts/{id}` read the poll state as stored: while a poll holds
+/// the account's lease they show its cursor and stats, write nothing, and the lease stays with
+/// the poll, until the same expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_accounts_shows_a_running_polls_state_and_leaves_its_lease_alone() {
+    let env = AdminEnv::new().await;
+    let address = env.new_address("lettura");
+    let r = env
+        .admin("POST", "/accounts", Some(&env.registration(&address)))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let original = mail::citizen(1, &address).build();
+    env.dovecot.append_blocking(
+        &address,
+        &[mail::envelope(&original, "opec-lettura-1@pec.sandbox.test")],
+    );
+    let polled = env
+        .admin("POST", &format!("/accounts/{id}/poll"), None)
+        .await;
+    assert_eq!(polled.body["tickets_created"], 1, "{polled:?}");
+
+    // The next poll is running: it holds the lease.
+    let account = AccountId::parse(&id).unwrap();
+    let store = &env.env.store;
+    let holder = LeaseHolder::unique("poll");
+    let ttl = Duration::from_secs(60);
+    let LeaseOutcome::Acquired(lease) = store
+        .take_lease(&account, &holder, chrono::Utc::now(), ttl)
+        .await
+        .unwrap()
+    else {
+        panic!("the lease is free");
+    };
+    let before = env.env.raw.state().await;
+    let listed = env.admin("GET", "/accounts", None).await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let shown = env.admin("GET", &format!("/accounts/{id}"), None).await;
+    assert_eq!(shown.status, 200, "{shown:?}");
+    for status in [&listed.body["accounts"][0]["status"], &shown.body["status"]] {
+        assert_eq!(status["activated"], true, "{status}");
+        assert!(status["last_uid"].as_u64().unwrap() >= 1, "{status}");
+        assert!(status["last_success_at"].is_string(), "{status}");
+        assert_eq!(status["counts"]["tickets_created"], 1, "{status}");
+    }
+    assert_eq!(env.env.raw.state().await, before, "reading wrote nothing");
+    match store
+        .take_lease(
+            &account,
+            &LeaseHolder::unique("other"),
+            chrono::Utc::now(),
+            ttl,
+        )
+        .await
+        .unwrap()
+    {
+        LeaseOutcome::Held {
+            holder: h,
+            expires_at,
+        } => {
+            assert_eq!(
+                (h, expires_at),
+                (holder, lease.expires_at),
+                "the lease is the poll's"
+            );
+        }
+        other => panic!("the poll's lease was lost: {other:?}"),
+    }
+    store
+        .release_lease(&lease)
+        .await
+        .expect("the poll still holds its lease");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_names_every_route_and_field() {
     let env = AdminEnv::new().await;
@@ -646,5 +726,187 @@ async fn guarding_standard_notifications_is_optional_and_undone_with_the_last_ac
         env.sim.triggers().len(),
         2,
         "only Zendesk's own triggers remain"
+    );
+}
+
+/// A registration whose account is polled at the moment it is created: a store on which an
+/// account's creation runs `hook` (with the store as it is) before returning.
+async fn env_with_create_hook(
+    hook: impl Fn(Arc<dyn Store>, AccountId) -> HookFuture + Send + Sync + 'static,
+    lease_wait: Option<Duration>,
+) -> AdminEnv {
+    AdminEnv::with(
+        move |store| {
+            let inner = store.clone();
+            Arc::new(
+                CountingStore::new(store).after_create(Box::new(move |id| hook(inner.clone(), id))),
+            )
+        },
+        |options| {
+            if let Some(wait) = lease_wait {
+                options.lease_wait = wait;
+            }
+        },
+    )
+    .await
+}
+
+type HookFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A PEC from citizen `n` in `address`'s mailbox.
+fn arrives(env: &AdminEnv, address: &str, n: u32) {
+    let original = mail::citizen(n, address).build();
+    env.dovecot.append_blocking(
+        address,
+        &[mail::envelope(
+            &original,
+            &format!("opec-base-{n}@pec.sandbox.test"),
+        )],
+    );
+}
+
+/// Polls now and returns the subjects of every ticket in Zendesk.
+async fn poll_and_subjects(env: &AdminEnv, id: &str) -> Vec<String> {
+    let polled = env
+        .admin("POST", &format!("/accounts/{id}/poll"), None)
+        .await;
+    assert_eq!(polled.status, 200, "{polled:?}");
+    let mut subjects: Vec<String> = env.sim.tickets().into_iter().map(|t| t.subject).collect();
+    subjects.sort();
+    subjects
+}
+
+/// Taking the lease as another run would, for `ttl`.
+async fn hold(store: &dyn Store, id: &AccountId, ttl: Duration) -> Lease {
+    match store
+        .take_lease(id, &LeaseHolder::unique("poll"), chrono::Utc::now(), ttl)
+        .await
+        .unwrap()
+    {
+        LeaseOutcome::Acquired(lease) => lease,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A run holds the new account's lease when registration comes to record the baseline: the
+/// registration waits for it and records the baseline it saw. What was there before is never
+/// imported; what arrives after registration is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_waits_for_a_held_lease_to_record_the_baseline() {
+    let env = env_with_create_hook(
+        |store, id| {
+            Box::pin(async move {
+                let lease = hold(&*store, &id, Duration::from_secs(60)).await;
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    store.release_lease(&lease).await.unwrap();
+                });
+            })
+        },
+        None,
+    )
+    .await;
+    let address = env.new_address("attesa");
+    arrives(&env, &address, 1);
+    let started = Instant::now();
+    let r = env
+        .admin("POST", "/accounts", Some(&env.registration(&address)))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "it waited"
+    );
+    assert_eq!(r.body["status"]["activated"], true, "{r:?}");
+    assert_eq!(r.body["status"]["last_uid"], 1, "{r:?}");
+    let id = r.body["id"].as_str().unwrap().to_owned();
+
+    arrives(&env, &address, 2);
+    assert_eq!(
+        poll_and_subjects(&env, &id).await,
+        ["Richiesta n. 2 di accesso agli atti"],
+        "only what arrived after registration"
+    );
+}
+
+/// A poll runs to its end as the account is created: its first-activation baseline stands, and
+/// still nothing that was there at registration is imported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_before_the_registrations_baseline_imports_nothing_already_there() {
+    let poller: Arc<std::sync::OnceLock<Arc<Inbound>>> = Arc::default();
+    let env = env_with_create_hook(
+        {
+            let poller = poller.clone();
+            move |_, id| {
+                let poller = poller.clone();
+                Box::pin(async move {
+                    let inbound = poller.get().expect("the poller").clone();
+                    let outcome = inbound
+                        .poll(&id, Instant::now() + Duration::from_secs(20))
+                        .await
+                        .unwrap();
+                    assert!(outcome.baseline, "{outcome:?}");
+                })
+            }
+        },
+        None,
+    )
+    .await;
+    poller.set(env.inbound.clone()).ok().unwrap();
+    let address = env.new_address("prima");
+    arrives(&env, &address, 1);
+    let r = env
+        .admin("POST", "/accounts", Some(&env.registration(&address)))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.body["status"]["activated"], true, "{r:?}");
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    arrives(&env, &address, 2);
+    assert_eq!(
+        poll_and_subjects(&env, &id).await,
+        ["Richiesta n. 2 di accesso agli atti"]
+    );
+}
+
+/// A lease held longer than a registration waits (a run that died holding it): the
+/// registration fails saying so, never leaving the account silently without its baseline; once
+/// the lease has expired, registering again records it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_fails_clearly_while_the_lease_stays_held_and_completes_when_repeated() {
+    let held_for = Duration::from_secs(3);
+    let env = env_with_create_hook(
+        move |store, id| {
+            Box::pin(async move {
+                hold(&*store, &id, held_for).await;
+            })
+        },
+        Some(Duration::from_secs(1)),
+    )
+    .await;
+    let address = env.new_address("occupata");
+    arrives(&env, &address, 1);
+    let started = Instant::now();
+    let r = env
+        .admin("POST", "/accounts", Some(&env.registration(&address)))
+        .await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.error().contains("being read by another run"), "{r:?}");
+    assert!(r.error().contains("register it again"), "{r:?}");
+    let listed = env.admin("GET", "/accounts", None).await;
+    assert_eq!(listed.body["accounts"][0]["status"]["activated"], false);
+
+    tokio::time::sleep(held_for.saturating_sub(started.elapsed()) + Duration::from_millis(200))
+        .await;
+    let again = env
+        .admin("POST", "/accounts", Some(&env.registration(&address)))
+        .await;
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.body["status"]["activated"], true, "{again:?}");
+    assert_eq!(again.body["status"]["last_uid"], 1, "{again:?}");
+    let id = again.body["id"].as_str().unwrap().to_owned();
+    arrives(&env, &address, 2);
+    assert_eq!(
+        poll_and_subjects(&env, &id).await,
+        ["Richiesta n. 2 di accesso agli atti"]
     );
 }

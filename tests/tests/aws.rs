@@ -27,6 +27,7 @@ e2e::contract_tests!(e2e::env::aws;
     lease_expired_can_be_taken_over,
     lease_released_only_by_holder,
     lease_release_keeps_poll_stats,
+    poll_state_is_read_without_the_lease,
     missing_account_is_a_typed_error,
     secrets_lifecycle,
     schedules_lifecycle,
@@ -67,6 +68,19 @@ async fn poll_io_budget() {
     assert!(
         one_new.write_requests <= 3 && one_new.items_written <= 5,
         "{one_new:?}"
+    );
+    // An admin's status read: one item read, nothing written.
+    env.store.poll_state(&account).await.unwrap();
+    let status = counter.take();
+    eprintln!("dynamodb poll state read: {status:?}");
+    assert_eq!(
+        (
+            status.read_requests,
+            status.items_read,
+            status.write_requests
+        ),
+        (1, 1, 0),
+        "{status:?}"
     );
 }
 

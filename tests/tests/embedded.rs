@@ -21,6 +21,7 @@ e2e::contract_tests!(e2e::env::embedded;
     lease_expired_can_be_taken_over,
     lease_released_only_by_holder,
     lease_release_keeps_poll_stats,
+    poll_state_is_read_without_the_lease,
     missing_account_is_a_typed_error,
     secrets_lifecycle,
     schedules_lifecycle,

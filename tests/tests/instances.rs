@@ -318,3 +318,115 @@ async fn deleting_an_instances_last_account_never_breaks_another_webhook() {
         );
     }
 }
+
+/// An instance URL is parsed: plain http only to this machine, the host exactly, nothing but the
+/// origin; it is refused naming the field before any request leaves, and kept as its origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_urls_are_parsed_and_refused_before_anything_is_sent() {
+    let env = AdminEnv::new().await;
+    let other = ZendeskSimulator::start().await.unwrap();
+    let port = other.base_url().rsplit(':').next().unwrap().to_owned();
+    for (url, reason) in [
+        ("http://127.0.0.1.evil.example".to_owned(), "https://"),
+        ("http://localhost.evil.example".to_owned(), "https://"),
+        (format!("http://127.0.0.1:{port}.evil.example"), "not a URL"),
+        ("https://x@evil.example".to_owned(), "user name"),
+        (format!("http://x@127.0.0.1:{port}"), "user name"),
+        ("https://acme.zendesk.com/api".to_owned(), "path"),
+        (format!("http://127.0.0.1:{port}/api"), "path"),
+        (format!("http://localhost:{port}/?x=1"), "query"),
+        ("ftp://acme.zendesk.com".to_owned(), "https://"),
+    ] {
+        let mut body = instance_body(&other, "cliente-u");
+        body["url"] = json!(url);
+        let a = env.admin("POST", "/zendesk-instances", Some(&body)).await;
+        assert_eq!(
+            (a.status, a.body["field"].as_str()),
+            (422, Some("url")),
+            "{url}: {a:?}"
+        );
+        assert!(a.error().contains(reason), "{url}: {a:?}");
+        assert!(
+            !a.error().contains("cannot reach"),
+            "{url}: nothing is sent: {a:?}"
+        );
+    }
+    assert!(env.env.raw.secrets().await.is_empty(), "nothing kept");
+
+    // The scheme and host in any case, a trailing `/`: kept as the origin.
+    let mut body = instance_body(&other, "cliente-u");
+    body["url"] = json!(format!("HTTP://127.0.0.1:{port}/"));
+    let a = env.admin("POST", "/zendesk-instances", Some(&body)).await;
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(a.body["url"], other.base_url());
+}
+
+/// Registering an instance again with a new token: this process's client uses it at once, and
+/// another process's (the poller's) once its kept client is older than the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_registered_again_is_called_with_its_new_token() {
+    use connector::domain::{InstanceId, SecretName, ZendeskAuthKind, ZendeskInstance};
+    use connector::zendesks::ZendeskDirectory;
+    use sandbox::zendesk::Credentials;
+    use secrecy::SecretString;
+    use std::time::{Duration, Instant};
+
+    let env = AdminEnv::new().await;
+    // Zendesk now takes only the new token; the connector keeps the one it was registered with.
+    let other = ZendeskSimulator::start_with(Credentials {
+        api_token: "token-nuovo".into(),
+        ..Credentials::default()
+    })
+    .await
+    .unwrap();
+    let id = InstanceId::parse("cliente-t").unwrap();
+    env.env
+        .store
+        .put_instance(&ZendeskInstance {
+            id: id.clone(),
+            url: other.base_url().to_owned(),
+            auth: ZendeskAuthKind::ApiToken {
+                email: other.credentials().agent_email.clone(),
+            },
+            created_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    env.env
+        .secrets
+        .put(
+            &SecretName::ZendeskToken(id.clone()),
+            &SecretString::from("token-vecchio"),
+        )
+        .await
+        .unwrap();
+    let soon = || Instant::now() + Duration::from_secs(5);
+    // The api's clients (this process) and the poller's (another warm process).
+    let api = env.inbound.instances.clone().expect("instances");
+    let mut poller = ZendeskDirectory::new(env.env.store.clone(), env.env.secrets.clone());
+    poller.ttl = Duration::from_millis(500);
+    for directory in [&*api, &poller] {
+        let client = directory.client(&id).await.unwrap();
+        assert!(client.current_user(soon()).await.is_err(), "the old token");
+    }
+
+    let a = env
+        .admin(
+            "POST",
+            "/zendesk-instances",
+            Some(&instance_body(&other, "cliente-t")),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let client = api.client(&id).await.unwrap();
+    client
+        .current_user(soon())
+        .await
+        .expect("the registering process uses the new token at once");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let client = poller.client(&id).await.unwrap();
+    client
+        .current_user(soon())
+        .await
+        .expect("another process uses it after its TTL");
+}

@@ -119,7 +119,7 @@ pub fn document() -> Value {
                     "security": admin,
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["id"], "additionalProperties": false, "properties": {
                         "id": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?$"},
-                        "subdomain": {"type": "string"}, "url": {"type": "string", "format": "uri"},
+                        "subdomain": {"type": "string"}, "url": {"type": "string", "format": "uri", "description": "Instead of subdomain: https://host[:port] (plain http only to 127.0.0.0/8, ::1 or localhost), without user name, path, query or fragment."},
                         "email": {"type": "string", "description": "The agent the API token belongs to."},
                         "api_token": {"type": "string", "writeOnly": true}, "oauth_token": {"type": "string", "writeOnly": true}}}}}},
                     "responses": {"201": {"description": "registered"}, "200": {"description": "replaced"}, "401": error_response("missing or wrong admin token"), "422": error_response("a field is invalid or Zendesk refused the credentials")}
@@ -140,7 +140,8 @@ pub fn document() -> Value {
                         "401": error_response("missing or wrong admin token"),
                         "409": error_response("the id belongs to another address"),
                         "422": error_response("a field is invalid, or the provider refused the login (named in `field`)"),
-                        "502": error_response("Zendesk refused the provisioning")
+                        "502": error_response("Zendesk refused the provisioning"),
+                        "503": error_response("another run kept the mailbox busy (the account is saved without its starting point: register it again once that run is over), or a service the connector uses did not answer")
                     }
                 },
                 "get": {"summary": "List accounts", "security": admin, "responses": {"200": {"description": "`{\"accounts\": [Account]}`"}, "401": error_response("missing or wrong admin token")}}

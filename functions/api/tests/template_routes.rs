@@ -2,11 +2,14 @@
 //! function name exactly the routes [`api::routes`] lists (SAM's `ANY` covers every method of a
 //! path), so no route answers 404 on AWS and no deployed route is one the router does not serve.
 //!
-//! The template uses CloudFormation tags (`!Ref`, `!Sub`, `!GetAtt`) that strict YAML parsers
-//! refuse, so [`http_api_events`] reads it line by line, by indentation: enough YAML for a SAM
-//! template's block mappings and sequences, and any event it cannot read fails the test.
+//! The template is read by indentation ([`common::entries`]); any event the reader cannot read
+//! fails the test.
+
+mod common;
 
 use std::collections::BTreeSet;
+
+use common::{entries, template};
 
 /// The function in `template.yaml` that runs [`api::router`].
 const API_FUNCTION: &str = "ApiFunction";
@@ -21,91 +24,11 @@ struct Event {
     method: Option<String>,
 }
 
-/// Every `key: value` of a YAML document as the keys leading to it and its value (empty for a
-/// key that opens a block). Sequence items are a `-` key; block scalars (`|`, `>`) are skipped.
-fn entries(yaml: &str) -> Vec<(Vec<String>, String)> {
-    let mut entries = Vec::new();
-    // The keys open at this line: each with its indentation.
-    let mut open: Vec<(usize, String)> = Vec::new();
-    // The indentation of a block scalar's key while its lines are skipped.
-    let mut scalar_of: Option<usize> = None;
-    for line in yaml.lines() {
-        let text = line.trim_start();
-        let mut indent = line.len() - text.len();
-        if text.is_empty() || text.starts_with('#') {
-            continue;
-        }
-        if let Some(key_indent) = scalar_of {
-            if indent > key_indent {
-                continue;
-            }
-            scalar_of = None;
-        }
-        if text == "---" {
-            open.clear();
-            continue;
-        }
-        let mut text = text;
-        // A sequence item: a `-` key; a sequence may be as indented as the key holding it.
-        while let Some(rest) = text
-            .strip_prefix("- ")
-            .or_else(|| text.strip_prefix('-').filter(|r| r.is_empty()))
-        {
-            open.retain(|(i, k)| *i < indent || (*i == indent && k != "-"));
-            open.push((indent, "-".to_owned()));
-            let item = rest.trim_start();
-            indent += text.len() - item.len();
-            text = item;
-        }
-        open.retain(|(i, _)| *i < indent);
-        let Some((key, value)) = key_value(text) else {
-            continue;
-        };
-        if value.starts_with('|') || value.starts_with('>') {
-            scalar_of = Some(indent);
-        }
-        let mut keys: Vec<String> = open.iter().map(|(_, k)| k.clone()).collect();
-        keys.push(key.clone());
-        entries.push((keys, value));
-        open.push((indent, key));
-    }
-    entries
-}
-
-/// `key: value` (value without quotes or a trailing comment), or `None` for a plain scalar.
-fn key_value(text: &str) -> Option<(String, String)> {
-    let (key, value) = match text.split_once(": ") {
-        Some((key, value)) => (key, value.trim()),
-        None => (text.strip_suffix(':')?, ""),
-    };
-    let key = unquote(key.trim());
-    let value = if value.starts_with('"') || value.starts_with('\'') {
-        unquote(value)
-    } else {
-        value
-            .split(" #")
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
-    Some((key, value))
-}
-
-fn unquote(s: &str) -> String {
-    for q in ['"', '\''] {
-        if let Some(inner) = s.strip_prefix(q).and_then(|s| s.split(q).next()) {
-            return inner.to_owned();
-        }
-    }
-    s.to_owned()
-}
-
 /// The `HttpApi` events of `function` in a SAM template, and any event whose type cannot be read.
 fn http_api_events(template: &str, function: &str) -> Vec<Event> {
     let events_of = ["Resources", function, "Properties", "Events"];
     let mut events: Vec<Event> = Vec::new();
-    for (keys, value) in entries(template) {
+    for common::Entry { keys, value, .. } in entries(template) {
         let Some(rest) = keys.strip_prefix(events_of.map(String::from).as_slice()) else {
             continue;
         };
@@ -135,11 +58,6 @@ fn http_api_events(template: &str, function: &str) -> Vec<Event> {
     }
     events.retain(|e| e.kind.as_deref().is_none_or(|kind| kind == "HttpApi"));
     events
-}
-
-fn template() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml");
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }
 
 #[test]

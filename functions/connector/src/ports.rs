@@ -75,6 +75,13 @@ pub trait Store: Send + Sync {
         lease: &Lease,
         stats: Option<&PollStats>,
     ) -> Result<(), StoreError>;
+    /// The account's cursor and poll stats as stored, read without the lease and writing
+    /// nothing (one read: an admin's status view, even while a poll holds the lease). `None` if
+    /// there is no such account.
+    async fn poll_state(
+        &self,
+        id: &AccountId,
+    ) -> Result<Option<(Option<Cursor>, PollStats)>, StoreError>;
     /// Moves the cursor from `expected` to `next` (first activation, a new UIDVALIDITY, skipping
     /// UIDs). Conditional: the lease must be held, the stored cursor must equal `expected`, and
     /// within one UIDVALIDITY the cursor never moves down ([`StoreError::ConditionFailed`]).

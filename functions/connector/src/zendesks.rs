@@ -1,11 +1,13 @@
 //! The Zendesk instances of a deployment. The default instance is configured with the
 //! deployment (its client is built at start); others are registered over the admin API
 //! ([`ZendeskInstance`] in the store, its token in the secrets) and their clients are built on
-//! first use and kept.
+//! first use and kept for [`CLIENT_TTL`]: an instance registered again with a new token is
+//! used with it at once by the process that registered it ([`ZendeskDirectory::forget`]) and
+//! within the TTL by every other (the poller's warm Lambdas while the api registers).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use zendesk::{Auth, RetryPolicy, ZendeskClient, ZendeskConfig, ZendeskError};
@@ -39,13 +41,27 @@ impl InstanceError {
     }
 }
 
-/// The registered instances' clients, built on first use.
+/// How long a kept client is used before its instance and token are read again.
+pub const CLIENT_TTL: Duration = Duration::from_secs(60);
+
+/// The registered instances' clients, built on first use and kept for [`ZendeskDirectory::ttl`].
 pub struct ZendeskDirectory {
     store: Arc<dyn Store>,
     secrets: Arc<dyn Secrets>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
-    clients: Mutex<HashMap<InstanceId, Arc<ZendeskClient>>>,
+    /// How long a kept client is used ([`CLIENT_TTL`]).
+    pub ttl: Duration,
+    kept: Mutex<Kept>,
+}
+
+/// The kept clients, each with when it was built.
+#[derive(Default)]
+struct Kept {
+    clients: HashMap<InstanceId, (Arc<ZendeskClient>, Instant)>,
+    /// Moves on at every [`ZendeskDirectory::forget`]: a client built from what was read
+    /// before is not kept (it may carry the replaced token).
+    generation: u64,
 }
 
 impl ZendeskDirectory {
@@ -55,15 +71,22 @@ impl ZendeskDirectory {
             secrets,
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
-            clients: Mutex::new(HashMap::new()),
+            ttl: CLIENT_TTL,
+            kept: Mutex::new(Kept::default()),
         }
     }
 
     /// The client of instance `id`.
     pub async fn client(&self, id: &InstanceId) -> Result<Arc<ZendeskClient>, InstanceError> {
-        if let Some(c) = self.clients.lock().expect("not poisoned").get(id) {
-            return Ok(c.clone());
-        }
+        let generation = {
+            let kept = self.kept.lock().expect("not poisoned");
+            if let Some((client, built)) = kept.clients.get(id)
+                && built.elapsed() < self.ttl
+            {
+                return Ok(client.clone());
+            }
+            kept.generation
+        };
         let instance = self
             .store
             .get_instance(id)
@@ -74,10 +97,11 @@ impl ZendeskDirectory {
             .get(&SecretName::ZendeskToken(id.clone()))
             .await?;
         let client = Arc::new(self.build(&instance, token)?);
-        self.clients
-            .lock()
-            .expect("not poisoned")
-            .insert(id.clone(), client.clone());
+        let mut kept = self.kept.lock().expect("not poisoned");
+        if kept.generation == generation {
+            kept.clients
+                .insert(id.clone(), (client.clone(), Instant::now()));
+        }
         Ok(client)
     }
 
@@ -102,8 +126,172 @@ impl ZendeskDirectory {
         })
     }
 
-    /// Drops a kept client (the instance was registered again or removed).
+    /// Drops a kept client (the instance was registered again or removed); a client being
+    /// built meanwhile is not kept.
     pub fn forget(&self, id: &InstanceId) {
-        self.clients.lock().expect("not poisoned").remove(id);
+        let mut kept = self.kept.lock().expect("not poisoned");
+        kept.clients.remove(id);
+        kept.generation += 1;
+    }
+}
+
+#[cfg(all(test, feature = "embedded"))]
+mod tests {
+    use std::time::Instant;
+
+    use async_trait::async_trait;
+    use sandbox::ZendeskSimulator;
+    use sandbox::zendesk::Credentials;
+    use tokio::sync::{Mutex as AsyncMutex, oneshot};
+
+    use super::*;
+    use crate::secrets::file::FileSecrets;
+    use crate::store::sqlite::SqliteStore;
+
+    /// Secrets whose next read, once armed, answers only when told to: a client being built
+    /// while a registration replaces the token.
+    struct HeldSecrets {
+        inner: FileSecrets,
+        /// Told when the read has its value; waits for the go-ahead.
+        armed: AsyncMutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    }
+
+    #[async_trait]
+    impl Secrets for HeldSecrets {
+        async fn put(&self, name: &SecretName, value: &SecretString) -> Result<(), SecretsError> {
+            self.inner.put(name, value).await
+        }
+        async fn get(&self, name: &SecretName) -> Result<SecretString, SecretsError> {
+            let value = self.inner.get(name).await;
+            if let Some((read, go)) = self.armed.lock().await.take() {
+                let _ = read.send(());
+                let _ = go.await;
+            }
+            value
+        }
+        async fn delete(&self, name: &SecretName) -> Result<(), SecretsError> {
+            self.inner.delete(name).await
+        }
+        async fn list(&self) -> Result<Vec<SecretName>, SecretsError> {
+            self.inner.list().await
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_built_while_the_token_is_replaced_is_not_kept() {
+        let sim = ZendeskSimulator::start_with(Credentials {
+            api_token: "token-nuovo".into(),
+            ..Credentials::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = Arc::new(HeldSecrets {
+            inner: FileSecrets::open(dir.path()).unwrap(),
+            armed: AsyncMutex::new(None),
+        });
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let id = InstanceId::parse("cliente-t").unwrap();
+        store
+            .put_instance(&ZendeskInstance {
+                id: id.clone(),
+                url: sim.base_url().to_owned(),
+                auth: ZendeskAuthKind::ApiToken {
+                    email: sim.credentials().agent_email.clone(),
+                },
+                created_at: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+        let token = SecretName::ZendeskToken(id.clone());
+        secrets
+            .put(&token, &SecretString::from("token-vecchio"))
+            .await
+            .unwrap();
+        let directory = Arc::new(ZendeskDirectory::new(store, secrets.clone()));
+
+        // A client is being built from the old token when a registration replaces it.
+        let (read_tx, read_rx) = oneshot::channel();
+        let (go_tx, go_rx) = oneshot::channel();
+        *secrets.armed.lock().await = Some((read_tx, go_rx));
+        let building = tokio::spawn({
+            let (directory, id) = (directory.clone(), id.clone());
+            async move { directory.client(&id).await.unwrap() }
+        });
+        read_rx.await.unwrap();
+        secrets
+            .put(&token, &SecretString::from("token-nuovo"))
+            .await
+            .unwrap();
+        directory.forget(&id);
+        go_tx.send(()).unwrap();
+        let old = building.await.unwrap();
+        assert!(
+            matches!(
+                old.current_user(soon()).await,
+                Err(ZendeskError::Unauthorized { .. })
+            ),
+            "the client read before the change has the old token"
+        );
+
+        // The next caller gets the new token, not the client finished after the change.
+        let new = directory.client(&id).await.unwrap();
+        new.current_user(soon()).await.expect("the new token");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kept_clients_are_read_again_after_the_ttl() {
+        let sim = ZendeskSimulator::start_with(Credentials {
+            api_token: "token-nuovo".into(),
+            ..Credentials::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let secrets: Arc<dyn Secrets> = Arc::new(FileSecrets::open(dir.path()).unwrap());
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let id = InstanceId::parse("cliente-t").unwrap();
+        store
+            .put_instance(&ZendeskInstance {
+                id: id.clone(),
+                url: sim.base_url().to_owned(),
+                auth: ZendeskAuthKind::ApiToken {
+                    email: sim.credentials().agent_email.clone(),
+                },
+                created_at: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+        let token = SecretName::ZendeskToken(id.clone());
+        secrets
+            .put(&token, &SecretString::from("token-vecchio"))
+            .await
+            .unwrap();
+        // Another process (the poller) keeps its client for a short TTL.
+        let mut other = ZendeskDirectory::new(store.clone(), secrets.clone());
+        other.ttl = Duration::from_millis(300);
+        let kept = other.client(&id).await.unwrap();
+        assert!(kept.current_user(soon()).await.is_err());
+
+        // This process registers the new token.
+        secrets
+            .put(&token, &SecretString::from("token-nuovo"))
+            .await
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&kept, &other.client(&id).await.unwrap()),
+            "kept within the TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let fresh = other.client(&id).await.unwrap();
+        fresh
+            .current_user(soon())
+            .await
+            .expect("after the TTL, the new token");
+        assert_eq!(CLIENT_TTL, Duration::from_secs(60), "the TTL in production");
     }
 }

@@ -1117,6 +1117,26 @@ mod tests {
     use reqwest::header::HeaderValue;
 
     #[test]
+    fn the_origin_check_compares_parsed_hosts_exactly() {
+        let base = Url::parse("HTTPS://Acme.zendesk.com").unwrap();
+        for (url, same) in [
+            (
+                "https://acme.zendesk.com/attachments/token/t/?name=a.pdf",
+                true,
+            ),
+            ("https://ACME.zendesk.com:443/x", true),
+            ("https://acme.zendesk.com.evil.example/x", false),
+            ("https://acme.zendesk.com@evil.example/x", false),
+            ("https://evil.example/acme.zendesk.com", false),
+            ("https://xacme.zendesk.com/x", false),
+            ("http://acme.zendesk.com/x", false),
+            ("https://acme.zendesk.com:8443/x", false),
+        ] {
+            assert_eq!(same_origin(&Url::parse(url).unwrap(), &base), same, "{url}");
+        }
+    }
+
+    #[test]
     fn backoff_grows_with_jitter_and_stays_capped() {
         let policy = RetryPolicy {
             initial_backoff: Duration::from_millis(100),

@@ -23,7 +23,7 @@ mod escape;
 mod model;
 
 pub use client::{COMMENT_BODY_LIMIT, ZendeskClient};
-pub use config::{Auth, RetryPolicy, ZendeskConfig};
+pub use config::{Auth, RetryPolicy, ZendeskConfig, base_url_origin};
 pub use error::{FieldError, ZendeskError};
 pub use escape::{escape_placeholders, text_to_html};
 pub use model::{

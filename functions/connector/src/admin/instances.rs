@@ -79,15 +79,7 @@ fn parse(body: &[u8]) -> Result<(ZendeskInstance, SecretString), AdminError> {
     let id = text(&obj, "id")?.ok_or_else(|| bad("id", "is required"))?;
     let id = InstanceId::parse(&id).map_err(|e| bad("id", e.reason))?;
     let url = match (text(&obj, "url")?, text(&obj, "subdomain")?) {
-        (Some(url), None) => {
-            if !(url.starts_with("https://")
-                || url.starts_with("http://127.0.0.1")
-                || url.starts_with("http://localhost"))
-            {
-                return Err(bad("url", "must be an https:// URL"));
-            }
-            url.trim_end_matches('/').to_owned()
-        }
+        (Some(url), None) => zendesk::base_url_origin(&url).map_err(|reason| bad("url", reason))?,
         (None, Some(sub)) => {
             let ok = sub.len() <= 63
                 && sub
@@ -264,6 +256,17 @@ mod tests {
             (i.url.as_str(), &i.auth),
             ("https://b.zendesk.com", &ZendeskAuthKind::OAuth)
         );
+        // The URL is kept as its origin: what the client's same-host checks compare with.
+        for (url, kept) in [
+            ("HTTPS://Acme.zendesk.com/", "https://acme.zendesk.com"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("http://[::1]:8080/", "http://[::1]:8080"),
+            ("http://localhost:8080/", "http://localhost:8080"),
+        ] {
+            let body = serde_json::json!({"id": "c", "url": url, "oauth_token": "o"});
+            let (i, _) = parse(body.to_string().as_bytes()).unwrap();
+            assert_eq!(i.url, kept, "{url}");
+        }
         for (body, field) in [
             (
                 r#"{"subdomain": "a", "email": "a@b.it", "api_token": "t"}"#,
@@ -282,6 +285,30 @@ mod tests {
                 "url",
             ),
             (r#"{"id": "a", "subdomain": "a"}"#, "api_token"),
+            (
+                r#"{"id": "a", "url": "http://127.0.0.1.evil.example", "oauth_token": "o"}"#,
+                "url",
+            ),
+            (
+                r#"{"id": "a", "url": "http://localhost.evil.example", "oauth_token": "o"}"#,
+                "url",
+            ),
+            (
+                r#"{"id": "a", "url": "https://x@evil.example", "oauth_token": "o"}"#,
+                "url",
+            ),
+            (
+                r#"{"id": "a", "url": "https://acme.zendesk.com/api", "oauth_token": "o"}"#,
+                "url",
+            ),
+            (
+                r#"{"id": "a", "url": "https://acme.zendesk.com/?x=1", "oauth_token": "o"}"#,
+                "url",
+            ),
+            (
+                r#"{"id": "a", "url": "acme.zendesk.com", "oauth_token": "o"}"#,
+                "url",
+            ),
             (
                 r#"{"id": "a", "subdomain": "a", "api_token": "t"}"#,
                 "email",

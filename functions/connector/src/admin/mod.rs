@@ -23,7 +23,7 @@ use zendesk::{ZendeskClient, ZendeskError};
 
 use crate::domain::{
     Account, AccountId, AttachmentsPolicy, Cursor, InstanceId, InvalidInput, LeaseHolder,
-    LeaseOutcome, PollInterval, PollStats, ReceiptMode, Schedule, UidValidity, ZendeskObjects,
+    LeaseOutcome, PollInterval, ReceiptMode, Schedule, UidValidity, ZendeskObjects,
 };
 use crate::inbound::{Inbound, PollOutcome};
 use crate::mailbox::{MailboxError, MailboxProvider, MailboxStatus};
@@ -36,6 +36,9 @@ use crate::zendesks::{InstanceError, ZendeskDirectory};
 
 pub use registration::{Changes, PRESETS, Preset, Registration};
 
+/// How often a registration asks again for a lease another run holds.
+const LEASE_RETRY: Duration = Duration::from_millis(200);
+
 /// Settings of the admin use cases.
 #[derive(Debug, Clone)]
 pub struct AdminOptions {
@@ -47,6 +50,9 @@ pub struct AdminOptions {
     pub poll_budget: Duration,
     /// The poll interval of accounts registered without one.
     pub default_poll_interval: PollInterval,
+    /// How long a registration waits for the account's lease to record the mailbox baseline
+    /// while another run holds it.
+    pub lease_wait: Duration,
 }
 
 impl AdminOptions {
@@ -56,6 +62,7 @@ impl AdminOptions {
             zendesk_budget: Duration::from_secs(20),
             poll_budget: Duration::from_secs(25),
             default_poll_interval: PollInterval::DEFAULT,
+            lease_wait: Duration::from_secs(8),
         }
     }
 }
@@ -109,6 +116,14 @@ pub enum AdminError {
     /// The instance still has accounts.
     #[error("zendesk instance {id:?} still serves {accounts} account(s); delete them first")]
     InstanceInUse { id: String, accounts: usize },
+    /// Another run kept the account's lease for longer than a registration waits: the account
+    /// is saved but its mailbox baseline is not; registering it again records it.
+    #[error(
+        "the mailbox of account {id:?} is being read by another run (its lease ends at {until}), \
+         so the point from which its messages are imported is not recorded yet; the account is \
+         saved: register it again once that run is over"
+    )]
+    MailboxBusy { id: String, until: DateTime<Utc> },
 }
 
 impl AdminError {
@@ -325,10 +340,11 @@ impl Admin {
         let created = existing.is_none();
         if created {
             self.store.create_account(&account).await?;
-            self.baseline(&account.id, status).await?;
         } else {
             self.store.update_account(&account).await?;
         }
+        // Also for an account whose registration stopped before recording it.
+        self.baseline(&account.id, status).await?;
         let account = self.finish(account, &templates).await?;
         self.guard(if reg.guard_notifications {
             provision::Guard::On
@@ -511,23 +527,54 @@ impl Admin {
         Ok(status)
     }
 
-    /// Records the mailbox as it is now, so the first poll imports only what arrives later.
+    /// Records the mailbox as the registration's login saw it (`status`), so that polls import
+    /// only what arrives later; nothing when a baseline is recorded already.
+    ///
+    /// The registration's baseline is the right one. A poll that finds no baseline records its
+    /// own (first activation) from what it sees then, and imports nothing: nothing that was
+    /// already there at registration is imported either way, but what arrived in between would
+    /// never be. So when another run holds the lease (a registration of the same address, a
+    /// poll that came at once), the registration waits for it, up to
+    /// [`AdminOptions::lease_wait`], and then fails saying so ([`AdminError::MailboxBusy`]):
+    /// never an account left to a later poll's baseline. A baseline a poll recorded meanwhile
+    /// stands: it is at or after this one, and a cursor never moves down.
     async fn baseline(&self, id: &AccountId, status: MailboxStatus) -> Result<(), AdminError> {
-        let holder = LeaseHolder::unique("register");
-        let lease = match self
-            .store
-            .take_lease(id, &holder, Utc::now(), Duration::from_secs(60))
-            .await?
-        {
-            LeaseOutcome::Acquired(lease) => lease,
-            LeaseOutcome::Held { .. } => return Ok(()),
+        if let Some((Some(_), _)) = self.store.poll_state(id).await? {
+            return Ok(());
+        }
+        let Ok(uid_validity) = UidValidity::new(status.uid_validity) else {
+            // A server without UIDVALIDITY: the first poll refuses the mailbox and says so.
+            return Ok(());
         };
-        let result = match (lease.cursor, UidValidity::new(status.uid_validity)) {
-            (None, Ok(uv)) => {
-                let next = Cursor::first_activation(uv, status.uid_next);
+        let holder = LeaseHolder::unique("register");
+        let give_up = Instant::now() + self.options.lease_wait;
+        let lease = loop {
+            let held_until = match self
+                .store
+                .take_lease(id, &holder, Utc::now(), Duration::from_secs(60))
+                .await
+            {
+                Ok(LeaseOutcome::Acquired(lease)) => break lease,
+                Ok(LeaseOutcome::Held { expires_at, .. }) => expires_at,
+                // Released while being taken: try again.
+                Err(StoreError::ConditionFailed { .. }) => Utc::now(),
+                Err(e) => return Err(e.into()),
+            };
+            let now = Instant::now();
+            if now >= give_up {
+                return Err(AdminError::MailboxBusy {
+                    id: id.as_str().to_owned(),
+                    until: held_until,
+                });
+            }
+            tokio::time::sleep(LEASE_RETRY.min(give_up - now)).await;
+        };
+        let result = match lease.cursor {
+            None => {
+                let next = Cursor::first_activation(uid_validity, status.uid_next);
                 self.store.advance_cursor(&lease, None, &next).await
             }
-            _ => Ok(()),
+            Some(_) => Ok(()),
         };
         self.store.release_lease(&lease).await?;
         result?;
@@ -584,7 +631,13 @@ impl Admin {
 
     async fn view(&self, account: &Account) -> Result<AccountView, AdminError> {
         let problem = account.health.problem.as_ref();
-        let (cursor, stats) = self.cursor(&account.id).await?;
+        // Read as stored, never through the lease: a running poll is neither disturbed nor
+        // hidden (an account deleted meanwhile shows no poll state).
+        let (cursor, stats) = self
+            .store
+            .poll_state(&account.id)
+            .await?
+            .unwrap_or_default();
         Ok(AccountView {
             id: account.id.as_str().to_owned(),
             address: account.address.as_str().to_owned(),
@@ -636,24 +689,6 @@ impl Admin {
             created_at: account.created_at,
             updated_at: account.updated_at,
         })
-    }
-
-    /// The account's cursor and poll stats, read without disturbing a poll (a lease held by a
-    /// poll is left alone, the cursor reported as unknown and the stats as empty).
-    async fn cursor(&self, id: &AccountId) -> Result<(Option<Cursor>, PollStats), AdminError> {
-        let holder = LeaseHolder::unique("status");
-        match self
-            .store
-            .take_lease(id, &holder, Utc::now(), Duration::from_secs(5))
-            .await?
-        {
-            LeaseOutcome::Acquired(lease) => {
-                // A plain release: the stored stats are kept as they are.
-                self.store.release_lease(&lease).await?;
-                Ok((lease.cursor, lease.stats))
-            }
-            LeaseOutcome::Held { .. } => Ok((None, PollStats::default())),
-        }
     }
 }
 

@@ -24,7 +24,8 @@
 //! Measured on the wire (`tests/tests/aws.rs`, `poll_io_budget`): a poll with nothing new reads
 //! 1 item and writes 2 (lease taken, lease released); a poll with one new message reads 1 item
 //! and writes 5 in 3 requests (lease, one transaction of record-by-UID + record-by-Message-ID +
-//! cursor, release).
+//! cursor, release). An admin's status read of an account's poll state is one `GetItem` of its
+//! `STATE` item, whoever holds the lease.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -837,6 +838,20 @@ impl Store for DynamoStore {
         };
         let result = req.send().await;
         self.leased_write(&op, lease, result).await
+    }
+
+    async fn poll_state(
+        &self,
+        id: &AccountId,
+    ) -> Result<Option<(Option<Cursor>, PollStats)>, StoreError> {
+        let op = format!("read the poll state of account {id}");
+        let Some(item) = self
+            .get(&op, keys::account_pk(id), keys::STATE.to_owned())
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((cursor_of(&op, &item)?, stats_of(&op, &item)?)))
     }
 
     async fn advance_cursor(

@@ -574,6 +574,34 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn poll_state(
+        &self,
+        id: &AccountId,
+    ) -> Result<Option<(Option<Cursor>, PollStats)>, StoreError> {
+        let op = format!("read the poll state of account {id}");
+        let id = id.to_string();
+        self.run(op, move |conn, op| {
+            let row: Option<(Option<i64>, Option<i64>, Option<i64>, Option<String>)> = conn
+                .query_row(
+                    "SELECT uid_validity, last_uid, baseline_uid_next, stats
+                     FROM accounts WHERE id = ?1",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .map_err(sql(op))?;
+            let Some((uv, last, base, stats)) = row else {
+                return Ok(None);
+            };
+            let stats = match stats {
+                Some(json) => from_json(op, &json)?,
+                None => PollStats::default(),
+            };
+            Ok(Some((cursor_from(op, uv, last, base)?, stats)))
+        })
+        .await
+    }
+
     async fn advance_cursor(
         &self,
         lease: &Lease,

@@ -1,0 +1,538 @@
+//! Least privilege in `template.yaml`: each function's IAM policies let it read exactly the
+//! secrets its code reads. The poller reads account passwords and Zendesk API tokens, never the
+//! admin token or the webhook secrets; no function may `ListSecrets` (it cannot be limited to the
+//! connector's secrets) without a comment in the template saying why.
+//!
+//! Secret names come from the code ([`SecretName::key`] under the template's `SECRETS_PREFIX`),
+//! resource ARNs from the template with sample values for `${Stage}` and the pseudo parameters,
+//! matched as IAM matches them (`*` and `?` wildcards). A policy the reader cannot read (a SAM
+//! policy template about secrets, `NotResource`, a resource in another form) fails the test.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Entry, entries, template, unquote};
+use connector::domain::{AccountId, InstanceId, SecretName};
+
+/// What `${...}` stands for in the sample deployment.
+const SAMPLE: [(&str, &str); 4] = [
+    ("Stage", "prod"),
+    ("AWS::Partition", "aws"),
+    ("AWS::Region", "eu-south-1"),
+    ("AWS::AccountId", "123456789012"),
+];
+
+/// One secret of each kind the connector keeps, with whether the poller reads it (the poller's
+/// code: `wiring.rs` the default Zendesk's token, `inbound` and `outbound` an account's
+/// password, `zendesks.rs` a registered instance's token).
+fn secrets() -> Vec<(SecretName, bool)> {
+    let account = AccountId::parse("aruba-1").unwrap();
+    let instance = InstanceId::parse("cliente-b").unwrap();
+    vec![
+        (SecretName::AccountPassword(account), true),
+        (SecretName::ZendeskApiToken, true),
+        (SecretName::ZendeskToken(instance.clone()), true),
+        (SecretName::AdminToken, false),
+        (SecretName::WebhookSigningSecret, false),
+        (SecretName::WebhookBearerToken, false),
+        (
+            SecretName::InstanceWebhookSigningSecret(instance.clone()),
+            false,
+        ),
+        (SecretName::InstanceWebhookBearerToken(instance), false),
+    ]
+}
+
+/// A policy statement of a function, as the template writes it.
+#[derive(Debug, Default)]
+struct Statement {
+    /// Where it is: `<function> policy <n> statement <m> (line <l>)`.
+    place: String,
+    comments: Vec<String>,
+    effect: String,
+    actions: Vec<String>,
+    resources: Vec<String>,
+    /// Fields the check cannot reason about (`NotAction`, `NotResource`).
+    unread: Vec<String>,
+}
+
+/// A function's policies: its statements, and the policy items that are not statements (SAM
+/// policy templates, managed policies, `!If`) with every key and value written in them.
+fn policies(entries: &[Entry], function: &str) -> (Vec<Statement>, BTreeMap<String, String>) {
+    let prefix = ["Resources", function, "Properties", "Policies"].map(String::from);
+    let mut statements: BTreeMap<(String, String), Statement> = BTreeMap::new();
+    let mut others: BTreeMap<String, String> = BTreeMap::new();
+    for e in entries {
+        let Some([policy, rest @ ..]) = e.keys.strip_prefix(prefix.as_slice()) else {
+            continue;
+        };
+        let [first, statement, field @ ..] = rest else {
+            let text = others.entry(policy.clone()).or_default();
+            text.push_str(&format!(" {}: {}", rest.join("."), e.value));
+            continue;
+        };
+        if first != "Statement" {
+            let text = others.entry(policy.clone()).or_default();
+            text.push_str(&format!(" {}: {}", rest.join("."), e.value));
+            continue;
+        }
+        let s = statements
+            .entry((policy.clone(), statement.clone()))
+            .or_insert_with(|| Statement {
+                place: format!(
+                    "{function} policy {} statement {} (line {})",
+                    &policy[1..],
+                    &statement[1..],
+                    e.line
+                ),
+                comments: e.comments.clone(),
+                ..Statement::default()
+            });
+        let value = e.value.clone();
+        match field.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["Effect"] => s.effect = value,
+            ["Action"] | ["Action", _] if !value.is_empty() => s.actions.push(value),
+            ["Resource"] | ["Resource", _] if !value.is_empty() => s.resources.push(value),
+            [k @ ("NotAction" | "NotResource" | "NotPrincipal"), ..] => s.unread.push(k.to_owned()),
+            _ => {}
+        }
+    }
+    (statements.into_values().collect(), others)
+}
+
+/// Whether `pattern` (IAM: `*` any run of characters, `?` one character) matches `text`.
+fn matches(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Classic wildcard matching with one backtrack point.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < t.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == t[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
+/// `${Name}` replaced by its sample value.
+fn substitute(text: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
+        let name = &rest[start + 2..start + end];
+        let (_, value) = SAMPLE
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| format!("no sample value for ${{{name}}} in {text:?}"))?;
+        out.push_str(value);
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The ARN of a secret named `name` (Secrets Manager adds `-` and six characters).
+fn secret_arn(name: &str) -> String {
+    format!("arn:aws:secretsmanager:eu-south-1:123456789012:secret:{name}-AbC123")
+}
+
+/// A string value of the template: `!Sub "..."`, `"..."` or plain, with `${...}` substituted.
+fn text_value(value: &str) -> Result<String, String> {
+    match value.strip_prefix("!Sub ") {
+        Some(sub) => substitute(&unquote(sub.trim())),
+        None if value.starts_with('!') => Err(format!("cannot read {value:?}")),
+        None => substitute(value),
+    }
+}
+
+/// A `Resource` of a statement as an ARN pattern: `!Sub`, a plain string, or `!Ref` of a
+/// secret declared in the template.
+fn resource_pattern(entries: &[Entry], resource: &str) -> Result<String, String> {
+    let Some(name) = resource.strip_prefix("!Ref ") else {
+        return text_value(resource);
+    };
+    let field = |f: &str| {
+        entries
+            .iter()
+            .find(|e| e.keys == ["Resources", name, f].map(String::from))
+            .or_else(|| {
+                entries
+                    .iter()
+                    .find(|e| e.keys == ["Resources", name, "Properties", f].map(String::from))
+            })
+            .map(|e| e.value.clone())
+    };
+    match (field("Type").as_deref(), field("Name")) {
+        (Some("AWS::SecretsManager::Secret"), Some(n)) => Ok(secret_arn(&text_value(&n)?)),
+        _ => Err(format!(
+            "cannot read {resource:?}: not a named secret of the template"
+        )),
+    }
+}
+
+/// The prefix of every secret name (`SECRETS_PREFIX` of the functions' environment).
+fn secrets_prefix(entries: &[Entry]) -> String {
+    let keys = [
+        "Globals",
+        "Function",
+        "Environment",
+        "Variables",
+        "SECRETS_PREFIX",
+    ];
+    let e = entries
+        .iter()
+        .find(|e| e.keys == keys.map(String::from))
+        .expect("Globals SECRETS_PREFIX in the template");
+    text_value(&e.value).expect("SECRETS_PREFIX readable")
+}
+
+/// Whether `action` (with IAM wildcards, case-insensitive) allows `wanted`.
+fn allows(action: &str, wanted: &str) -> bool {
+    matches(&action.to_ascii_lowercase(), &wanted.to_ascii_lowercase())
+}
+
+/// Which of `names` `function` may read (`secretsmanager:GetSecretValue`), and what in its
+/// policies cannot be read.
+fn readable(template: &str, function: &str, names: &[SecretName]) -> (Vec<bool>, Vec<String>) {
+    let entries = entries(template);
+    let prefix = secrets_prefix(&entries);
+    let arns: Vec<String> = names
+        .iter()
+        .map(|n| secret_arn(&format!("{prefix}/{}", n.key())))
+        .collect();
+    let (statements, others) = policies(&entries, function);
+    let mut problems = Vec::new();
+    if statements.is_empty() && others.is_empty() {
+        problems.push(format!("{function}: no policies found"));
+    }
+    for (policy, text) in &others {
+        if text.to_ascii_lowercase().contains("secret") {
+            problems.push(format!(
+                "{function} policy {}: cannot tell which secrets it grants:{text}",
+                &policy[1..]
+            ));
+        }
+    }
+    let mut readable = vec![false; names.len()];
+    for s in &statements {
+        let reads = [
+            "secretsmanager:GetSecretValue",
+            "secretsmanager:BatchGetSecretValue",
+        ]
+        .iter()
+        .any(|wanted| s.actions.iter().any(|a| allows(a, wanted)));
+        if !s.unread.is_empty() {
+            problems.push(format!("{}: cannot check {:?}", s.place, s.unread));
+        }
+        if s.effect != "Allow" || !reads {
+            continue;
+        }
+        for r in &s.resources {
+            match resource_pattern(&entries, r) {
+                Ok(pattern) => {
+                    for (i, arn) in arns.iter().enumerate() {
+                        readable[i] |= matches(&pattern, arn);
+                    }
+                }
+                Err(e) => problems.push(format!("{}: {e}", s.place)),
+            }
+        }
+    }
+    (readable, problems)
+}
+
+/// Where a function may `ListSecrets` without a comment above the statement saying why.
+fn unexplained_list_secrets(template: &str) -> Vec<String> {
+    let entries = entries(template);
+    let functions: Vec<String> = entries
+        .iter()
+        .filter(|e| e.keys.len() == 3 && e.keys[0] == "Resources" && e.keys[2] == "Type")
+        .filter(|e| e.value == "AWS::Serverless::Function")
+        .map(|e| e.keys[1].clone())
+        .collect();
+    let mut problems = Vec::new();
+    for function in &functions {
+        let (statements, _) = policies(&entries, function);
+        for s in statements {
+            let lists = s
+                .actions
+                .iter()
+                .any(|a| allows(a, "secretsmanager:ListSecrets"));
+            let explained = s.comments.iter().any(|c| c.contains("ListSecrets"));
+            if s.effect == "Allow" && lists && !explained {
+                problems.push(format!(
+                    "{}: secretsmanager:ListSecrets without a comment saying why",
+                    s.place
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// What is wrong with `function`'s secrets access: a secret it reads but may not, or may read
+/// but must not.
+fn secret_problems(template: &str, function: &str, expected: &[(SecretName, bool)]) -> Vec<String> {
+    let names: Vec<SecretName> = expected.iter().map(|(n, _)| n.clone()).collect();
+    let (readable, mut problems) = readable(template, function, &names);
+    for ((name, wanted), can) in expected.iter().zip(readable) {
+        match (wanted, can) {
+            (true, false) => {
+                problems.push(format!("{function} cannot read {name}, which it needs"))
+            }
+            (false, true) => {
+                problems.push(format!("{function} can read {name}, which it must not"))
+            }
+            _ => {}
+        }
+    }
+    problems
+}
+
+#[test]
+fn the_poller_reads_passwords_and_zendesk_tokens_never_the_admin_token_or_webhook_secrets() {
+    let problems = secret_problems(&template(), "PollerFunction", &secrets());
+    assert!(
+        problems.is_empty(),
+        "template.yaml:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_api_reads_every_secret_it_keeps() {
+    let all: Vec<(SecretName, bool)> = secrets().into_iter().map(|(n, _)| (n, true)).collect();
+    let problems = secret_problems(&template(), "ApiFunction", &all);
+    assert!(
+        problems.is_empty(),
+        "template.yaml:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn list_secrets_only_with_a_reason() {
+    let problems = unexplained_list_secrets(&template());
+    assert!(
+        problems.is_empty(),
+        "template.yaml:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_template_names_its_secrets_as_the_code_does() {
+    let entries = entries(&template());
+    let prefix = secrets_prefix(&entries);
+    for (resource, name) in [
+        ("AdminTokenSecret", SecretName::AdminToken),
+        ("ZendeskApiTokenSecret", SecretName::ZendeskApiToken),
+    ] {
+        let pattern = resource_pattern(&entries, &format!("!Ref {resource}")).unwrap();
+        assert_eq!(pattern, secret_arn(&format!("{prefix}/{}", name.key())));
+    }
+}
+
+/// A template with only a poller whose policies are `policies` (indented as items of
+/// `Policies:`).
+fn poller_with(policies: &str) -> String {
+    format!(
+        r#"
+Globals:
+  Function:
+    Environment:
+      Variables:
+        SECRETS_PREFIX: !Sub "pec-connector-${{Stage}}"
+Resources:
+  AdminTokenSecret:
+    Type: AWS::SecretsManager::Secret
+    Properties:
+      Name: !Sub "pec-connector-${{Stage}}/admin-token"
+  ZendeskApiTokenSecret:
+    Type: AWS::SecretsManager::Secret
+    Properties:
+      Name: !Sub "pec-connector-${{Stage}}/zendesk-api-token"
+  PollerFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      Policies:
+{policies}
+"#
+    )
+}
+
+const ARN: &str = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret";
+
+#[test]
+fn the_checks_refuse_what_grants_too_much_or_cannot_be_read() {
+    let problems = |policies: &str| {
+        let t = poller_with(policies);
+        let mut p = secret_problems(&t, "PollerFunction", &secrets());
+        p.extend(unexplained_list_secrets(&t));
+        p
+    };
+    // Today's policy passes.
+    let exact = format!(
+        r#"        - Statement:
+            - Effect: Allow
+              Action: secretsmanager:GetSecretValue
+              Resource:
+                - !Sub "{ARN}:pec-connector-${{Stage}}/account/*"
+                - !Ref ZendeskApiTokenSecret
+                - !Sub "{ARN}:pec-connector-${{Stage}}/zendesk/*/token-??????""#
+    );
+    assert_eq!(problems(&exact), Vec::<String>::new());
+
+    // Every secret of the stage: the admin token and the webhook secrets too.
+    let broad = format!(
+        r#"        - Statement:
+            - Effect: Allow
+              Action: secretsmanager:GetSecretValue
+              Resource: !Sub "{ARN}:pec-connector-${{Stage}}/*""#
+    );
+    let p = problems(&broad);
+    assert!(
+        p.iter().any(|p| p.contains("can read admin-token")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|p| p.contains("webhook-signing-secret")),
+        "{p:?}"
+    );
+    assert_eq!(p.len(), 5, "{p:?}");
+
+    // Every resource, with the actions as a list and a wildcard action.
+    let star = r#"        - Statement:
+            - Effect: Allow
+              Action:
+                - dynamodb:GetItem
+                - secretsmanager:Get*
+              Resource: "*""#;
+    assert!(problems(star).iter().any(|p| p.contains("admin-token")));
+
+    // A name prefix without the separator: `zendesk-api-token*` is fine, `zendesk*` also
+    // reaches zendesk/<id>/webhook-bearer-token.
+    let prefix = format!(
+        r#"        - Statement:
+            - Effect: Allow
+              Action: secretsmanager:GetSecretValue
+              Resource:
+                - !Sub "{ARN}:pec-connector-${{Stage}}/account/*"
+                - !Sub "{ARN}:pec-connector-${{Stage}}/zendesk*""#
+    );
+    let p = problems(&prefix);
+    assert!(
+        p.iter()
+            .any(|p| p.contains("zendesk/cliente-b/webhook-bearer-token")),
+        "{p:?}"
+    );
+
+    // Too narrow: the instances' tokens are missing.
+    let narrow = format!(
+        r#"        - Statement:
+            - Effect: Allow
+              Action: secretsmanager:GetSecretValue
+              Resource:
+                - !Sub "{ARN}:pec-connector-${{Stage}}/account/*"
+                - !Ref ZendeskApiTokenSecret"#
+    );
+    assert_eq!(
+        problems(&narrow),
+        ["PollerFunction cannot read zendesk/cliente-b/token, which it needs"]
+    );
+
+    // A Deny, or a statement about other services, grants nothing.
+    let deny = format!(
+        r#"{exact}
+            - Effect: Deny
+              Action: secretsmanager:GetSecretValue
+              Resource: "*"
+            - Effect: Allow
+              Action: dynamodb:GetItem
+              Resource: "*""#
+    );
+    assert_eq!(problems(&deny), Vec::<String>::new());
+
+    // What the check cannot read fails it.
+    let template_policy = format!(
+        r#"{exact}
+        - AWSSecretsManagerGetSecretValuePolicy:
+            SecretArn: !Ref AdminTokenSecret"#
+    );
+    assert!(
+        problems(&template_policy)
+            .iter()
+            .any(|p| p.contains("policy 1: cannot tell")),
+        "{:?}",
+        problems(&template_policy)
+    );
+    let not_resource = r#"        - Statement:
+            - Effect: Allow
+              Action: secretsmanager:GetSecretValue
+              NotResource: !Ref AdminTokenSecret"#;
+    assert!(
+        problems(not_resource)
+            .iter()
+            .any(|p| p.contains("NotResource"))
+    );
+    let joined = r#"        - Statement:
+            - Effect: Allow
+              Action: secretsmanager:GetSecretValue
+              Resource: !Join ["", ["arn:", "*"]]"#;
+    assert!(problems(joined).iter().any(|p| p.contains("cannot read")));
+
+    // ListSecrets: only with a comment above the statement naming it.
+    let listing = |comment: &str| {
+        format!(
+            r#"{exact}
+            {comment}
+            - Effect: Allow
+              Action: secretsmanager:ListSecrets
+              Resource: "*""#
+        )
+    };
+    let p = problems(&listing("# a comment about something else"));
+    assert!(
+        p.len() == 1
+            && p[0].starts_with("PollerFunction policy 0 statement 1 ")
+            && p[0].ends_with("ListSecrets without a comment saying why"),
+        "{p:?}"
+    );
+    assert_eq!(
+        problems(&listing(
+            "# ListSecrets: the rotation job finds the passwords to rotate"
+        )),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn wildcards_match_as_iam_matches_them() {
+    for (pattern, text, expected) in [
+        ("a/*", "a/b/c", true),
+        ("a/*", "a", false),
+        ("a/*/token-??????", "a/x/token-AbC123", true),
+        ("a/*/token-??????", "a/x/webhook-bearer-token-AbC123", false),
+        ("a/*/token-??????", "a/x/token-AbC12", false),
+        ("*", "", true),
+        ("a*b*c", "aXbYbZc", true),
+        ("a*b*c", "aXbYbZ", false),
+    ] {
+        assert_eq!(matches(pattern, text), expected, "{pattern} ~ {text}");
+    }
+}
