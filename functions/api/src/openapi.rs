@@ -22,6 +22,7 @@ pub fn registration_properties() -> Value {
         "outbound_attachments": {"oneOf": [{"type": "string", "enum": ["zendesk", "on", "off"]}, {"type": "boolean"}], "default": "zendesk", "description": "`zendesk` follows the Zendesk setting \"Include attachments in emails\"."},
         "enabled": {"type": "boolean", "description": "PATCH only: pause or resume the account (polling and sending; a refused send is noted on its ticket)."},
         "zendesk_instance": {"type": "string", "description": "A Zendesk instance registered with POST /zendesk-instances; absent: the deployment's default. Set at registration only."},
+        "max_message_mb": {"type": "integer", "minimum": 1, "maximum": 2048, "description": "Largest PEC imported whole; a larger one becomes a ticket of its headers and stays in the mailbox. Absent: a quarter of the poller's memory."},
         "guard_notifications": {"type": "boolean", "default": false, "description": "Add the condition \"tags contain none of pec_connector and the accounts' reply tags\" to Zendesk's standard requester notification triggers, so PEC requesters get PEC only (false on PATCH removes it)."}
     })
 }
@@ -51,8 +52,13 @@ fn account_status_schema() -> Value {
             "tickets_created": {"type": "integer"},
             "comments_added": {"type": "integer"},
             "receipts_noted": {"type": "integer"},
-            "unreadable": {"type": "integer"}
-        }}
+            "unreadable": {"type": "integer"},
+            "parked": {"type": "integer", "description": "Messages set aside as \"PEC non importabile\" tickets."},
+            "too_large": {"type": "integer", "description": "Messages over max_message_mb, imported with their headers only."},
+            "gaps": {"type": "integer", "description": "Messages the server listed but did not return."}
+        }},
+        "last_parked": {"type": "object", "description": "The last message set aside: uid_validity, uid, ticket, reason, at."},
+        "failing": {"type": "object", "description": "A message the last polls stopped at (uid_validity, uid, failures, last_error); set aside after three polls in a row."}
     }})
 }
 
@@ -87,7 +93,7 @@ pub fn document() -> Value {
                     "status": account_status_schema(),
                     "created_at": {"type": "string"}, "updated_at": {"type": "string"}
                 }},
-                "PollOutcome": {"type": "object", "properties": {"busy": {"type": "boolean"}, "baseline": {"type": "boolean"}, "tickets_created": {"type": "integer"}, "comments_added": {"type": "integer"}, "receipts_noted": {"type": "integer"}, "duplicates": {"type": "integer"}, "unreadable": {"type": "integer"}, "remaining": {"type": "integer"}}}
+                "PollOutcome": {"type": "object", "properties": {"busy": {"type": "boolean"}, "baseline": {"type": "boolean"}, "tickets_created": {"type": "integer"}, "comments_added": {"type": "integer"}, "receipts_noted": {"type": "integer"}, "duplicates": {"type": "integer"}, "unreadable": {"type": "integer"}, "parked": {"type": "integer"}, "too_large": {"type": "integer"}, "gaps": {"type": "integer"}, "skipped": {"type": "integer"}, "remaining": {"type": "integer"}, "caught_up": {"type": "boolean"}}}
             }
         },
         "paths": {
