@@ -568,3 +568,48 @@ async fn a_stuck_fetch_ends_before_the_lease_does() {
     env.poll().await;
     assert_eq!(tickets_about(&env, "Richiesta n. 1").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_or_tabbed_subject_never_stops_the_replies() {
+    let env = ChannelEnv::new("oggetto").await;
+    let long = format!("Richiesta\tcon tabulazione {}", "molto lunga ".repeat(30));
+    let original = mail::citizen(1, &env.address).subject(&long).build();
+    env.deliver(vec![mail::envelope(
+        &original,
+        &format!("opec.lungo.{}@pec.sandbox.test", unique_name()),
+    )])
+    .await;
+    env.poll().await;
+    let ticket = env.sim.tickets()[0].id;
+    // A public reply, then the template.
+    env.sim.agent_reply(ticket, "Risposta", true).unwrap();
+    env.settle().await;
+    // The agent adds the tag a moment later (Zendesk's times have whole seconds).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    env.sim
+        .agent_update(
+            ticket,
+            AgentUpdate {
+                add_tags: vec![format!(
+                    "pec_connector_reply_{}",
+                    env.address.replace('@', "")
+                )],
+                ..AgentUpdate::default()
+            },
+        )
+        .unwrap();
+    env.settle().await;
+    let sent = env.sent();
+    assert_eq!(sent.len(), 2, "{:#?}", env.notes(ticket));
+    for d in &sent {
+        let subject = header(&d.raw, "Subject").unwrap();
+        assert!(!subject.contains('\t'), "{subject}");
+    }
+    assert!(
+        !env.notes(ticket)
+            .iter()
+            .any(|n| n.contains("PEC non inviata")),
+        "{:#?}",
+        env.notes(ticket)
+    );
+}

@@ -317,6 +317,31 @@ nonzero_u32!(
     "uidvalidity"
 );
 
+/// `text` on one line of at most `max_chars` characters: control characters (a TAB, a line
+/// break) become spaces, runs of spaces one, and a longer text is cut at a character with `…`.
+/// What a subject taken from a ticket or a trigger becomes before it is a mail header, so that a
+/// long or odd title never makes every send of its ticket fail.
+pub fn one_line(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars.saturating_mul(4)));
+    let mut space = false;
+    for c in text.trim().chars() {
+        if c.is_control() || c.is_whitespace() {
+            space = true;
+            continue;
+        }
+        if space && !out.is_empty() {
+            out.push(' ');
+        }
+        space = false;
+        out.push(c);
+    }
+    if out.chars().count() > max_chars {
+        out = out.chars().take(max_chars.saturating_sub(1)).collect();
+        out.push('…');
+    }
+    out
+}
+
 /// What identifies the message a ticket, comment or note came from, written into it (a
 /// ticket's `external_id`, a comment's reference line): `pec:<account>:<nonce>:<uidvalidity>:<uid>`,
 /// or `pec:<account>:<uidvalidity>:<uid>` for accounts registered before the registration nonce.
@@ -1134,6 +1159,20 @@ pub struct PollRequest {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn one_line_cleans_and_cuts() {
+        assert_eq!(
+            one_line("  Richiesta\tdi \r\n accesso  ", 255),
+            "Richiesta di accesso"
+        );
+        let long = "è".repeat(300);
+        let cut = one_line(&long, 255);
+        assert_eq!(cut.chars().count(), 255);
+        assert!(cut.ends_with('…'));
+        assert_eq!(one_line("\t\t", 10), "");
+        assert_eq!(one_line("a\nb", usize::MAX), "a b");
+    }
 
     #[test]
     fn markers_round_trip_old_and_new_and_refuse_others() {

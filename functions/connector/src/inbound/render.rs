@@ -374,7 +374,8 @@ pub fn new_ticket(mut msg: PecMessage, raw: Vec<u8>, mailbox: &str, marker: &str
         Some(s) => (s, name),
         None => (mailbox.to_owned(), Some("Mittente sconosciuto".to_owned())),
     };
-    let subject = msg.subject();
+    // One line: a title with a TAB or a line break would follow every reply into its header.
+    let subject = crate::domain::one_line(&msg.subject(), usize::MAX);
     let subject = if subject.trim().is_empty() {
         "(senza oggetto)".to_owned()
     } else {

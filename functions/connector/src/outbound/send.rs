@@ -463,6 +463,22 @@ impl Outbound {
                     .claim(&account, id.clone(), ticket, &job, &holder)
                     .await?
                 {
+                    // This call again (its PEC is recorded), or the public reply of the same
+                    // update already left as a PEC: then the agents are told why no template.
+                    let ours = message_id(
+                        &account,
+                        ticket,
+                        &hex(&Sha256::digest(key.as_bytes())[..16]),
+                    );
+                    let again = this
+                        .store
+                        .find_outbound(&account.id, &ours)
+                        .await?
+                        .is_some();
+                    if comment.is_some() && !again {
+                        this.note(ticket, notes::refused(&notes::reply_went_instead()))
+                            .await;
+                    }
                     info!(account = %account.id.as_str(), %ticket, key = %key, "webhook already received, or its comment already sent: nothing more sent");
                     return Ok(Accepted::Duplicate);
                 }
@@ -1521,16 +1537,18 @@ fn outbox_id(key: &str) -> OutboxId {
 }
 
 /// `Re: ` before a subject that has no reply prefix yet.
+/// On one line, at most [`crate::outbound::webhook::MAX_SUBJECT_CHARS`] characters.
 fn reply_subject(subject: &str) -> String {
-    let s = subject.trim();
+    let s = crate::domain::one_line(subject, usize::MAX);
     let lower = s.to_ascii_lowercase();
-    if lower.starts_with("re:") || lower.starts_with("r:") {
-        s.to_owned()
+    let s = if lower.starts_with("re:") || lower.starts_with("r:") {
+        s
     } else if s.is_empty() {
         "Re: risposta".to_owned()
     } else {
         format!("Re: {s}")
-    }
+    };
+    crate::domain::one_line(&s, crate::outbound::webhook::MAX_SUBJECT_CHARS)
 }
 
 /// A trigger's `message` is HTML when it came from an HTML placeholder, text otherwise (ticket
@@ -1643,6 +1661,13 @@ mod notes {
             .to_owned()
     }
 
+    pub fn reply_went_instead() -> String {
+        "il modello non è stato inviato perché la risposta pubblica scritta nello stesso \
+         aggiornamento è già partita come PEC (una sola PEC per azione dell'agente). Per inviare \
+         anche il modello, aggiungere di nuovo il tag."
+            .to_owned()
+    }
+
     pub fn nothing_sent() -> String {
         "il commento da inviare non è stato trovato sul ticket, o non è una risposta pubblica di \
          un agente."
@@ -1749,6 +1774,12 @@ mod tests {
         assert_eq!(reply_subject("Richiesta"), "Re: Richiesta");
         assert_eq!(reply_subject("RE: Richiesta"), "RE: Richiesta");
         assert_eq!(reply_subject("  "), "Re: risposta");
+        assert_eq!(
+            reply_subject("Richiesta\tdi accesso"),
+            "Re: Richiesta di accesso"
+        );
+        let long = reply_subject(&"a".repeat(400));
+        assert_eq!(long.chars().count(), 255);
     }
 
     #[test]

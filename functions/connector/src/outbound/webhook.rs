@@ -708,6 +708,9 @@ fn no_line_break(field: &'static str, value: &str) -> Result<(), WebhookError> {
     Ok(())
 }
 
+/// The subject: no line break (a header could be injected through one) nor other control
+/// character but TAB; TABs become spaces and a subject over [`MAX_SUBJECT_CHARS`] is cut
+/// (a long ticket title must not make every send of its ticket fail).
 fn subject(raw: &str) -> Result<String, WebhookError> {
     no_line_break("subject", raw)?;
     if raw.chars().any(|c| c.is_control() && c != '\t') {
@@ -716,18 +719,11 @@ fn subject(raw: &str) -> Result<String, WebhookError> {
             "contains a control character",
         ));
     }
-    let subject = raw.trim();
+    let subject = crate::domain::one_line(raw, MAX_SUBJECT_CHARS);
     if subject.is_empty() {
         return Err(WebhookError::field("subject", "must not be empty"));
     }
-    let chars = subject.chars().count();
-    if chars > MAX_SUBJECT_CHARS {
-        return Err(WebhookError::field(
-            "subject",
-            format!("is {chars} characters; the limit is {MAX_SUBJECT_CHARS}"),
-        ));
-    }
-    Ok(subject.to_owned())
+    Ok(subject)
 }
 
 /// `a@pec.it, b@pec.it; c@pec.it`: each checked, duplicates dropped, order kept.
@@ -1193,12 +1189,15 @@ mod tests {
             assert!(err.to_string().starts_with(prefix), "{err} / {prefix}");
             assert!(matches!(err.status(), 400 | 422));
         }
-        let long = "x".repeat(MAX_SUBJECT_CHARS + 1);
-        let err = parse(template_with("subject", &format!(r#""{long}""#)).as_bytes()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "field subject: is 256 characters; the limit is 255"
-        );
+        // A long subject or a TAB is cleaned, not refused.
+        let long = "x".repeat(MAX_SUBJECT_CHARS + 40);
+        let OutboundRequest::TemplateSend { subject, .. } =
+            parse(template_with("subject", &format!(r#""{long}\tfine""#)).as_bytes()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(subject.chars().count(), MAX_SUBJECT_CHARS);
+        assert!(subject.ends_with('…'));
     }
 
     #[test]
