@@ -1,4 +1,4 @@
-//! The world of the inbound acceptance tests (`tests/inbound.rs`, `tests/inbound_memory.rs`).
+//! The world of the inbound acceptance tests (`tests/e2e/inbound.rs`, `tests/e2e/inbound_memory.rs`).
 //!
 //! Each test gets an [`InboundEnv`]: a fresh user on the Dovecot test server (its own mailbox,
 //! reached over IMAPS with the test CA), its own [`ZendeskSimulator`], a SQLite store and file

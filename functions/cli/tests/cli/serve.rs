@@ -1,5 +1,5 @@
 //! `serve` without outside services: the routes on a real socket, the tokens in the data
-//! directory. (With Dovecot, SMTP and the Zendesk simulator: `tests/tests/serve.rs`.)
+//! directory. (With Dovecot, SMTP and the Zendesk simulator: `tests/tests/e2e/serve.rs`.)
 
 use std::path::Path;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! The template is read by indentation ([`common::entries`]); any event the reader cannot read
 //! fails the test.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,9 +1,8 @@
 //! The IMAP adapter, unchanged, against the sandbox's simulated PEC provider IMAP server
 //! (in-process, implicit TLS with the sandbox test CA): the same scenarios as against Dovecot
-//! (tests/common/imap_adapter.rs).
+//! (`imap_adapter.rs`).
 
-#[path = "common/imap_adapter.rs"]
-mod imap_adapter;
+use crate::imap_adapter;
 
 use imap_adapter::{self as scenario, Server};
 use sandbox::imap::ImapSimulator;

@@ -1,9 +1,8 @@
 //! The SMTP adapter, unchanged, against the sandbox's simulated PEC provider submission server
 //! (in-process, implicit TLS with the sandbox test CA, AUTH, faults by name): the same scenarios
-//! as against aiosmtpd (tests/common/smtp_adapter.rs).
+//! as against aiosmtpd (`smtp_adapter.rs`).
 
-#[path = "common/smtp_adapter.rs"]
-mod smtp_adapter;
+use crate::smtp_adapter;
 
 use std::sync::Arc;
 use std::time::Duration;

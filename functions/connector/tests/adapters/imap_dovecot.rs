@@ -1,8 +1,7 @@
 //! The IMAP adapter against a real Dovecot IMAPS server on loopback (infra/dovecot.sh). The
-//! scenarios are shared with `imap_simulator.rs` (tests/common/imap_adapter.rs).
+//! scenarios are shared with `imap_simulator.rs` (`imap_adapter.rs`).
 
-#[path = "common/imap_adapter.rs"]
-mod imap_adapter;
+use crate::imap_adapter;
 
 use std::net::TcpStream;
 

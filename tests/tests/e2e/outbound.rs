@@ -3,7 +3,7 @@
 //! tickets and notes read back from the Zendesk simulator, receipts appended to a real Dovecot
 //! mailbox and polled. Needs Dovecot and the SMTP test server (infra/test.sh starts both).
 //!
-//! Run: `cargo test -p e2e --test outbound -- --nocapture` (the latency test prints figures).
+//! Run: `cargo test -p e2e --test e2e outbound:: -- --nocapture` (the latency test prints figures).
 
 use std::time::Duration;
 

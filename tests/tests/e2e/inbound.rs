@@ -2,7 +2,7 @@
 //! by `connector::inbound::Inbound` through the real adapters, read back from the Zendesk
 //! simulator. Needs Dovecot (`bash infra/dovecot.sh start`; infra/test.sh does it).
 //!
-//! Run: `cargo test -p e2e --test inbound -- --nocapture` (the performance tests print figures).
+//! Run: `cargo test -p e2e --test e2e inbound:: -- --nocapture` (the performance tests print figures).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -1,9 +1,8 @@
 //! The SMTP adapter against a real aiosmtpd SMTPS server on loopback (infra/smtpd.sh): implicit
 //! TLS, AUTH, and the faults PEC providers produce, chosen by the test's own user name. The
-//! scenarios are shared with `smtp_simulator.rs` (tests/common/smtp_adapter.rs).
+//! scenarios are shared with `smtp_simulator.rs` (`smtp_adapter.rs`).
 
-#[path = "common/smtp_adapter.rs"]
-mod smtp_adapter;
+use crate::smtp_adapter;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

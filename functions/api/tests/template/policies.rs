@@ -8,7 +8,7 @@
 //! matched as IAM matches them (`*` and `?` wildcards). A policy the reader cannot read (a SAM
 //! policy template about secrets, `NotResource`, a resource in another form) fails the test.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

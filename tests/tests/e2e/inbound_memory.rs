@@ -5,7 +5,7 @@
 //! own whose threads are not counted, so the figure is the connector's (IMAP adapter, parser,
 //! renderer, Zendesk client, store). The process-wide peak is printed too.
 //!
-//! Run: `cargo test -p e2e --test inbound_memory -- --nocapture` (needs Dovecot).
+//! Run: `cargo test -p e2e --test e2e inbound_memory -- --nocapture` (needs Dovecot).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
