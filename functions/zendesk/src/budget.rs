@@ -34,8 +34,9 @@ pub struct RateLimitReport {
 
 impl RateLimitReport {
     /// The report in `headers`: the account-wide `X-Rate-Limit` / `X-Rate-Limit-Remaining`
-    /// first, else `ratelimit-limit` / `ratelimit-remaining`; `ratelimit-reset` as the window's
-    /// end. `None` when neither pair is there whole and readable (no information).
+    /// first, else `ratelimit-limit` / `ratelimit-remaining` with `ratelimit-reset` as the
+    /// window's end (it belongs to that family only). `None` when neither pair is there whole
+    /// and readable (no information).
     pub fn from_headers(headers: &HeaderMap) -> Option<RateLimitReport> {
         let number = |name: &str| {
             headers
@@ -44,12 +45,17 @@ impl RateLimitReport {
                 .and_then(|v| v.trim().parse::<u32>().ok())
         };
         let pair = |limit: &str, remaining: &str| Some((number(limit)?, number(remaining)?));
-        let (limit, remaining) = pair("x-rate-limit", "x-rate-limit-remaining")
-            .or_else(|| pair("ratelimit-limit", "ratelimit-remaining"))?;
+        let (limit, remaining, reset) = match pair("x-rate-limit", "x-rate-limit-remaining") {
+            Some((limit, remaining)) => (limit, remaining, None),
+            None => {
+                let (limit, remaining) = pair("ratelimit-limit", "ratelimit-remaining")?;
+                (limit, remaining, reset_wait(headers))
+            }
+        };
         Some(RateLimitReport {
             limit,
             remaining: remaining.min(limit),
-            reset: reset_wait(headers),
+            reset,
         })
     }
 }
@@ -273,7 +279,7 @@ mod tests {
             Some(RateLimitReport {
                 limit: 200,
                 remaining: 150,
-                reset: Some(Duration::from_secs(41)),
+                reset: None,
             })
         );
         let endpoint = headers(&[
