@@ -88,6 +88,14 @@ impl RateLeft {
     }
 }
 
+/// A share of the limit kept for others, as an admin writes it: 0 to 90 percent (a trailing
+/// `%` allowed). More would leave a long job almost nothing.
+pub fn parse_reserve_percent(raw: &str) -> Option<u8> {
+    let v = raw.trim();
+    let v = v.strip_suffix('%').unwrap_or(v).trim();
+    v.parse::<u8>().ok().filter(|p| *p <= 90)
+}
+
 /// One Zendesk account's request budget in this process; clones share it. See the module
 /// documentation.
 #[derive(Clone)]
@@ -109,6 +117,9 @@ struct Seen {
     left: RateLeft,
     /// After this the window has surely passed: the budget is unknown again.
     until: Instant,
+    /// When the first report of this window came: the window began before, so it ends before
+    /// this plus its length.
+    window_seen: Instant,
 }
 
 impl Default for RateBudget {
@@ -175,16 +186,27 @@ impl RateBudget {
     }
 
     /// Takes in what an answer said, received at `at`. The latest report wins (answers to
-    /// concurrent requests may cross; the error is at most the requests in flight).
+    /// concurrent requests may cross; the error is at most the requests in flight). Without a
+    /// `reset`, the report is trusted until a window's length after the first report of the same
+    /// window (one with as many or fewer requests left than the one before): the window cannot
+    /// end later than that.
     pub fn observe(&self, report: RateLimitReport, at: Instant) {
         let mut state = self.lock();
-        let until = at + report.reset.unwrap_or(state.window);
+        let window_seen = match state.last {
+            Some(s) if at < s.until && report.remaining <= s.left.remaining => s.window_seen,
+            _ => at,
+        };
+        let until = match report.reset {
+            Some(reset) => at + reset,
+            None => window_seen + state.window,
+        };
         state.last = Some(Seen {
             left: RateLeft {
                 limit: report.limit,
                 remaining: report.remaining,
             },
             until,
+            window_seen,
         });
     }
 
@@ -201,6 +223,7 @@ impl RateBudget {
                 remaining: 0,
             },
             until,
+            window_seen: until.checked_sub(state.window).unwrap_or(at),
         });
     }
 
@@ -386,6 +409,32 @@ mod tests {
         );
         assert!(budget.left_at(at + Duration::from_secs(29)).is_some());
         assert_eq!(budget.left_at(at + Duration::from_secs(30)), None);
+    }
+
+    #[test]
+    fn a_report_is_trusted_until_a_window_after_the_first_of_its_window() {
+        let budget = RateBudget::with_window(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let report = |remaining| RateLimitReport {
+            limit: 200,
+            remaining,
+            reset: None,
+        };
+        let secs = Duration::from_secs;
+        budget.observe(report(199), t0);
+        budget.observe(report(40), t0 + secs(50));
+        // The window began by t0: it is over by t0 + 60 s, not t0 + 50 s + 60 s.
+        assert_eq!(budget.left_at(t0 + secs(59)).unwrap().remaining, 40);
+        assert_eq!(budget.left_at(t0 + secs(60)), None);
+        // More left than before: a new window began, seen first now.
+        budget.observe(report(199), t0 + secs(55));
+        budget.observe(report(150), t0 + secs(70));
+        assert_eq!(budget.left_at(t0 + secs(114)).unwrap().remaining, 150);
+        assert_eq!(budget.left_at(t0 + secs(115)), None);
+        // After a stale report, the next one starts a window of its own.
+        budget.observe(report(10), t0 + secs(200));
+        assert!(budget.left_at(t0 + secs(259)).is_some());
+        assert_eq!(budget.left_at(t0 + secs(260)), None);
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod error;
 mod escape;
 mod model;
 
-pub use budget::{RateBudget, RateLeft, RateLimitReport, ZENDESK_WINDOW};
+pub use budget::{RateBudget, RateLeft, RateLimitReport, ZENDESK_WINDOW, parse_reserve_percent};
 pub use client::{COMMENT_BODY_LIMIT, ZendeskClient};
 pub use config::{Auth, RetryPolicy, ZendeskConfig, base_url_origin};
 pub use error::{FieldError, ZendeskError};
