@@ -1108,6 +1108,13 @@ pub async fn lease_release_keeps_poll_stats(env: &Env) {
             at: at + TimeDelta::minutes(5),
         }),
         failing: None,
+        rate_limit_stops: 2,
+        rate_limited: Some(connector::domain::RateLimitStop {
+            at: at + TimeDelta::minutes(5),
+            messages_left: 120,
+            requests_left: Some(39),
+            request_limit: Some(200),
+        }),
     };
     store.release_lease_with(&l, Some(&ok)).await.unwrap();
     let l = lease(store, &a.id, "poller-3").await;

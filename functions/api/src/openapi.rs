@@ -55,10 +55,13 @@ fn account_status_schema() -> Value {
             "unreadable": {"type": "integer"},
             "parked": {"type": "integer", "description": "Messages set aside as \"PEC non importabile\" tickets."},
             "too_large": {"type": "integer", "description": "Messages over max_message_mb, imported with their headers only."},
-            "gaps": {"type": "integer", "description": "Messages the server listed but did not return."}
+            "gaps": {"type": "integer", "description": "Messages the server listed but did not return."},
+            "rate_limit_stops": {"type": "integer", "description": "Polls that stopped early to keep part of Zendesk's API request limit for the agents."}
         }},
         "last_parked": {"type": "object", "description": "The last message set aside: uid_validity, uid, ticket, reason, at."},
-        "failing": {"type": "object", "description": "A message the last polls stopped at (uid_validity, uid, failures, last_error); set aside after three polls in a row."}
+        "failing": {"type": "object", "description": "A message the last polls stopped at (uid_validity, uid, failures, last_error); set aside after three polls in a row."},
+        "last_poll_stopped_for_rate_limit": {"type": "boolean", "description": "The last poll stopped early to keep part of Zendesk's API request limit (20% by default) for the agents; not a failure, the next poll goes on."},
+        "last_poll_note": {"type": "string", "description": "When the last poll stopped early for the rate limit: what Zendesk had left and how many messages wait for the next poll."}
     }})
 }
 
@@ -93,7 +96,7 @@ pub fn document() -> Value {
                     "status": account_status_schema(),
                     "created_at": {"type": "string"}, "updated_at": {"type": "string"}
                 }},
-                "PollOutcome": {"type": "object", "properties": {"busy": {"type": "boolean"}, "baseline": {"type": "boolean"}, "tickets_created": {"type": "integer"}, "comments_added": {"type": "integer"}, "receipts_noted": {"type": "integer"}, "duplicates": {"type": "integer"}, "unreadable": {"type": "integer"}, "parked": {"type": "integer"}, "too_large": {"type": "integer"}, "gaps": {"type": "integer"}, "skipped": {"type": "integer"}, "remaining": {"type": "integer"}, "caught_up": {"type": "boolean"}}}
+                "PollOutcome": {"type": "object", "properties": {"busy": {"type": "boolean"}, "baseline": {"type": "boolean"}, "tickets_created": {"type": "integer"}, "comments_added": {"type": "integer"}, "receipts_noted": {"type": "integer"}, "duplicates": {"type": "integer"}, "unreadable": {"type": "integer"}, "parked": {"type": "integer"}, "too_large": {"type": "integer"}, "gaps": {"type": "integer"}, "skipped": {"type": "integer"}, "remaining": {"type": "integer"}, "caught_up": {"type": "boolean"}, "stopped_for_rate_limit": {"type": "boolean", "description": "Stopped early to keep part of Zendesk's API request limit for the agents; `remaining` messages wait for the next poll."}, "zendesk_requests_left": {"type": "object", "description": "Zendesk's API requests left and limit when it stopped.", "properties": {"limit": {"type": "integer"}, "remaining": {"type": "integer"}}}}}
             }
         },
         "paths": {

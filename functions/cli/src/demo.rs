@@ -152,6 +152,7 @@ impl Sandbox {
             admin_token: None,
             public_url: None,
             trust_ca: Some(tls_ca.clone()),
+            agent_reserve_percent: 20,
             trust_pec_ca: Some(pec_ca),
         })
         .await?;

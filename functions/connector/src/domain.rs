@@ -862,6 +862,44 @@ pub struct PollStats {
     /// permanent: after a few such polls in a row it is parked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failing: Option<FailingMessage>,
+    /// Polls that stopped early to keep part of Zendesk's request limit for the agents (not
+    /// failures: the next poll goes on).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rate_limit_stops: u64,
+    /// Set when the last poll stopped early for Zendesk's request limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limited: Option<RateLimitStop>,
+}
+
+/// A poll that stopped early to keep part of Zendesk's request limit for the agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimitStop {
+    pub at: DateTime<Utc>,
+    /// New messages it left for the next poll.
+    pub messages_left: u32,
+    /// Zendesk's requests left in the current minute and its limit, as last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_left: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_limit: Option<u32>,
+}
+
+impl RateLimitStop {
+    /// One line for the account's status.
+    pub fn describe(&self) -> String {
+        let zendesk = match (self.requests_left, self.request_limit) {
+            (Some(left), Some(limit)) if limit > 0 => {
+                format!("Zendesk had {left} of {limit} API requests left this minute")
+            }
+            _ => "Zendesk's API request limit was reached".to_owned(),
+        };
+        format!(
+            "the last poll stopped early: {zendesk}, kept for the agents; {} message{} left \
+             for the next poll",
+            self.messages_left,
+            if self.messages_left == 1 { "" } else { "s" }
+        )
+    }
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -46,6 +46,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// `DEFAULT_POLL_INTERVAL` (api only, minutes, default 2).
     pub default_poll_interval: PollInterval,
+    /// `ZENDESK_AGENT_RESERVE_PERCENT` (0 to 90, default 20): the share of Zendesk's request
+    /// limit a poll leaves to the agents ([`PollOptions::agent_reserve_percent`]).
+    pub agent_reserve_percent: u8,
 }
 
 /// A missing or unusable setting, named.
@@ -94,6 +97,14 @@ impl Config {
                         ))
                     })?,
             },
+            agent_reserve_percent: match get("ZENDESK_AGENT_RESERVE_PERCENT") {
+                None => PollOptions::default().agent_reserve_percent,
+                Some(v) => zendesk::parse_reserve_percent(&v).ok_or_else(|| {
+                    ConfigError(format!(
+                        "ZENDESK_AGENT_RESERVE_PERCENT must be 0 to 90 (percent), not {v:?}"
+                    ))
+                })?,
+            },
         })
     }
 }
@@ -106,6 +117,7 @@ pub struct AwsParts {
     pub egress_ip: Option<String>,
     /// The Zendesk instances registered besides the default one.
     pub instances: Arc<ZendeskDirectory>,
+    pub agent_reserve_percent: u8,
     aws: aws_config::SdkConfig,
 }
 
@@ -138,6 +150,7 @@ impl AwsParts {
             secrets,
             zendesk: Arc::new(zendesk),
             egress_ip: config.egress_ip.clone(),
+            agent_reserve_percent: config.agent_reserve_percent,
             aws,
         })
     }
@@ -151,7 +164,10 @@ impl AwsParts {
             mailboxes: Arc::new(ImapProvider::new(tls)),
             zendesk: self.zendesk.clone(),
             anchors: pec::TrustAnchors::pec(),
-            options: PollOptions::default(),
+            options: PollOptions {
+                agent_reserve_percent: self.agent_reserve_percent,
+                ..PollOptions::default()
+            },
             hook: None,
             instances: Some(self.instances.clone()),
         })
@@ -255,5 +271,29 @@ mod tests {
         .unwrap();
         assert_eq!(ok.zendesk_url, "http://127.0.0.1:9");
         assert_eq!(ok.egress_ip.as_deref(), Some("203.0.113.7"));
+        assert_eq!(ok.agent_reserve_percent, 20, "the default");
+    }
+
+    #[test]
+    fn the_agents_reserve_is_a_percentage_up_to_90() {
+        let reserve = |v: &'static str| {
+            Config::from_lookup(move |k: &str| match k {
+                "TABLE_NAME" => Some("t".to_owned()),
+                "ZENDESK_SUBDOMAIN" => Some("acme".to_owned()),
+                "ZENDESK_EMAIL" => Some("a@b.it".to_owned()),
+                "ZENDESK_AGENT_RESERVE_PERCENT" => Some(v.to_owned()),
+                _ => None,
+            })
+            .map(|c| c.agent_reserve_percent)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(reserve("35"), Ok(35));
+        assert_eq!(reserve(" 0 % "), Ok(0));
+        assert_eq!(reserve("90%"), Ok(90));
+        assert_eq!(reserve(" "), Ok(20), "blank is unset");
+        for bad in ["91", "-1", "0.2", "venti"] {
+            let err = reserve(bad).unwrap_err();
+            assert!(err.contains("ZENDESK_AGENT_RESERVE_PERCENT"), "{err}");
+        }
     }
 }

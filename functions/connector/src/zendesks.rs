@@ -4,13 +4,18 @@
 //! first use and kept for [`CLIENT_TTL`]: an instance registered again with a new token is
 //! used with it at once by the process that registered it ([`ZendeskDirectory::forget`]) and
 //! within the TTL by every other (the poller's warm Lambdas while the api registers).
+//!
+//! Zendesk's request limit is per Zendesk account, whatever the client: every client built here
+//! for one instance URL shares one [`RateBudget`], kept for the life of the process (across
+//! rebuilds and new tokens), so all the account runs of a process see the same requests left.
+//! The default instance's client is built once per process and keeps its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
-use zendesk::{Auth, RetryPolicy, ZendeskClient, ZendeskConfig, ZendeskError};
+use zendesk::{Auth, RateBudget, RetryPolicy, ZendeskClient, ZendeskConfig, ZendeskError};
 
 use crate::domain::{InstanceId, SecretName, ZendeskAuthKind, ZendeskInstance};
 use crate::ports::{Secrets, Store};
@@ -52,7 +57,12 @@ pub struct ZendeskDirectory {
     pub retry: RetryPolicy,
     /// How long a kept client is used ([`CLIENT_TTL`]).
     pub ttl: Duration,
+    /// How long a rate-limit report is trusted (Zendesk's minute; shorter against a simulator
+    /// with a shorter window).
+    pub rate_window: Duration,
     kept: Mutex<Kept>,
+    /// One request budget per instance URL (lower case), never dropped.
+    budgets: Mutex<HashMap<String, RateBudget>>,
 }
 
 /// The kept clients, each with when it was built.
@@ -72,8 +82,21 @@ impl ZendeskDirectory {
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             ttl: CLIENT_TTL,
+            rate_window: zendesk::ZENDESK_WINDOW,
             kept: Mutex::new(Kept::default()),
+            budgets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The request budget of the Zendesk at `url`, shared by every client built for it.
+    pub fn budget(&self, url: &str) -> RateBudget {
+        let key = url.trim().trim_end_matches('/').to_ascii_lowercase();
+        self.budgets
+            .lock()
+            .expect("not poisoned")
+            .entry(key)
+            .or_insert_with(|| RateBudget::with_window(self.rate_window))
+            .clone()
     }
 
     /// The client of instance `id`.
@@ -105,7 +128,8 @@ impl ZendeskDirectory {
         Ok(client)
     }
 
-    /// A client for `instance` with `token` (also used to check a registration).
+    /// A client for `instance` with `token` (also used to check a registration), feeding the
+    /// instance's request budget.
     pub fn build(
         &self,
         instance: &ZendeskInstance,
@@ -118,12 +142,13 @@ impl ZendeskDirectory {
             },
             ZendeskAuthKind::OAuth => Auth::Bearer { token },
         };
-        ZendeskClient::new(ZendeskConfig {
+        let client = ZendeskClient::new(ZendeskConfig {
             base_url: instance.url.clone(),
             auth,
             timeout: self.timeout,
             retry: self.retry,
-        })
+        })?;
+        Ok(client.with_budget(self.budget(&instance.url)))
     }
 
     /// Drops a kept client (the instance was registered again or removed); a client being
@@ -288,6 +313,15 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(400)).await;
         let fresh = other.client(&id).await.unwrap();
+        assert!(
+            fresh.budget().same_as(kept.budget()),
+            "a rebuilt client keeps the instance's request budget"
+        );
+        assert!(
+            other
+                .budget(&format!("{}/", sim.base_url().to_uppercase()))
+                .same_as(kept.budget())
+        );
         fresh
             .current_user(soon())
             .await

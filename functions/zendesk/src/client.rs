@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::budget::{RateBudget, reset_wait};
 use crate::config::{Auth, RetryPolicy, ZendeskConfig};
 use crate::error::{FieldError, ZendeskError};
 use crate::model::{
@@ -46,6 +47,8 @@ pub struct ZendeskClient {
     auth: Auth,
     timeout: Duration,
     retry: RetryPolicy,
+    /// The account's request budget, fed by every API answer; shared by clones.
+    budget: RateBudget,
 }
 
 impl std::fmt::Debug for ZendeskClient {
@@ -239,7 +242,20 @@ impl ZendeskClient {
             auth: config.auth,
             timeout: config.timeout,
             retry: config.retry,
+            budget: RateBudget::new(),
         })
+    }
+
+    /// This client feeding `budget` instead of a budget of its own: every client of one Zendesk
+    /// account in a process should share one (see [`RateBudget`]).
+    pub fn with_budget(mut self, budget: RateBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The account's request budget as this client's answers reported it.
+    pub fn budget(&self) -> &RateBudget {
+        &self.budget
     }
 
     /// Creates a ticket. `idempotency_key` makes retries within Zendesk's 2-hour window return
@@ -810,9 +826,12 @@ impl ZendeskClient {
                 .body(data.clone()),
         };
         let transport = |source| request_error(op, timeout, source);
+        let in_flight = self.budget.send();
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let headers = response.headers().clone();
+        let refused = (status == StatusCode::TOO_MANY_REQUESTS).then(|| rate_limit_wait(&headers));
+        in_flight.answered(&headers, refused);
         let body = response.bytes().await.map_err(transport)?;
         if status.is_success() {
             Ok(body)
@@ -1040,13 +1059,7 @@ fn rate_limit_wait(headers: &HeaderMap) -> Option<Duration> {
     {
         return Some(wait);
     }
-    let reset = header("ratelimit-reset")?;
-    if let Ok(secs) = reset.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc3339(reset).ok()?;
-    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
+    reset_wait(headers)
 }
 
 /// Maps a non-2xx answer to its error, reading the body leniently (reference §8).

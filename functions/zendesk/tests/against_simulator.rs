@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sandbox::ZendeskSimulator;
-use sandbox::zendesk::Fault;
+use sandbox::zendesk::{Fault, RequestLimit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use zendesk::{
@@ -117,6 +117,36 @@ async fn rate_limited_twice_then_served_after_waiting_retry_after() {
         sim.ticket(ticket.id.0).unwrap().subject,
         "Invio File 7339338"
     );
+}
+
+#[tokio::test]
+async fn the_budget_follows_the_rate_limit_headers_and_is_shared_by_clones() {
+    let sim = ZendeskSimulator::start().await.unwrap();
+    sim.set_request_limit(Some(RequestLimit {
+        requests: 4,
+        window: Duration::from_secs(60),
+    }));
+    let zd = client(&sim);
+    assert_eq!(zd.budget().left(), None, "nothing known before an answer");
+    let other = client(&sim).with_budget(zd.budget().clone());
+    zd.current_user(in_secs(5)).await.unwrap();
+    other.current_user(in_secs(5)).await.unwrap();
+    let left = zd.budget().left().unwrap();
+    assert_eq!((left.limit, left.remaining), (4, 2));
+    assert!(zd.budget().allows(2, 0) && !zd.budget().allows(2, 25));
+
+    // The limit's 429 (Retry-After 60 beyond the deadline) leaves nothing in the budget.
+    zd.current_user(in_secs(5)).await.unwrap();
+    zd.current_user(in_secs(5)).await.unwrap();
+    let error = other.current_user(in_secs(5)).await.unwrap_err();
+    assert!(
+        matches!(error, ZendeskError::DeadlineExceeded { .. }),
+        "{error:?}"
+    );
+    assert_eq!(zd.budget().left().unwrap().remaining, 0);
+    assert!(!zd.budget().allows(1, 0));
+    // A client of its own knows nothing of it.
+    assert_eq!(client(&sim).budget().left(), None);
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ mod inbound_memory;
 mod instances;
 mod outbound;
 mod poller;
+mod rate_limits;
 mod reliability;
 mod serve;
 mod smtp_refusals;

@@ -74,6 +74,7 @@ fn config(dir: &Path, sim: &ZendeskSimulator, tokens: bool) -> ServeConfig {
         public_url: None,
         // The SMTP test server uses the same certificate (`SMTP_CA_PEM`).
         trust_ca: Some(ca.into()),
+        agent_reserve_percent: 20,
         trust_pec_ca: None,
     }
 }

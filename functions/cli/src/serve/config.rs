@@ -21,8 +21,8 @@ Secrets, from the environment only (stored on first use in <data-dir>/secrets, o
 Logging: RUST_LOG (default `info`), to standard error.
 
 --config FILE is a JSON object with any of the keys listen, data_dir, zendesk_url,
-zendesk_subdomain, zendesk_email, public_url, trust_ca, trust_pec_ca (relative paths are relative to the
-working directory).")]
+zendesk_subdomain, zendesk_email, public_url, trust_ca, trust_pec_ca, zendesk_agent_reserve (relative
+paths are relative to the working directory).")]
 pub struct ServeArgs {
     /// Settings file (JSON); flags and environment variables override it [env: PEC_CONFIG]
     #[arg(long, value_name = "FILE")]
@@ -57,6 +57,11 @@ pub struct ServeArgs {
     /// PEC_TRUST_PEC_CA]
     #[arg(long, value_name = "FILE")]
     pub trust_pec_ca: Option<PathBuf>,
+    /// Share of Zendesk's API request limit, in percent (0-90), a poll leaves to the agents: a
+    /// poll importing a backlog stops there and the next one goes on [env:
+    /// ZENDESK_AGENT_RESERVE_PERCENT] [default: 20]
+    #[arg(long, value_name = "PERCENT")]
+    pub zendesk_agent_reserve: Option<String>,
 }
 
 /// The settings file's keys: the same as the flags.
@@ -71,6 +76,7 @@ struct ConfigFile {
     public_url: Option<String>,
     trust_ca: Option<PathBuf>,
     trust_pec_ca: Option<PathBuf>,
+    zendesk_agent_reserve: Option<u8>,
 }
 
 /// `serve`'s settings, resolved.
@@ -91,6 +97,8 @@ pub struct ServeConfig {
     pub trust_ca: Option<PathBuf>,
     /// Extra trusted CA (PEM) for the providers' signatures.
     pub trust_pec_ca: Option<PathBuf>,
+    /// Share of Zendesk's request limit, in percent, a poll leaves to the agents.
+    pub agent_reserve_percent: u8,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -161,6 +169,27 @@ impl ServeArgs {
                         .to_owned(),
                 )
             })?;
+        let agent_reserve_percent = match self
+            .zendesk_agent_reserve
+            .clone()
+            .or_else(|| env("ZENDESK_AGENT_RESERVE_PERCENT"))
+        {
+            Some(raw) => zendesk::parse_reserve_percent(&raw).ok_or_else(|| {
+                ConfigError(format!(
+                    "--zendesk-agent-reserve (ZENDESK_AGENT_RESERVE_PERCENT) must be 0 to 90 \
+                     (percent), not {raw:?}"
+                ))
+            })?,
+            None => match file.zendesk_agent_reserve {
+                Some(p) if p <= 90 => p,
+                Some(p) => {
+                    return Err(ConfigError(format!(
+                        "zendesk_agent_reserve must be 0 to 90 (percent), not {p}"
+                    )));
+                }
+                None => connector::inbound::PollOptions::default().agent_reserve_percent,
+            },
+        };
         let admin_token = env("PEC_ADMIN_TOKEN").map(SecretString::from);
         if let Some(token) = &admin_token {
             check_admin_token(token)?;
@@ -187,6 +216,7 @@ impl ServeArgs {
                 .clone()
                 .or_else(|| env("PEC_TRUST_PEC_CA").map(PathBuf::from))
                 .or(file.trust_pec_ca),
+            agent_reserve_percent,
         })
     }
 }
@@ -262,6 +292,7 @@ mod tests {
         assert!(c.zendesk_api_token.is_none() && c.admin_token.is_none());
         assert_eq!(c.trust_ca, None);
         assert_eq!(c.trust_pec_ca, None);
+        assert_eq!(c.agent_reserve_percent, 20);
     }
 
     #[test]
@@ -271,7 +302,7 @@ mod tests {
         std::fs::write(
             &file,
             r#"{"listen": "127.0.0.1:9000", "data_dir": "/srv/pec", "zendesk_url": "https://file.zendesk.com",
-                "zendesk_email": "file@acme.test", "public_url": "https://file.example", "trust_ca": "/ca.pem", "trust_pec_ca": "/pec-ca.pem"}"#,
+                "zendesk_email": "file@acme.test", "public_url": "https://file.example", "trust_ca": "/ca.pem", "trust_pec_ca": "/pec-ca.pem", "zendesk_agent_reserve": 30}"#,
         )
         .unwrap();
         let args = ServeArgs {
@@ -297,6 +328,27 @@ mod tests {
         assert_eq!(c.public_url.as_deref(), Some("https://file.example"));
         assert_eq!(c.trust_ca, Some(PathBuf::from("/ca.pem")));
         assert_eq!(c.trust_pec_ca, Some(PathBuf::from("/pec-ca.pem")));
+        assert_eq!(c.agent_reserve_percent, 30);
+        let reserve = |flag: Option<&str>, var: &'static str| {
+            ServeArgs {
+                zendesk_agent_reserve: flag.map(str::to_owned),
+                ..args.clone()
+            }
+            .resolve(env(&[
+                ("ZENDESK_EMAIL", "env@acme.test"),
+                ("ZENDESK_AGENT_RESERVE_PERCENT", var),
+            ]))
+            .map(|c| c.agent_reserve_percent)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(reserve(Some("25%"), "40"), Ok(25), "the flag wins");
+        assert_eq!(
+            reserve(None, "40"),
+            Ok(40),
+            "the environment beats the file"
+        );
+        let err = reserve(None, "95").unwrap_err();
+        assert!(err.contains("ZENDESK_AGENT_RESERVE_PERCENT"), "{err}");
         assert_eq!(c.zendesk_api_token.unwrap().expose_secret(), "zd-token");
         assert_eq!(
             c.admin_token.unwrap().expose_secret(),

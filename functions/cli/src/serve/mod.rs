@@ -223,7 +223,10 @@ impl Server {
             mailboxes: mailboxes.clone(),
             zendesk: zendesk.clone(),
             anchors,
-            options: PollOptions::default(),
+            options: PollOptions {
+                agent_reserve_percent: config.agent_reserve_percent,
+                ..PollOptions::default()
+            },
             hook: None,
             instances: Some(instances.clone()),
         });

@@ -20,6 +20,7 @@ fn config(dir: &Path) -> ServeConfig {
         admin_token: None,
         public_url: None,
         trust_ca: None,
+        agent_reserve_percent: 20,
         trust_pec_ca: None,
     }
 }

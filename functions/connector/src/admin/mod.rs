@@ -209,6 +209,12 @@ pub struct AccountStatus {
     /// A message the last polls stopped at; parked after a few polls in a row.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failing: Option<crate::domain::FailingMessage>,
+    /// Whether the last poll stopped early to keep part of Zendesk's request limit for the
+    /// agents (not a failure: the next poll goes on where it stopped).
+    pub last_poll_stopped_for_rate_limit: bool,
+    /// What the last poll left and why, when it stopped early for the rate limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_poll_note: Option<String>,
 }
 
 /// What the polls of an account did since registration.
@@ -224,6 +230,8 @@ pub struct PollCounts {
     pub too_large: u64,
     /// Messages the server listed but did not return.
     pub gaps: u64,
+    /// Polls that stopped early to keep part of Zendesk's request limit for the agents.
+    pub rate_limit_stops: u64,
 }
 
 impl Admin {
@@ -682,9 +690,12 @@ impl Admin {
                     parked: stats.parked,
                     too_large: stats.too_large,
                     gaps: stats.gaps,
+                    rate_limit_stops: stats.rate_limit_stops,
                 },
                 last_parked: stats.last_parked,
                 failing: stats.failing,
+                last_poll_stopped_for_rate_limit: stats.rate_limited.is_some(),
+                last_poll_note: stats.rate_limited.as_ref().map(|r| r.describe()),
             },
             created_at: account.created_at,
             updated_at: account.updated_at,

@@ -28,14 +28,14 @@ use chrono::{DateTime, Utc};
 use pec::{Kind, PecMessage, ReceiptKind, TrustAnchors};
 use tracing::{info, warn};
 use zendesk::{
-    Comment, NewTicket, Requester, TicketUpdate, UploadToken, ZendeskClient, ZendeskError,
+    Comment, NewTicket, RateLeft, Requester, TicketUpdate, UploadToken, ZendeskClient, ZendeskError,
 };
 
 use crate::domain::{
     Account, AccountHealth, AccountId, AccountProblem, Cursor, DeliveryState, FailingMessage,
     Lease, LeaseHolder, LeaseOutcome, MessageId, MessageOutcome, MessageRecord, OutboundRecord,
-    ParkedMessage, PecAddress, PollStats, ProblemKind, ReceiptMode, RecordOutcome, SendStatus,
-    TicketId, TicketMarker, Uid, UidValidity,
+    ParkedMessage, PecAddress, PollStats, ProblemKind, RateLimitStop, ReceiptMode, RecordOutcome,
+    SendStatus, TicketId, TicketMarker, Uid, UidValidity,
 };
 use crate::mailbox::{FetchedMessage, MailboxError, MailboxProvider, MailboxSession, MessageRef};
 use crate::ports::{Secrets, Store};
@@ -71,6 +71,12 @@ pub struct PollOptions {
     /// How far back from the last successful poll a renumbered mailbox's messages are still
     /// imported (default 1 hour).
     pub renumbered_margin: Duration,
+    /// Share of Zendesk's request limit, in percent, a poll leaves to the agents: no message is
+    /// started when fewer would be left after it (default 20).
+    pub agent_reserve_percent: u8,
+    /// Zendesk requests one message is counted to need at most, for that check (default 6:
+    /// a look-up, a few uploads, the ticket and its note).
+    pub requests_per_message: u32,
 }
 
 /// A quarter of the Lambda function's memory, when running in one; else 64 MiB.
@@ -93,6 +99,8 @@ impl Default for PollOptions {
             max_message_bytes: default_max_message_bytes(),
             park_after: 3,
             renumbered_margin: Duration::from_secs(60 * 60),
+            agent_reserve_percent: 20,
+            requests_per_message: 6,
         }
     }
 }
@@ -140,6 +148,12 @@ pub struct PollOutcome {
     /// The mailbox was read to its end: everything that was there when the poll listed it is
     /// handled (what a held-back send waits for).
     pub caught_up: bool,
+    /// The poll stopped early to leave [`PollOptions::agent_reserve_percent`] of Zendesk's
+    /// request limit to the agents; `remaining` messages wait for the next poll. Not a failure.
+    pub stopped_for_rate_limit: bool,
+    /// Zendesk's requests left and limit when it stopped for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zendesk_requests_left: Option<RateLeft>,
 }
 
 /// The account's poll stats after a poll that did `outcome` (also when it stopped early) and
@@ -165,6 +179,13 @@ fn poll_stats(
     if let Some(p) = &outcome.last_parked {
         stats.last_parked = Some(p.clone());
     }
+    stats.rate_limited = outcome.stopped_for_rate_limit.then(|| RateLimitStop {
+        at: now,
+        messages_left: outcome.remaining,
+        requests_left: outcome.zendesk_requests_left.map(|l| l.remaining),
+        request_limit: outcome.zendesk_requests_left.map(|l| l.limit),
+    });
+    stats.rate_limit_stops += u64::from(outcome.stopped_for_rate_limit);
     match result {
         Ok(()) => {
             stats.last_success_at = Some(now);
@@ -559,7 +580,7 @@ impl Inbound {
             .unwrap_or(self.options.max_message_bytes);
         let mut next = 0;
         'batches: while next < refs.len() {
-            if Instant::now() + self.options.margin >= deadline {
+            if Instant::now() + self.options.margin >= deadline || self.out_of_budget(outcome) {
                 break;
             }
             let batch = self.next_batch(&refs[next..], limit);
@@ -571,7 +592,7 @@ impl Inbound {
                 .collect();
             let mut fetched = self.fetch_batch(session, &wanted, deadline).await?;
             for r in batch {
-                if Instant::now() + self.options.margin >= deadline {
+                if Instant::now() + self.options.margin >= deadline || self.out_of_budget(outcome) {
                     break 'batches;
                 }
                 let source = if u64::from(r.size) > limit {
@@ -606,8 +627,27 @@ impl Inbound {
             }
         }
         outcome.remaining = refs.iter().filter(|r| r.uid > cursor.last_uid).count() as u32;
-        outcome.caught_up = outcome.remaining == 0;
+        outcome.caught_up = outcome.remaining == 0 && !outcome.stopped_for_rate_limit;
+        if outcome.stopped_for_rate_limit {
+            info!(account = %account.id.as_str(), remaining = outcome.remaining, left = ?outcome.zendesk_requests_left, "zendesk's request limit nearly reached: the rest is left for the next poll, for the agents");
+        }
         Ok(())
+    }
+
+    /// Whether another message would leave the agents less than their share of Zendesk's
+    /// request limit (an unknown budget never stops a poll); says so in `outcome`.
+    fn out_of_budget(&self, outcome: &mut PollOutcome) -> bool {
+        let budget = self.zendesk.budget();
+        let (needed, reserve) = (
+            self.options.requests_per_message,
+            self.options.agent_reserve_percent,
+        );
+        if budget.allows(needed, reserve) {
+            return false;
+        }
+        outcome.stopped_for_rate_limit = true;
+        outcome.zendesk_requests_left = budget.left();
+        true
     }
 
     /// Fetches `uids` (in time); a batch the server refuses (`NO`) is fetched one by one, and a
@@ -1671,5 +1711,66 @@ mod tests {
             (again.tickets_created, again.parked, again.receipts_noted),
             (5, 2, 6)
         );
+    }
+
+    #[test]
+    fn a_stop_for_the_rate_limit_is_a_success_that_says_what_it_left() {
+        let t0 = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let t1 = t0 + chrono::Duration::minutes(2);
+        let stopped = PollOutcome {
+            tickets_created: 30,
+            remaining: 470,
+            stopped_for_rate_limit: true,
+            zendesk_requests_left: Some(RateLeft {
+                limit: 200,
+                remaining: 44,
+            }),
+            ..PollOutcome::default()
+        };
+        let before = PollStats {
+            last_error: Some("cannot write to Zendesk".into()),
+            ..PollStats::default()
+        };
+        let stats = poll_stats(&before, &stopped, &Ok(()), t0);
+        assert_eq!(stats.last_success_at, Some(t0));
+        assert_eq!(stats.last_error, None);
+        assert_eq!((stats.tickets_created, stats.rate_limit_stops), (30, 1));
+        let stop = stats.rate_limited.clone().unwrap();
+        assert_eq!(
+            stop,
+            RateLimitStop {
+                at: t0,
+                messages_left: 470,
+                requests_left: Some(44),
+                request_limit: Some(200),
+            }
+        );
+        assert_eq!(
+            stop.describe(),
+            "the last poll stopped early: Zendesk had 44 of 200 API requests left this minute, \
+             kept for the agents; 470 messages left for the next poll"
+        );
+        let unknown = RateLimitStop {
+            requests_left: None,
+            messages_left: 1,
+            ..stop
+        };
+        assert!(unknown.describe().contains("limit was reached"));
+        assert!(
+            unknown
+                .describe()
+                .ends_with("1 message left for the next poll")
+        );
+        // The next poll that does not stop for it clears the flag and keeps the count.
+        let caught_up = PollOutcome {
+            tickets_created: 470,
+            caught_up: true,
+            ..PollOutcome::default()
+        };
+        let after = poll_stats(&stats, &caught_up, &Ok(()), t1);
+        assert_eq!(after.rate_limited, None);
+        assert_eq!((after.tickets_created, after.rate_limit_stops), (500, 1));
     }
 }

@@ -52,8 +52,11 @@
 //! Every `/api/v2` request needs the simulator's credentials ([`Credentials`]): `401` with
 //! `{"error": "Couldn't authenticate you"}` otherwise. Comment bodies above 64 kB are truncated
 //! without error; placeholders (`{{…}}`) render in agent-authored comments and unknown ones are
-//! stripped, as in Zendesk. Tests inject faults ([`ZendeskSimulator::fail_next`]), latency and an
-//! opt-in per-ticket update limit, and read back everything ([`ZendeskSimulator::tickets`], [`ZendeskSimulator::requests`],
+//! stripped, as in Zendesk. Every authenticated answer carries `X-Rate-Limit` and
+//! `X-Rate-Limit-Remaining`; an opt-in account-wide request limit
+//! ([`ZendeskSimulator::set_request_limit`], e.g. the Team plan's 200 a minute, or 200 per 2 s
+//! in a fast test) answers `429` with `Retry-After` beyond it. Tests inject faults
+//! ([`ZendeskSimulator::fail_next`]), latency and an opt-in per-ticket update limit, and read back everything ([`ZendeskSimulator::tickets`], [`ZendeskSimulator::requests`],
 //! [`ZendeskSimulator::webhooks`], [`ZendeskSimulator::triggers`], …); [`ZendeskSimulator::edit_trigger`] changes a
 //! trigger by hand, as an admin would.
 
@@ -68,8 +71,8 @@ use tokio::task::JoinHandle;
 
 pub use state::{
     AgentUpdate, Attachment, COMMENT_BODY_LIMIT, CallOutcome, Comment, Fault, IDEMPOTENCY_WINDOW,
-    MAX_COMMENTS_PER_TICKET, RecordedRequest, Ticket, TicketRefusal, Trigger, TriggerCategory,
-    TriggerFiring, User, WEBHOOK_TIMEOUT, Webhook, WebhookCall,
+    MAX_COMMENTS_PER_TICKET, RecordedRequest, RequestLimit, Ticket, TicketRefusal, Trigger,
+    TriggerCategory, TriggerFiring, User, WEBHOOK_TIMEOUT, Webhook, WebhookCall,
 };
 
 use routes::Shared;
@@ -248,6 +251,16 @@ impl ZendeskSimulator {
     /// the oldest update leaves the window. `None` (the default) turns it off.
     pub fn set_ticket_update_limit(&self, limit: Option<(usize, Duration)>) {
         self.shared.lock().update_limit = limit;
+    }
+
+    /// Turns on Zendesk's account-wide request limit (200 a minute on the Team plan, reference
+    /// §7) with the given numbers, its windows starting now: a request more in a window gets
+    /// `429` with `Retry-After` (whole seconds to the window's end). Every authenticated answer
+    /// carries `X-Rate-Limit` and `X-Rate-Limit-Remaining` either way; `None` (the default)
+    /// turns the limit off, and the answers then report 699 of 700 left.
+    /// [`RecordedRequest::rate_window`] says which window each request counted in.
+    pub fn set_request_limit(&self, limit: Option<RequestLimit>) {
+        self.shared.lock().set_request_limit(limit);
     }
 
     /// Forgets every `Idempotency-Key`, as if Zendesk's 2-hour window had passed: the same key

@@ -130,7 +130,7 @@ fn reply(status: u16, body: Value) -> Response {
 /// configured latency comes first in both cases, and a client that stops waiting does not stop a
 /// request that gets past it.
 async fn record_and_inject(AxumState(shared): Ctx, request: Request, next: Next) -> Response {
-    let (latency, fault) = {
+    let (latency, fault, index) = {
         let mut state = shared.lock();
         state.requests.push(RecordedRequest {
             method: request.method().to_string(),
@@ -147,8 +147,14 @@ async fn record_and_inject(AxumState(shared): Ctx, request: Request, next: Next)
                 })
                 .collect(),
             at: std::time::Instant::now(),
+            rate_window: None,
+            rate_limited: false,
         });
-        (state.latency, state.faults.pop_front())
+        (
+            state.latency,
+            state.faults.pop_front(),
+            state.requests.len() - 1,
+        )
     };
     let lost = match fault {
         Some(Fault::AnswerLost(status)) => Some(status),
@@ -165,7 +171,8 @@ async fn record_and_inject(AxumState(shared): Ctx, request: Request, next: Next)
                 "cannot read the request body",
             ));
         };
-        let request = Request::from_parts(parts, axum::body::Body::from(body));
+        let mut request = Request::from_parts(parts, axum::body::Body::from(body));
+        request.extensions_mut().insert(LoggedAs(index));
         let served = tokio::spawn(async move {
             tokio::time::sleep(latency).await;
             next.run(request).await
@@ -190,6 +197,10 @@ async fn record_and_inject(AxumState(shared): Ctx, request: Request, next: Next)
         }),
     }
 }
+
+/// Where a request is in the request log (for the rate limit to mark it).
+#[derive(Debug, Clone, Copy)]
+struct LoggedAs(usize);
 
 /// `429 Too Many Requests` with `Retry-After` and/or `ratelimit-reset` (seconds).
 fn rate_limited(retry_after: Option<u64>, reset: Option<u64>) -> Response {
@@ -232,15 +243,20 @@ async fn authenticate(AxumState(shared): Ctx, request: Request, next: Next) -> R
     } else {
         false
     };
-    if ok {
-        let mut response = next.run(request).await;
-        let headers = response.headers_mut();
-        headers.insert("x-rate-limit", HeaderValue::from(700));
-        headers.insert("x-rate-limit-remaining", HeaderValue::from(699));
-        response
-    } else {
-        error(ApiError::unauthorized())
+    if !ok {
+        return error(ApiError::unauthorized());
     }
+    // Every authenticated answer carries the account's limit and what is left of it (§7).
+    let logged = request.extensions().get::<LoggedAs>().map(|l| l.0);
+    let rate = shared.lock().take_request(logged);
+    let mut response = match rate.refused {
+        Some(wait) => rate_limited(Some(wait), None),
+        None => next.run(request).await,
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-rate-limit", HeaderValue::from(rate.limit));
+    headers.insert("x-rate-limit-remaining", HeaderValue::from(rate.remaining));
+    response
 }
 
 fn json_body(body: &Bytes) -> Result<Value, ApiError> {

@@ -103,6 +103,12 @@ pub struct RecordedRequest {
     /// Header names are lower-case.
     pub headers: Vec<(String, String)>,
     pub at: Instant,
+    /// The window of the account's request limit the request counted in (0 for the first after
+    /// [`RequestLimit`] was set), when one is set and the request was an authenticated API
+    /// request that no injected fault answered.
+    pub rate_window: Option<u64>,
+    /// Refused with `429` by the account's request limit.
+    pub rate_limited: bool,
 }
 
 impl RecordedRequest {
@@ -115,6 +121,50 @@ impl RecordedRequest {
             .map(|(_, v)| v.as_str())
     }
 }
+
+/// Zendesk's account-wide API limit (reference §7: 200 requests a minute on the Team plan, up
+/// to 2500): at most `requests` authenticated API requests per `window`, counted in fixed
+/// windows from when the limit was set. One more is refused with `429` and `Retry-After` (whole
+/// seconds to the window's end, at least 1) and not counted. A window shorter than Zendesk's
+/// minute lets a test see many windows quickly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimit {
+    pub requests: u32,
+    pub window: Duration,
+}
+
+impl RequestLimit {
+    /// `requests` a minute, as Zendesk's plans state it (Team: 200).
+    pub fn per_minute(requests: u32) -> RequestLimit {
+        RequestLimit {
+            requests,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the account's request limit says of one request: the headers every answer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateAnswer {
+    /// `X-Rate-Limit`.
+    pub limit: u32,
+    /// `X-Rate-Limit-Remaining`, after this request.
+    pub remaining: u32,
+    /// `Some(seconds)`: refused, `Retry-After` that many seconds.
+    pub refused: Option<u64>,
+}
+
+/// The account's request limit and the count of its current window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateWindows {
+    limit: RequestLimit,
+    started: Instant,
+    window: u64,
+    used: u32,
+}
+
+/// `X-Rate-Limit` of an account without a limit set: the Enterprise plan's, never exhausted.
+const UNLIMITED_REPORTED: u32 = 700;
 
 /// A failure the simulator answers with instead of serving a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +274,8 @@ pub(crate) struct State {
     pub update_limit: Option<(usize, Duration)>,
     /// Times of recent updates per ticket, for `update_limit`.
     updates: HashMap<u64, Vec<Instant>>,
+    /// Opt-in account-wide request limit and its current window's count.
+    pub(crate) request_limit: Option<RateWindows>,
     /// "Include attachments in emails" (`settings.tickets.email_attachments`).
     pub email_attachments: bool,
     /// Base URL of new attachments' `content_url` instead of `base_url`, when set.
@@ -277,6 +329,55 @@ impl State {
     /// The API agent every authenticated request acts as.
     pub fn agent_id(&self) -> u64 {
         self.users[0].id
+    }
+
+    /// Sets (or with `None` lifts) the account's request limit; its windows start now.
+    pub fn set_request_limit(&mut self, limit: Option<RequestLimit>) {
+        self.request_limit = limit.map(|limit| RateWindows {
+            limit,
+            started: Instant::now(),
+            window: 0,
+            used: 0,
+        });
+    }
+
+    /// Counts the authenticated API request at `index` of the log against the account's
+    /// request limit, and says what its answer's rate-limit headers are. Without a limit the
+    /// account reports plenty left and nothing is counted.
+    pub(crate) fn take_request(&mut self, index: Option<usize>) -> RateAnswer {
+        let Some(windows) = self.request_limit.as_mut() else {
+            return RateAnswer {
+                limit: UNLIMITED_REPORTED,
+                remaining: UNLIMITED_REPORTED - 1,
+                refused: None,
+            };
+        };
+        let length = windows.limit.window.max(Duration::from_millis(1));
+        let elapsed = windows.started.elapsed();
+        let window = (elapsed.as_nanos() / length.as_nanos()) as u64;
+        if window != windows.window {
+            windows.window = window;
+            windows.used = 0;
+        }
+        let limit = windows.limit.requests;
+        let refused = if windows.used >= limit {
+            let end = length * u32::try_from(window + 1).unwrap_or(u32::MAX);
+            let wait = end.saturating_sub(elapsed);
+            Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
+        } else {
+            windows.used += 1;
+            None
+        };
+        let remaining = limit - windows.used;
+        if let Some(request) = index.and_then(|i| self.requests.get_mut(i)) {
+            request.rate_window = Some(window);
+            request.rate_limited = refused.is_some();
+        }
+        RateAnswer {
+            limit,
+            remaining,
+            refused,
+        }
     }
 
     /// Counts an update of ticket `id` against the opt-in per-ticket limit; `Err(seconds to

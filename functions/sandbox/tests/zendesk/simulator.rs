@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, RequestBuilder, StatusCode};
 use sandbox::ZendeskSimulator;
-use sandbox::zendesk::{COMMENT_BODY_LIMIT, Fault};
+use sandbox::zendesk::{COMMENT_BODY_LIMIT, Fault, RequestLimit};
 use serde_json::{Value, json};
 
 struct Api {
@@ -560,6 +560,92 @@ async fn the_opt_in_ticket_update_limit_answers_429_with_retry_after() {
     assert!((599..=600).contains(&wait), "{wait}");
     api.sim.set_ticket_update_limit(None);
     assert_eq!(update().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_account_request_limit_counts_each_window_and_answers_429_beyond_it() {
+    let api = Api::start().await;
+    let header = |r: &reqwest::Response, name: &str| -> u64 {
+        r.headers()[name].to_str().unwrap().parse().unwrap()
+    };
+    // Without a limit every answer still carries the headers, with plenty left.
+    let unlimited = api.get("/api/v2/users/me").send().await.unwrap();
+    assert_eq!(header(&unlimited, "x-rate-limit"), 700);
+    assert_eq!(header(&unlimited, "x-rate-limit-remaining"), 699);
+
+    api.sim.set_request_limit(Some(RequestLimit {
+        requests: 3,
+        window: Duration::from_millis(1500),
+    }));
+    for left in [2, 1, 0] {
+        let ok = api.get("/api/v2/users/me").send().await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(header(&ok, "x-rate-limit"), 3);
+        assert_eq!(header(&ok, "x-rate-limit-remaining"), left);
+    }
+    // An injected fault answers before the limit and is not counted; nor is a refused request.
+    api.sim.unavailable_next(1);
+    let faulted = api.get("/api/v2/users/me").send().await.unwrap();
+    assert_eq!(faulted.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let unauthenticated = api.http.get(api.url("/api/v2/users/me")).send().await;
+    assert_eq!(unauthenticated.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let limited = api.get("/api/v2/users/me").send().await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&limited, "x-rate-limit-remaining"), 0);
+    let wait = header(&limited, "retry-after");
+    assert!(
+        (1..=2).contains(&wait),
+        "Retry-After {wait}: to the window's end"
+    );
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"], "TooManyRequests");
+
+    // The next window has the whole limit again.
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let again = api.get("/api/v2/users/me").send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(header(&again, "x-rate-limit-remaining"), 2);
+
+    let log = api.sim.requests();
+    let counted: Vec<(Option<u64>, bool)> = log[1..]
+        .iter()
+        .map(|r| (r.rate_window, r.rate_limited))
+        .collect();
+    assert_eq!(
+        counted,
+        [
+            (Some(0), false),
+            (Some(0), false),
+            (Some(0), false),
+            (None, false),
+            (None, false),
+            (Some(0), true),
+            (Some(1), false),
+        ]
+    );
+    assert_eq!(log[0].rate_window, None, "no limit set then");
+
+    // A ticket's own update limit is another 429: the account still has requests left.
+    api.sim
+        .set_request_limit(Some(RequestLimit::per_minute(200)));
+    let id = api.create(&pec_ticket("pec:1")).await["ticket"]["id"]
+        .as_u64()
+        .unwrap();
+    api.sim
+        .set_ticket_update_limit(Some((1, Duration::from_secs(600))));
+    let update = || {
+        api.put(&format!("/api/v2/tickets/{id}"))
+            .json(&json!({"ticket": {"additional_tags": ["x"]}}))
+            .send()
+    };
+    assert_eq!(update().await.unwrap().status(), StatusCode::OK);
+    let per_ticket = update().await.unwrap();
+    assert_eq!(per_ticket.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&per_ticket, "x-rate-limit"), 200);
+    assert_eq!(header(&per_ticket, "x-rate-limit-remaining"), 197);
+    api.sim.set_request_limit(None);
+    let off = api.get("/api/v2/users/me").send().await.unwrap();
+    assert_eq!(header(&off, "x-rate-limit-remaining"), 699);
 }
 
 #[tokio::test]
