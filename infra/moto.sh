@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# moto server: the AWS API emulator (DynamoDB, Secrets Manager, EventBridge) the tests reach
-# through the real AWS SDK. Listens on loopback only.
+# moto server: the AWS API emulator (DynamoDB, Secrets Manager, EventBridge rules and Scheduler)
+# the tests reach through the real AWS SDK. Listens on loopback only.
 #
 #   infra/moto.sh install   install moto[server] into a venv under the cache dir, if missing
 #   infra/moto.sh start     install if needed, start on 127.0.0.1:$MOTO_PORT, wait until ready

@@ -1,6 +1,7 @@
 //! The accounts (admin API) tests' world: the AWS adapters on moto (DynamoDB, Secrets Manager,
-//! EventBridge), the Zendesk simulator, the real Dovecot and SMTP test servers, and the api
-//! router with the admin use cases, called in-process with the admin token.
+//! EventBridge Scheduler, the deployment's default), the Zendesk simulator, the real Dovecot and
+//! SMTP test servers, and the api router with the admin use cases, called in-process with the
+//! admin token.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +47,15 @@ impl AdminEnv {
         store: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
         options: impl FnOnce(&mut AdminOptions),
     ) -> AdminEnv {
-        let env = crate::env::aws().await;
+        AdminEnv::on(crate::env::aws_scheduler().await, store, options).await
+    }
+
+    /// An environment over the adapters of `env`.
+    pub async fn on(
+        env: Env,
+        store: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+        options: impl FnOnce(&mut AdminOptions),
+    ) -> AdminEnv {
         let sim = Arc::new(ZendeskSimulator::start().await.expect("zendesk simulator"));
         let zendesk = Arc::new(
             ZendeskClient::new(ZendeskConfig {

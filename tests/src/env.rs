@@ -10,6 +10,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use connector::ports::{Schedules, Secrets, Store};
 use connector::schedules::eventbridge::EventBridgeSchedules;
 use connector::schedules::local::LocalScheduler;
+use connector::schedules::scheduler::SchedulerSchedules;
 use connector::secrets::aws::AwsSecrets;
 use connector::secrets::file::FileSecrets;
 use connector::store::dynamo::{DynamoStore, TableDefinition};
@@ -17,6 +18,8 @@ use connector::store::sqlite::SqliteStore;
 
 /// The ARN the EventBridge adapter targets in tests (moto does not check it exists).
 pub const POLLER_ARN: &str = "arn:aws:lambda:eu-south-1:123456789012:function:pec-connector-poller";
+/// The role the Scheduler adapter's schedules invoke the poller with in tests.
+pub const SCHEDULER_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/pec-connector-scheduler";
 
 /// One test's adapters, and a way to see what they keep underneath.
 pub struct Env {
@@ -192,9 +195,117 @@ pub async fn moto_config() -> SdkConfig {
         .await
 }
 
-/// The AWS adapters on moto, with a fresh table, secret prefix and rule prefix.
+/// The AWS adapters on moto, with a fresh table, secret prefix and rule prefix (schedules as
+/// EventBridge rules).
 pub async fn aws() -> Env {
     aws_with(|b| b).await
+}
+
+/// Like [`aws`], with the schedules as EventBridge Scheduler schedules in a fresh schedule group
+/// (the deployment's default kind), limited to `limit` schedules.
+pub async fn aws_scheduler_limited(limit: usize) -> Env {
+    let mut env = aws().await;
+    let conf = moto_config().await;
+    let client = aws_sdk_scheduler::Client::new(&conf);
+    let group = scheduler_group(&client).await;
+    let schedules = SchedulerSchedules::new(
+        client.clone(),
+        group.clone(),
+        POLLER_ARN,
+        SCHEDULER_ROLE_ARN,
+    )
+    .expect("scheduler schedules")
+    .with_limit(limit);
+    env.schedules = Arc::new(schedules);
+    env.raw = Box::new(SchedulerRaw {
+        inner: env.raw,
+        client,
+        group,
+    });
+    env
+}
+
+/// [`aws_scheduler_limited`] with AWS's default quota.
+pub async fn aws_scheduler() -> Env {
+    aws_scheduler_limited(SchedulerSchedules::DEFAULT_LIMIT).await
+}
+
+/// A fresh schedule group on moto (as the stack creates one).
+pub async fn scheduler_group(client: &aws_sdk_scheduler::Client) -> String {
+    let group = unique_name();
+    client
+        .create_schedule_group()
+        .name(&group)
+        .send()
+        .await
+        .expect("create a schedule group on moto");
+    group
+}
+
+/// What an environment with Scheduler schedules keeps: [`AwsRaw`]'s, with the group's schedules.
+struct SchedulerRaw {
+    inner: Box<dyn Raw>,
+    client: aws_sdk_scheduler::Client,
+    group: String,
+}
+
+#[async_trait]
+impl Raw for SchedulerRaw {
+    async fn state(&self) -> Vec<String> {
+        self.inner.state().await
+    }
+
+    fn state_bytes(&self) -> Vec<u8> {
+        self.inner.state_bytes()
+    }
+
+    async fn secrets(&self) -> Vec<String> {
+        self.inner.secrets().await
+    }
+
+    async fn schedules(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut next = None;
+        loop {
+            let out = self
+                .client
+                .list_schedules()
+                .group_name(&self.group)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .expect("list schedules");
+            for summary in out.schedules() {
+                let name = summary.name().unwrap_or_default();
+                let s = self
+                    .client
+                    .get_schedule()
+                    .group_name(&self.group)
+                    .name(name)
+                    .send()
+                    .await
+                    .expect("get schedule");
+                let target = s.target();
+                found.push(format!(
+                    "schedule {}/{name} {:?} {:?} start {:?} window {:?} target {:?} role {:?} {:?}",
+                    self.group,
+                    s.schedule_expression(),
+                    s.state(),
+                    s.start_date().map(|d| d.secs()),
+                    s.flexible_time_window().map(|w| w.mode().clone()),
+                    target.map(|t| t.arn()),
+                    target.map(|t| t.role_arn()),
+                    target.and_then(|t| t.input()),
+                ));
+            }
+            match out.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        found.sort();
+        found
+    }
 }
 
 /// Like [`aws`], letting the caller adjust the DynamoDB client (e.g. add a counting interceptor).

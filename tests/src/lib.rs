@@ -4,14 +4,16 @@
 //!   and instantiated by [`contract_tests!`] for the embedded adapters (`tests/embedded.rs`) and
 //!   for the AWS adapters through the real AWS SDK to moto server (`tests/aws.rs`);
 //! * [`env`] — how each test gets its own isolated adapters (a temporary directory, or a fresh
-//!   table / secret prefix / rule prefix on moto) and a view of everything they left behind;
+//!   table / secret prefix / rule prefix / schedule group on moto) and a view of everything they
+//!   left behind;
 //! * [`counting`] — counters of store I/O: a DynamoDB interceptor that counts items on the wire,
 //!   and a [`Store`](connector::ports::Store) wrapper that counts calls;
 //! * [`inbound_env`] — the inbound acceptance tests' world: a Dovecot mailbox, a Zendesk
 //!   simulator, embedded store and secrets, and the `Inbound` use case wired to them, plus
 //!   builders of the messages a PEC mailbox receives;
-//! * [`admin_env`] — the accounts tests' world: the AWS adapters on moto, the Zendesk
-//!   simulator, Dovecot and the SMTP test server, and the api router with the admin use cases;
+//! * [`admin_env`] — the accounts tests' world: the AWS adapters on moto (schedules on
+//!   EventBridge Scheduler), the Zendesk simulator, Dovecot and the SMTP test server, and the
+//!   api router with the admin use cases;
 //! * [`outbound_env`] — the outbound tests' world: the same plus the SMTP test server, the
 //!   `Outbound` use case and the api router, called in-process as Zendesk's webhook would;
 //! * [`channel_env`] — the whole loop as Zendesk drives it: the api router on a loopback port,

@@ -147,7 +147,7 @@ pub fn document() -> Value {
                     "responses": {
                         "201": account_response("registered"), "200": account_response("updated"),
                         "401": error_response("missing or wrong admin token"),
-                        "409": error_response("the id belongs to another address"),
+                        "409": error_response("the id belongs to another address, or no new account fits under the quota of poll schedules (the message names the quota and how to raise it; nothing was created)"),
                         "422": error_response("a field is invalid, or the provider refused the login (named in `field`)"),
                         "502": error_response("Zendesk refused the provisioning"),
                         "503": error_response("another run kept the mailbox busy (the account is saved without its starting point: register it again once that run is over), or a service the connector uses did not answer")

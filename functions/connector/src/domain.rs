@@ -1186,6 +1186,33 @@ pub struct Schedule {
     pub enabled: bool,
 }
 
+impl Schedule {
+    /// Where in each interval the account's polls fall: from 0 up to (not including) the
+    /// interval, to the second, from a hash of the account id. Accounts spread evenly over the
+    /// interval, so a thousand of them never start polling in the same second, and an account
+    /// keeps its place whenever its schedule is written again.
+    pub fn phase(&self) -> Duration {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.account.as_str().as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        Duration::from_secs(u64::from_be_bytes(first) % self.interval.as_duration().as_secs())
+    }
+
+    /// The account's first poll after `now`: the next second whose Unix time falls on the
+    /// account's [`phase`](Schedule::phase) of the interval.
+    pub fn first_run_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let period = i64::from(self.interval.as_minutes()) * 60;
+        let phase = self.phase().as_secs() as i64;
+        let t = now.timestamp();
+        let mut start = t - t.rem_euclid(period) + phase;
+        if start <= t {
+            start += period;
+        }
+        DateTime::from_timestamp(start, 0).unwrap_or(now)
+    }
+}
+
 /// The input an account's schedule sends to the poller: `{"account_id": "..."}`
 /// (`events/poll.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1358,6 +1385,43 @@ mod tests {
         assert!(c.can_move_to(&c.advanced_to(Uid::new(12).unwrap())));
         assert!(!c.can_move_to(&c.advanced_to(Uid::new(3).unwrap())));
         assert!(c.can_move_to(&Cursor::first_activation(v2, 1)));
+    }
+
+    #[test]
+    fn a_thousand_accounts_spread_over_the_interval() {
+        let now = DateTime::parse_from_rfc3339("2026-03-02T10:00:07Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for minutes in [1, 2, 15] {
+            let interval = PollInterval::minutes(minutes).unwrap();
+            let period = i64::from(minutes) * 60;
+            let mut per_second: BTreeMap<i64, usize> = BTreeMap::new();
+            for n in 0..1000 {
+                let s = Schedule {
+                    account: AccountId::parse(&format!("ufficio-{n}")).unwrap(),
+                    interval,
+                    enabled: true,
+                };
+                let first = s.first_run_after(now);
+                assert!(first > now && first <= now + chrono::Duration::seconds(period));
+                assert_eq!(
+                    first.timestamp().rem_euclid(period),
+                    s.phase().as_secs() as i64
+                );
+                // Written again later, the schedule keeps its place in the interval.
+                let later = s.first_run_after(now + chrono::Duration::seconds(4321));
+                assert_eq!((later - first).num_seconds().rem_euclid(period), 0);
+                *per_second.entry(first.timestamp()).or_default() += 1;
+            }
+            let busiest = per_second.values().max().copied().unwrap_or_default();
+            // 1000 accounts over `period` seconds: about 1000 / period each second.
+            let even = 1000 / period as usize + 1;
+            assert!(
+                busiest <= even * 3 + 5 && per_second.len() as i64 >= period.min(1000) / 2,
+                "{minutes} min: {busiest} polls in the busiest second, {} seconds used",
+                per_second.len()
+            );
+        }
     }
 
     proptest! {

@@ -13,8 +13,9 @@
 //!   * [`store`] — DynamoDB ([`store::dynamo`], feature `aws`) and SQLite
 //!     ([`store::sqlite`], feature `embedded`);
 //!   * [`secrets`] — Secrets Manager ([`secrets::aws`]) and owner-only files ([`secrets::file`]);
-//!   * [`schedules`] — EventBridge rules ([`schedules::eventbridge`]) and an in-process
-//!     scheduler ([`schedules::local`]);
+//!   * [`schedules`] — EventBridge Scheduler schedules ([`schedules::scheduler`], the
+//!     default), EventBridge rules ([`schedules::eventbridge`]) and an in-process scheduler
+//!     ([`schedules::local`]);
 //!   * [`mailbox`] — the mailbox port and its IMAPS adapter (read-only: EXAMINE, BODY.PEEK);
 //!   * [`mailer`] — the mailer port and its SMTP adapter (implicit TLS, AUTH, typed refusals);
 //! * use cases:

@@ -17,7 +17,7 @@ use crate::domain::{
     PollStats, RecordOutcome, Schedule, SecretName, SendStatus, TicketId, Uid, UidValidity,
     ZendeskInstance,
 };
-use crate::schedules::SchedulesError;
+use crate::schedules::{Capacity, SchedulesError};
 use crate::secrets::SecretsError;
 use crate::store::StoreError;
 
@@ -227,7 +227,9 @@ pub trait Secrets: Send + Sync {
 /// One poll schedule per account.
 #[async_trait]
 pub trait Schedules: Send + Sync {
-    /// Creates the account's schedule or updates its interval and state.
+    /// Creates the account's schedule or updates its interval and state. Its polls fall on the
+    /// account's [`phase`](Schedule::phase) of the interval where the adapter can place them.
+    /// [`SchedulesError::QuotaExceeded`] when a quota leaves no room for a new schedule.
     async fn put(&self, schedule: &Schedule) -> Result<(), SchedulesError>;
     /// Enables or disables an existing schedule. [`SchedulesError::NotFound`] if there is none.
     async fn set_enabled(&self, account: &AccountId, enabled: bool) -> Result<(), SchedulesError>;
@@ -235,4 +237,7 @@ pub trait Schedules: Send + Sync {
     async fn list(&self) -> Result<Vec<Schedule>, SchedulesError>;
     /// Removes the schedule and what it triggers. Removing a missing schedule is not an error.
     async fn delete(&self, account: &AccountId) -> Result<(), SchedulesError>;
+    /// How many schedules there are against the quota that limits them; `None` when nothing
+    /// does (the in-process scheduler).
+    async fn capacity(&self) -> Result<Option<Capacity>, SchedulesError>;
 }

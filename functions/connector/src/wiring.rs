@@ -16,8 +16,10 @@ use crate::inbound::{Inbound, PollOptions};
 use crate::mailbox::imap::{ImapProvider, tls_config};
 use crate::mailer::smtp::{SmtpProvider, SmtpTrust};
 use crate::outbound::{Outbound, SendOptions};
-use crate::ports::{Secrets, Store};
+use crate::ports::{Schedules, Secrets, Store};
 use crate::schedules::eventbridge::EventBridgeSchedules;
+use crate::schedules::scheduler::SchedulerSchedules;
+use crate::schedules::{Moving, move_all};
 use crate::secrets::aws::AwsSecrets;
 use crate::store::dynamo::DynamoStore;
 use crate::zendesks::ZendeskDirectory;
@@ -41,6 +43,17 @@ pub struct Config {
     /// `RULE_PREFIX` (default `pec-connector`): the EventBridge rules are
     /// `<prefix>-poll-<account id>`.
     pub rule_prefix: String,
+    /// `SCHEDULER_KIND` (api only): `scheduler` (default) or `rules`.
+    pub scheduler_kind: SchedulerKind,
+    /// `SCHEDULE_GROUP` (api only, default `pec-connector`): the EventBridge Scheduler group of
+    /// the account schedules.
+    pub schedule_group: String,
+    /// `SCHEDULER_ROLE_ARN` (api only, with `scheduler`): the role Scheduler invokes the poller
+    /// with.
+    pub scheduler_role_arn: Option<String>,
+    /// `SCHEDULE_QUOTA` (api only): how many schedules there may be; unset or 0: AWS's default
+    /// quota of the kind (rules: 300 per event bus; Scheduler: 1,000,000 per Region).
+    pub schedule_quota: Option<usize>,
     /// `PUBLIC_URL` (api only, optional): the HTTP API's base URL, for the webhook Zendesk
     /// calls; without it, the URL admin calls arrive at.
     pub public_url: Option<String>,
@@ -49,6 +62,15 @@ pub struct Config {
     /// `ZENDESK_AGENT_RESERVE_PERCENT` (0 to 90, default 20): the share of Zendesk's request
     /// limit a poll leaves to the agents ([`PollOptions::agent_reserve_percent`]).
     pub agent_reserve_percent: u8,
+}
+
+/// How the account schedules are kept on AWS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulerKind {
+    /// EventBridge Scheduler schedules ([`SchedulerSchedules`]).
+    Scheduler,
+    /// EventBridge rules on the default event bus ([`EventBridgeSchedules`]).
+    Rules,
 }
 
 /// A missing or unusable setting, named.
@@ -83,6 +105,29 @@ impl Config {
             egress_ip: get("EGRESS_IP"),
             poller_arn: get("POLLER_ARN"),
             rule_prefix: get("RULE_PREFIX").unwrap_or_else(|| "pec-connector".to_owned()),
+            scheduler_kind: match get("SCHEDULER_KIND").as_deref().map(str::trim) {
+                None | Some("scheduler") => SchedulerKind::Scheduler,
+                Some("rules") => SchedulerKind::Rules,
+                Some(other) => {
+                    return Err(ConfigError(format!(
+                        "SCHEDULER_KIND must be scheduler or rules, not {other:?}"
+                    )));
+                }
+            },
+            schedule_group: get("SCHEDULE_GROUP").unwrap_or_else(|| "pec-connector".to_owned()),
+            scheduler_role_arn: get("SCHEDULER_ROLE_ARN"),
+            schedule_quota: match get("SCHEDULE_QUOTA") {
+                None => None,
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(0) => None,
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        return Err(ConfigError(format!(
+                            "SCHEDULE_QUOTA must be a whole number (0: AWS's default), not {v:?}"
+                        )));
+                    }
+                },
+            },
             public_url: get("PUBLIC_URL"),
             default_poll_interval: match get("DEFAULT_POLL_INTERVAL") {
                 None => PollInterval::DEFAULT,
@@ -195,11 +240,7 @@ impl AwsParts {
             return Ok(None);
         };
         let token = self.secrets.get(&SecretName::AdminToken).await?;
-        let schedules = EventBridgeSchedules::new(
-            aws_sdk_eventbridge::Client::new(&self.aws),
-            config.rule_prefix.clone(),
-            arn.clone(),
-        )?;
+        let schedules = self.schedules(config, arn).await?;
         let tls = tls_config(None).map_err(anyhow::Error::msg)?;
         // Empty: the api takes the URL the admin call arrived at.
         let webhook_url = config
@@ -211,7 +252,7 @@ impl AwsParts {
             Admin {
                 store: self.store.clone(),
                 secrets: self.secrets.clone(),
-                schedules: Arc::new(schedules),
+                schedules,
                 mailboxes: Arc::new(ImapProvider::new(tls)),
                 mailers: Arc::new(SmtpProvider::new(SmtpTrust::webpki())),
                 zendesk: self.zendesk.clone(),
@@ -225,6 +266,78 @@ impl AwsParts {
             },
             token,
         )))
+    }
+}
+
+impl AwsParts {
+    /// The account schedules of the configured kind. Schedules of the other kind (a deployment
+    /// that switched) keep polling until they are moved: each when it is written, all of them
+    /// by a move started here ([`move_all`]); one that fails is logged and tried again at the
+    /// next start.
+    async fn schedules(&self, config: &Config, poller: &str) -> anyhow::Result<Arc<dyn Schedules>> {
+        let rules = EventBridgeSchedules::new(
+            aws_sdk_eventbridge::Client::new(&self.aws),
+            config.rule_prefix.clone(),
+            poller,
+        )?;
+        let scheduler = match &config.scheduler_role_arn {
+            Some(role) => Some(SchedulerSchedules::new(
+                aws_sdk_scheduler::Client::new(&self.aws),
+                config.schedule_group.clone(),
+                poller,
+                role.clone(),
+            )?),
+            None => None,
+        };
+        let (chosen, other): (Arc<dyn Schedules>, Option<Arc<dyn Schedules>>) =
+            match (config.scheduler_kind, scheduler) {
+                (SchedulerKind::Scheduler, Some(scheduler)) => (
+                    Arc::new(match config.schedule_quota {
+                        Some(limit) => scheduler.with_limit(limit),
+                        None => scheduler,
+                    }),
+                    Some(Arc::new(rules)),
+                ),
+                (SchedulerKind::Scheduler, None) => anyhow::bail!(
+                    "cannot start: SCHEDULER_KIND is scheduler but SCHEDULER_ROLE_ARN is not set"
+                ),
+                (SchedulerKind::Rules, scheduler) => (
+                    Arc::new(match config.schedule_quota {
+                        Some(limit) => rules.with_limit(limit),
+                        None => rules,
+                    }),
+                    scheduler.map(|s| Arc::new(s) as Arc<dyn Schedules>),
+                ),
+            };
+        let Some(other) = other else {
+            return Ok(chosen);
+        };
+        // One listing per start (no rules or schedules of the other kind: nothing to move).
+        match other.list().await {
+            Ok(left) if left.is_empty() => return Ok(chosen),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell whether poll schedules of the other kind are left")
+            }
+        }
+        // In the background: a start never waits for it (300 rules take a while), and it
+        // continues at the next start if this process ends first.
+        let (to, from, kind) = (chosen.clone(), other.clone(), config.scheduler_kind);
+        tokio::spawn(async move {
+            match move_all(from.as_ref(), to.as_ref()).await {
+                Ok(0) => {}
+                Ok(moved) => {
+                    tracing::info!(moved, ?kind, "poll schedules moved to the configured kind")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, ?kind, "cannot move poll schedules to the configured kind yet")
+                }
+            }
+        });
+        Ok(Arc::new(Moving {
+            to: chosen,
+            from: other,
+        }))
     }
 }
 
@@ -272,6 +385,8 @@ mod tests {
         assert_eq!(ok.zendesk_url, "http://127.0.0.1:9");
         assert_eq!(ok.egress_ip.as_deref(), Some("203.0.113.7"));
         assert_eq!(ok.agent_reserve_percent, 20, "the default");
+        assert_eq!(ok.scheduler_kind, SchedulerKind::Scheduler);
+        assert_eq!(ok.schedule_quota, None);
     }
 
     #[test]
@@ -295,5 +410,39 @@ mod tests {
             let err = reserve(bad).unwrap_err();
             assert!(err.contains("ZENDESK_AGENT_RESERVE_PERCENT"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_schedules_kind_and_quota_are_read() {
+        let base = [
+            ("TABLE_NAME", "t"),
+            ("ZENDESK_SUBDOMAIN", "acme"),
+            ("ZENDESK_EMAIL", "a@b.it"),
+        ];
+        let with = |extra: &'static [(&'static str, &'static str)]| {
+            let all: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+            Config::from_lookup(move |k: &str| {
+                all.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        let c = with(&[
+            ("SCHEDULER_KIND", "rules"),
+            ("SCHEDULE_QUOTA", "500"),
+            ("SCHEDULE_GROUP", "pec-connector-prod"),
+        ])
+        .unwrap();
+        assert_eq!(c.scheduler_kind, SchedulerKind::Rules);
+        assert_eq!(c.schedule_quota, Some(500));
+        assert_eq!(c.schedule_group, "pec-connector-prod");
+        assert_eq!(
+            with(&[("SCHEDULE_QUOTA", "0")]).unwrap().schedule_quota,
+            None
+        );
+        let err = with(&[("SCHEDULER_KIND", "cron")]).unwrap_err();
+        assert!(err.to_string().contains("SCHEDULER_KIND"), "{err}");
+        let err = with(&[("SCHEDULE_QUOTA", "-1")]).unwrap_err();
+        assert!(err.to_string().contains("SCHEDULE_QUOTA"), "{err}");
     }
 }

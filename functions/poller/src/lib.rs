@@ -1,4 +1,4 @@
-//! # poller — the Lambda an EventBridge schedule invokes, once per account
+//! # poller — the Lambda an account's schedule (EventBridge Scheduler, or a rule) invokes
 //!
 //! Wiring only: the event names an account; [`handle`] turns the invocation deadline into the
 //! poll's deadline and runs [`connector::inbound::Inbound::poll`], then retries the account's

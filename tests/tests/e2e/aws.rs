@@ -1,5 +1,6 @@
-//! The contract suite against the AWS adapters (DynamoDB, Secrets Manager, EventBridge) through
-//! the real AWS SDK to moto server. Each test has its own table, secret prefix and rule prefix.
+//! The contract suite against the AWS adapters (DynamoDB, Secrets Manager, EventBridge rules)
+//! through the real AWS SDK to moto server (EventBridge Scheduler: `schedules.rs`). Each test
+//! has its own table, secret prefix and rule prefix.
 //! Needs moto: `infra/moto.sh start` (`infra/test.sh` does it). Fails, never skips, without it.
 
 use std::path::PathBuf;

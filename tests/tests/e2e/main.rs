@@ -15,6 +15,7 @@ mod outbound;
 mod poller;
 mod rate_limits;
 mod reliability;
+mod schedules;
 mod serve;
 mod smtp_refusals;
 mod soak;

@@ -1,7 +1,10 @@
 //! Least privilege in `template.yaml`: each function's IAM policies let it read exactly the
 //! secrets its code reads. The poller reads account passwords and Zendesk API tokens, never the
 //! admin token or the webhook secrets; no function may `ListSecrets` (it cannot be limited to the
-//! connector's secrets) without a comment in the template saying why.
+//! connector's secrets) without a comment in the template saying why. The account schedules:
+//! the api manages the schedules of the stack's EventBridge Scheduler group only and passes only
+//! the scheduler role, to Scheduler only; that role may only invoke the poller; the poller may
+//! do none of it.
 //!
 //! Secret names come from the code ([`SecretName::key`] under the template's `SECRETS_PREFIX`),
 //! resource ARNs from the template with sample values for `${Stage}` and the pseudo parameters,
@@ -53,8 +56,58 @@ struct Statement {
     effect: String,
     actions: Vec<String>,
     resources: Vec<String>,
+    /// `<operator>.<key>=<value>`, e.g. `StringEquals.iam:PassedToService=scheduler.amazonaws.com`.
+    conditions: Vec<String>,
+    /// `<kind>=<value>`, e.g. `Service=scheduler.amazonaws.com` (trust policies).
+    principals: Vec<String>,
     /// Fields the check cannot reason about (`NotAction`, `NotResource`).
     unread: Vec<String>,
+}
+
+impl Statement {
+    /// Reads one field of the statement (its keys below the statement).
+    fn read(&mut self, field: &[String], value: String) {
+        match field.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["Effect"] => self.effect = value,
+            ["Action"] | ["Action", _] if !value.is_empty() => self.actions.push(value),
+            ["Resource"] | ["Resource", _] if !value.is_empty() => self.resources.push(value),
+            ["Condition", op, key] | ["Condition", op, key, _] if !value.is_empty() => {
+                self.conditions.push(format!("{op}.{key}={value}"))
+            }
+            ["Principal", kind] | ["Principal", kind, _] if !value.is_empty() => {
+                self.principals.push(format!("{kind}={value}"))
+            }
+            [k @ ("NotAction" | "NotResource" | "NotPrincipal"), ..] => {
+                self.unread.push(k.to_owned())
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether it allows `action` (IAM wildcards) on anything.
+    fn allows_action(&self, action: &str) -> bool {
+        self.effect == "Allow" && self.actions.iter().any(|a| allows(a, action))
+    }
+}
+
+/// The statements under `prefix` (keys `<prefix>.-n.<field>`), e.g. a role's trust policy.
+fn statements_at(entries: &[Entry], prefix: &[&str], place: &str) -> Vec<Statement> {
+    let prefix: Vec<String> = prefix.iter().map(|k| (*k).to_owned()).collect();
+    let mut statements: BTreeMap<String, Statement> = BTreeMap::new();
+    for e in entries {
+        let Some([statement, field @ ..]) = e.keys.strip_prefix(prefix.as_slice()) else {
+            continue;
+        };
+        statements
+            .entry(statement.clone())
+            .or_insert_with(|| Statement {
+                place: format!("{place} statement {} (line {})", &statement[1..], e.line),
+                comments: e.comments.clone(),
+                ..Statement::default()
+            })
+            .read(field, e.value.clone());
+    }
+    statements.into_values().collect()
 }
 
 /// A function's policies: its statements, and the policy items that are not statements (SAM
@@ -89,14 +142,7 @@ fn policies(entries: &[Entry], function: &str) -> (Vec<Statement>, BTreeMap<Stri
                 comments: e.comments.clone(),
                 ..Statement::default()
             });
-        let value = e.value.clone();
-        match field.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-            ["Effect"] => s.effect = value,
-            ["Action"] | ["Action", _] if !value.is_empty() => s.actions.push(value),
-            ["Resource"] | ["Resource", _] if !value.is_empty() => s.resources.push(value),
-            [k @ ("NotAction" | "NotResource" | "NotPrincipal"), ..] => s.unread.push(k.to_owned()),
-            _ => {}
-        }
+        s.read(field, e.value.clone());
     }
     (statements.into_values().collect(), others)
 }
@@ -535,4 +581,312 @@ fn wildcards_match_as_iam_matches_them() {
     ] {
         assert_eq!(matches(pattern, text), expected, "{pattern} ~ {text}");
     }
+}
+
+// ----- the account schedules -----
+
+/// Every Scheduler action there is, with whether the api needs it.
+const SCHEDULER_ACTIONS: [(&str, bool); 13] = [
+    ("scheduler:CreateSchedule", true),
+    ("scheduler:UpdateSchedule", true),
+    ("scheduler:GetSchedule", true),
+    ("scheduler:DeleteSchedule", true),
+    ("scheduler:ListSchedules", true),
+    ("scheduler:CreateScheduleGroup", false),
+    ("scheduler:DeleteScheduleGroup", false),
+    ("scheduler:GetScheduleGroup", false),
+    ("scheduler:ListScheduleGroups", false),
+    ("scheduler:TagResource", false),
+    ("scheduler:UntagResource", false),
+    ("scheduler:ListTagsForResource", false),
+    ("scheduler:*", false),
+];
+
+/// A value of a resource's property in the template (`Resources.<name>.Properties.<field>`).
+fn property(entries: &[Entry], resource: &str, field: &str) -> Option<String> {
+    entries
+        .iter()
+        .find(|e| e.keys == ["Resources", resource, "Properties", field].map(String::from))
+        .map(|e| e.value.clone())
+}
+
+/// The api's environment variable `name`.
+fn api_env(entries: &[Entry], name: &str) -> Option<String> {
+    let keys = [
+        "Resources",
+        "ApiFunction",
+        "Properties",
+        "Environment",
+        "Variables",
+        name,
+    ];
+    entries
+        .iter()
+        .find(|e| e.keys == keys.map(String::from))
+        .map(|e| e.value.clone())
+}
+
+/// The ARN of an account's schedule in `group`, named as the code names it.
+fn schedule_arn(group: &str, account: &str) -> String {
+    let name = connector::schedules::scheduler::SchedulerSchedules::schedule_name(
+        &AccountId::parse(account).unwrap(),
+    );
+    format!("arn:aws:scheduler:eu-south-1:123456789012:schedule/{group}/{name}")
+}
+
+/// What is wrong with the permissions around the account schedules.
+fn schedule_problems(template: &str) -> Vec<String> {
+    let entries = entries(template);
+    let mut problems = Vec::new();
+
+    // The group the api uses is the stack's, and the role it passes is the stack's.
+    let group = match api_env(&entries, "SCHEDULE_GROUP").as_deref() {
+        Some(r) => match r.strip_prefix("!Ref ") {
+            Some(resource)
+                if property(&entries, resource, "Name").is_some()
+                    && entries.iter().any(|e| {
+                        e.keys == ["Resources", resource, "Type"].map(String::from)
+                            && e.value == "AWS::Scheduler::ScheduleGroup"
+                    }) =>
+            {
+                text_value(&property(&entries, resource, "Name").unwrap_or_default())
+                    .unwrap_or_else(|e| {
+                        problems.push(format!("schedule group name: {e}"));
+                        String::new()
+                    })
+            }
+            _ => {
+                problems.push(format!(
+                    "SCHEDULE_GROUP is {r:?}, not !Ref of the stack's schedule group"
+                ));
+                String::new()
+            }
+        },
+        None => {
+            problems.push("the api has no SCHEDULE_GROUP".to_owned());
+            String::new()
+        }
+    };
+    let role = "!GetAtt SchedulerRole.Arn";
+    if api_env(&entries, "SCHEDULER_ROLE_ARN").as_deref() != Some(role) {
+        problems.push(format!("the api's SCHEDULER_ROLE_ARN is not {role}"));
+    }
+
+    // The api: the schedules of its group, nothing else of Scheduler; PassRole of that role only.
+    let (statements, _) = policies(&entries, "ApiFunction");
+    let ours = schedule_arn(&group, "aruba-1");
+    let theirs = schedule_arn("another-group", "aruba-1");
+    for (action, needed) in SCHEDULER_ACTIONS {
+        let mut on_ours = false;
+        for s in statements.iter().filter(|s| s.allows_action(action)) {
+            if !needed {
+                problems.push(format!(
+                    "{}: allows {action}, which the api never calls",
+                    s.place
+                ));
+                continue;
+            }
+            for r in &s.resources {
+                let Ok(pattern) = text_value(r) else {
+                    problems.push(format!("{}: cannot read {r:?}", s.place));
+                    continue;
+                };
+                on_ours |= matches(&pattern, &ours);
+                // ListSchedules has no resource-level permission: "*" is the only way.
+                if action != "scheduler:ListSchedules" && matches(&pattern, &theirs) {
+                    problems.push(format!(
+                        "{}: allows {action} on schedules of other groups ({r})",
+                        s.place
+                    ));
+                }
+            }
+        }
+        if needed && !on_ours {
+            problems.push(format!(
+                "ApiFunction cannot {action} on {ours}, which it needs"
+            ));
+        }
+    }
+    let mut passes = false;
+    for s in statements.iter().filter(|s| s.effect == "Allow") {
+        let iam: Vec<&String> = s
+            .actions
+            .iter()
+            .filter(|a| a.starts_with("iam:") || *a == "*")
+            .collect();
+        if iam.is_empty() {
+            continue;
+        }
+        if iam
+            .iter()
+            .any(|a| !allows(a, "iam:PassRole") || a.contains('*'))
+        {
+            problems.push(format!(
+                "{}: IAM actions other than iam:PassRole: {iam:?}",
+                s.place
+            ));
+        }
+        if s.resources.iter().any(|r| r != role) {
+            problems.push(format!(
+                "{}: passes roles other than {role}: {:?}",
+                s.place, s.resources
+            ));
+        }
+        if !s
+            .conditions
+            .contains(&"StringEquals.iam:PassedToService=scheduler.amazonaws.com".to_owned())
+        {
+            problems.push(format!(
+                "{}: passes the role to any service, not only scheduler.amazonaws.com",
+                s.place
+            ));
+        }
+        passes = true;
+    }
+    if !passes {
+        problems.push("ApiFunction cannot pass the scheduler role".to_owned());
+    }
+
+    // The poller schedules nothing and passes nothing.
+    let (statements, _) = policies(&entries, "PollerFunction");
+    for s in statements.iter().filter(|s| s.effect == "Allow") {
+        for a in &s.actions {
+            if ["scheduler:", "events:", "iam:"]
+                .iter()
+                .any(|p| a.starts_with(p))
+                || a == "*"
+            {
+                problems.push(format!("{}: the poller may {a}", s.place));
+            }
+        }
+    }
+
+    // The role: assumed by Scheduler of this account only, and it may only invoke the poller.
+    let trust = statements_at(
+        &entries,
+        &[
+            "Resources",
+            "SchedulerRole",
+            "Properties",
+            "AssumeRolePolicyDocument",
+            "Statement",
+        ],
+        "SchedulerRole trust",
+    );
+    if trust.is_empty() {
+        problems.push("no SchedulerRole trust policy".to_owned());
+    }
+    for s in &trust {
+        if s.principals != ["Service=scheduler.amazonaws.com"] || s.actions != ["sts:AssumeRole"] {
+            problems.push(format!(
+                "{}: trusts {:?} for {:?}, not scheduler.amazonaws.com for sts:AssumeRole",
+                s.place, s.principals, s.actions
+            ));
+        }
+        if !s
+            .conditions
+            .contains(&"StringEquals.aws:SourceAccount=!Ref AWS::AccountId".to_owned())
+        {
+            problems.push(format!(
+                "{}: any account's schedules may assume it",
+                s.place
+            ));
+        }
+    }
+    let mut grants = Vec::new();
+    for e in entries.iter().filter(|e| {
+        e.keys.starts_with(
+            &["Resources", "SchedulerRole", "Properties", "Policies"].map(String::from),
+        ) && e.keys.len() == 6
+            && e.keys[5] == "PolicyDocument"
+    }) {
+        let mut prefix: Vec<&str> = e.keys.iter().map(String::as_str).collect();
+        prefix.push("Statement");
+        grants.extend(statements_at(&entries, &prefix, "SchedulerRole policy"));
+    }
+    let invokes = grants.iter().any(|s| {
+        s.effect == "Allow"
+            && s.actions == ["lambda:InvokeFunction"]
+            && s.resources == ["!GetAtt PollerFunction.Arn"]
+    });
+    if !invokes {
+        problems.push("SchedulerRole cannot invoke the poller".to_owned());
+    }
+    for s in grants.iter().filter(|s| s.effect == "Allow") {
+        if s.actions != ["lambda:InvokeFunction"] || s.resources != ["!GetAtt PollerFunction.Arn"] {
+            problems.push(format!(
+                "{}: the scheduler role may {:?} on {:?}, more than invoking the poller",
+                s.place, s.actions, s.resources
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn the_api_manages_its_schedules_only_and_the_scheduler_role_only_invokes_the_poller() {
+    let problems = schedule_problems(&template());
+    assert!(
+        problems.is_empty(),
+        "template.yaml:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_schedule_checks_refuse_what_grants_too_much() {
+    let t = template();
+    let replace = |from: &str, to: &str| {
+        assert!(t.contains(from), "template.yaml no longer has {from:?}");
+        schedule_problems(&t.replacen(from, to, 1))
+    };
+    let group = "schedule/pec-connector-${Stage}/*";
+    // Every group's schedules.
+    let p = replace(group, "schedule/*");
+    assert!(
+        p.iter().any(|p| p.contains("schedules of other groups")),
+        "{p:?}"
+    );
+    // Scheduler's every action.
+    let p = replace("- scheduler:DeleteSchedule", "- scheduler:*");
+    assert!(
+        p.iter()
+            .any(|p| p.contains("allows scheduler:CreateScheduleGroup")),
+        "{p:?}"
+    );
+    // Any role, to any service.
+    let p = replace("Resource: !GetAtt SchedulerRole.Arn", "Resource: \"*\"");
+    assert!(
+        p.iter().any(|p| p.contains("passes roles other than")),
+        "{p:?}"
+    );
+    let p = replace(
+        "iam:PassedToService: scheduler.amazonaws.com",
+        "iam:PassedToService: lambda.amazonaws.com",
+    );
+    assert!(p.iter().any(|p| p.contains("to any service")), "{p:?}");
+    // A role that may do more than invoke the poller, or that anyone's schedules may assume.
+    let p = replace(
+        "                Action: lambda:InvokeFunction\n                Resource: !GetAtt PollerFunction.Arn",
+        "                Action: lambda:*\n                Resource: \"*\"",
+    );
+    assert!(
+        p.iter().any(|p| p.contains("cannot invoke the poller")),
+        "{p:?}"
+    );
+    let p = replace(
+        "                aws:SourceAccount: !Ref AWS::AccountId\n",
+        "",
+    );
+    assert!(
+        p.iter().any(|p| p.contains("any account's schedules")),
+        "{p:?}"
+    );
+    // Missing what the code needs.
+    let p = replace("- scheduler:UpdateSchedule\n", "");
+    assert!(
+        p.iter()
+            .any(|p| p.contains("cannot scheduler:UpdateSchedule")),
+        "{p:?}"
+    );
 }

@@ -6,7 +6,9 @@
 //! (the first activation imports nothing already there), creates the poll schedule, and
 //! provisions Zendesk ([`provision`]): the webhook, the trigger category "PEC Connector" and the
 //! account's two triggers. Registering the same address again, or changing an account, updates
-//! those objects in place.
+//! those objects in place. A new account is refused first when the schedules' quota leaves no
+//! room for its schedule ([`AdminError::Capacity`]); a quota that refuses the schedule all the
+//! same removes what the registration created.
 
 pub mod instances;
 pub mod provision;
@@ -124,6 +126,17 @@ pub enum AdminError {
          saved: register it again once that run is over"
     )]
     MailboxBusy { id: String, until: DateTime<Utc> },
+    /// A quota leaves no room for the new account's poll schedule: refused before anything was
+    /// created (or everything created was removed again).
+    #[error(
+        "cannot register account {id:?}: no room for its poll schedule: {reason}. Nothing was \
+         created: {raise}"
+    )]
+    Capacity {
+        id: String,
+        reason: String,
+        raise: String,
+    },
 }
 
 impl AdminError {
@@ -131,7 +144,10 @@ impl AdminError {
         match self {
             AdminError::Invalid(_) | AdminError::Check { .. } => 422,
             AdminError::NotFound(_) => 404,
-            AdminError::IdTaken { .. } | AdminError::InstanceInUse { .. } => 409,
+            AdminError::IdTaken { .. }
+            | AdminError::InstanceInUse { .. }
+            | AdminError::Capacity { .. } => 409,
+            AdminError::Schedules(e) if e.is_quota() => 409,
             AdminError::Zendesk(e) if !e.is_transient() => 502,
             _ => 503,
         }
@@ -270,6 +286,9 @@ impl Admin {
             return Box::pin(scoped.register(reg)).await;
         }
         let existing = self.existing(&reg).await?;
+        if existing.is_none() {
+            self.room_for(&reg.id).await?;
+        }
         if let Some(a) = &existing
             && a.zendesk_instance != reg.zendesk_instance
         {
@@ -353,7 +372,13 @@ impl Admin {
         }
         // Also for an account whose registration stopped before recording it.
         self.baseline(&account.id, status).await?;
-        let account = self.finish(account, &templates).await?;
+        let id = account.id.clone();
+        let account = match self.finish(account, &templates).await {
+            Err(AdminError::Schedules(e)) if created && e.is_quota() => {
+                return Err(self.undo_for_quota(&id, e).await);
+            }
+            done => done?,
+        };
         self.guard(if reg.guard_notifications {
             provision::Guard::On
         } else {
@@ -587,6 +612,48 @@ impl Admin {
         self.store.release_lease(&lease).await?;
         result?;
         Ok(())
+    }
+
+    /// Refuses a new account when its poll schedule would not fit, before anything is created.
+    async fn room_for(&self, id: &AccountId) -> Result<(), AdminError> {
+        match self.schedules.capacity().await? {
+            Some(c) if c.room() == 0 => Err(AdminError::Capacity {
+                id: id.as_str().to_owned(),
+                reason: format!("{} of {} {}", c.used, c.limit, c.counted),
+                raise: c.raise,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// A new account whose schedule a quota refused (a race past [`Admin::room_for`], or a quota
+    /// shared with others): removes what its registration created (nothing in Zendesk yet: the
+    /// schedule comes first) and says why.
+    async fn undo_for_quota(&self, id: &AccountId, e: SchedulesError) -> AdminError {
+        if let Err(undo) = crate::accounts::remove_account(
+            self.store.as_ref(),
+            self.secrets.as_ref(),
+            self.schedules.as_ref(),
+            id,
+        )
+        .await
+        {
+            tracing::error!(account = %id, error = %undo, "cannot remove a registration a quota refused");
+            return e.into();
+        }
+        match e {
+            SchedulesError::QuotaExceeded {
+                quota,
+                message,
+                raise,
+                ..
+            } => AdminError::Capacity {
+                id: id.as_str().to_owned(),
+                reason: format!("{quota} ({message})"),
+                raise,
+            },
+            other => other.into(),
+        }
     }
 
     /// Schedule and Zendesk objects for a saved account; saves the objects' ids and the

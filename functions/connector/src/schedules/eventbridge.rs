@@ -1,14 +1,21 @@
 //! Poll schedules as EventBridge rules: one rule per account, `<prefix>-poll-<account>`, with
 //! `rate(N minutes)` and one target, the poller Lambda, whose input is
 //! `{"account_id": "<account>"}` (see `events/poll.json`).
+//!
+//! Scheduled rules live on the default event bus, whose quota "Rules" (300 per event bus by
+//! default) counts every rule on it, the connector's and any other: [`capacity`] counts them all
+//! against the configured limit. A rule runs first one interval after it is created; its place
+//! in the interval cannot be chosen (EventBridge Scheduler's can: [`super::scheduler`]).
+//!
+//! [`capacity`]: Schedules::capacity
 
 use async_trait::async_trait;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_eventbridge::types::{RuleState, Target};
 
-use super::SchedulesError;
-use crate::domain::{AccountId, PollInterval, PollRequest, Schedule};
+use super::{Capacity, SchedulesError, parse_rate};
+use crate::domain::{AccountId, PollRequest, Schedule};
 use crate::ports::Schedules;
 
 /// The id of the poller target on every rule.
@@ -20,11 +27,14 @@ pub struct EventBridgeSchedules {
     client: Client,
     prefix: String,
     target_arn: String,
+    limit: usize,
 }
 
 impl EventBridgeSchedules {
     /// Longest prefix such that `<prefix>-poll-<account id>` fits EventBridge's 64 characters.
     pub const MAX_PREFIX_LEN: usize = 64 - "-poll-".len() - AccountId::MAX_LEN;
+    /// AWS's default quota of rules per event bus.
+    pub const DEFAULT_LIMIT: usize = 300;
 
     /// `prefix` names the rules (default deployment: `pec-connector`); `target_arn` is the
     /// poller Lambda's ARN.
@@ -52,7 +62,14 @@ impl EventBridgeSchedules {
             client,
             prefix,
             target_arn: target_arn.into(),
+            limit: Self::DEFAULT_LIMIT,
         })
+    }
+
+    /// How many rules the default event bus may hold (its quota "Rules", when raised).
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
     }
 
     fn rule_prefix(&self) -> String {
@@ -98,17 +115,13 @@ impl EventBridgeSchedules {
     }
 }
 
-/// `rate(1 minute)` / `rate(N minutes)` back into an interval.
-fn parse_rate(expression: &str) -> Option<PollInterval> {
-    let inner = expression.strip_prefix("rate(")?.strip_suffix(')')?;
-    let (n, unit) = inner.split_once(' ')?;
-    let n: u32 = n.parse().ok()?;
-    match unit {
-        "minute" | "minutes" => PollInterval::minutes(n).ok(),
-        "hour" | "hours" if n == 1 => PollInterval::minutes(60).ok(),
-        _ => None,
-    }
-}
+/// The quota that limits the rules, as AWS names it.
+const QUOTA: &str =
+    "the EventBridge quota \"Rules\" (300 rules per event bus by default) is reached";
+/// How to make room for more rules.
+const RAISE: &str = "raise the quota \"Rules\" of Amazon EventBridge in Service Quotas and deploy \
+     with ScheduleQuota set to the new value, or deploy with SchedulerKind=scheduler (EventBridge \
+     Scheduler: 1,000,000 schedules per Region by default)";
 
 fn sdk<E, R>(op: &str, account: &AccountId, e: SdkError<E, R>) -> SchedulesError
 where
@@ -122,9 +135,16 @@ where
                 op,
                 account: account.to_string(),
             },
-            Some("ThrottlingException" | "LimitExceededException") => SchedulesError::Throttled {
+            Some("ThrottlingException") => SchedulesError::Throttled {
                 op,
                 source: Box::new(e),
+            },
+            // PutRule's "beyond allowed service quota": the rules of the event bus.
+            Some("LimitExceededException") => SchedulesError::QuotaExceeded {
+                op,
+                quota: QUOTA.to_owned(),
+                message: e.message().unwrap_or("LimitExceededException").to_owned(),
+                raise: RAISE.to_owned(),
             },
             Some("InternalException" | "InternalFailure" | "ServiceUnavailable") => {
                 SchedulesError::Unavailable {
@@ -321,21 +341,44 @@ impl Schedules for EventBridgeSchedules {
         tracing::debug!(account = %account, rule = %rule, "schedule deleted");
         Ok(())
     }
+
+    /// Every rule of the default event bus counts: the quota is per bus, not per application.
+    async fn capacity(&self) -> Result<Option<Capacity>, SchedulesError> {
+        let op = "count the rules of the default event bus";
+        let mut used = 0;
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_rules()
+                .limit(100)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| SchedulesError::Rejected {
+                    op: op.to_owned(),
+                    source: Box::new(e),
+                })?;
+            used += out.rules.map_or(0, |r| r.len());
+            match out.next_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        Ok(Some(Capacity {
+            used,
+            limit: self.limit,
+            counted: "EventBridge rules on the default event bus, the connector's and any \
+                      other (quota \"Rules\": 300 per event bus by default)"
+                .to_owned(),
+            raise: RAISE.to_owned(),
+        }))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rates_round_trip() {
-        for m in 1..=60 {
-            let i = PollInterval::minutes(m).unwrap();
-            assert_eq!(parse_rate(&i.rate_expression()), Some(i));
-        }
-        assert_eq!(parse_rate("cron(0 * * * ? *)"), None);
-        assert_eq!(parse_rate("rate(2 days)"), None);
-    }
 
     #[test]
     fn input_is_the_poll_request() {

@@ -3,16 +3,19 @@
 //! returns; whoever owns the receiver runs the polls.
 //!
 //! Schedules are not persisted: on start, `serve` puts one per account it finds in the store.
+//! Each account's first poll comes after its [`phase`](Schedule::phase) of the interval (at the
+//! latest one interval after it is put), so accounts put together do not poll together.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::SchedulesError;
+use super::{Capacity, SchedulesError};
 use crate::domain::{AccountId, PollRequest, Schedule};
 use crate::ports::Schedules;
 
@@ -57,10 +60,11 @@ impl LocalScheduler {
             return None;
         }
         let period = schedule.interval.as_duration();
+        let first = first_delay(schedule);
         let polls = self.polls.clone();
         let account = schedule.account.clone();
         Some(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+            let mut ticks = tokio::time::interval_at(Instant::now() + first, period);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
@@ -74,6 +78,12 @@ impl LocalScheduler {
             }
         }))
     }
+}
+
+/// How long after it is put a schedule first polls: more than nothing, at most one interval,
+/// a different part of the interval for each account.
+fn first_delay(schedule: &Schedule) -> Duration {
+    schedule.interval.as_duration() - schedule.phase()
 }
 
 #[async_trait]
@@ -116,32 +126,36 @@ impl Schedules for LocalScheduler {
         drop(self.lock().remove(account));
         Ok(())
     }
+
+    /// No quota: as many schedules as the machine can run.
+    async fn capacity(&self) -> Result<Option<Capacity>, SchedulesError> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::PollInterval;
-    use std::time::Duration;
 
     #[tokio::test(start_paused = true)]
     async fn ticks_every_interval_until_disabled() {
         let (scheduler, mut polls) = LocalScheduler::new(8);
         let account = AccountId::parse("a1").unwrap();
-        scheduler
-            .put(&Schedule {
-                account: account.clone(),
-                interval: PollInterval::minutes(2).unwrap(),
-                enabled: true,
-            })
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(60 * 5)).await;
+        let schedule = Schedule {
+            account: account.clone(),
+            interval: PollInterval::minutes(2).unwrap(),
+            enabled: true,
+        };
+        scheduler.put(&schedule).await.unwrap();
+        // Polls at its first delay, then every 2 minutes: 3 by 2 s after its third.
+        let first = first_delay(&schedule);
+        tokio::time::sleep(first + Duration::from_secs(60 * 4 + 2)).await;
         let mut got = Vec::new();
         while let Ok(p) = polls.try_recv() {
             got.push(p.account_id);
         }
-        assert_eq!(got, vec![account.clone(), account.clone()]);
+        assert_eq!(got, vec![account.clone(), account.clone(), account.clone()]);
 
         scheduler.set_enabled(&account, false).await.unwrap();
         tokio::time::sleep(Duration::from_secs(60 * 10)).await;
@@ -150,5 +164,37 @@ mod tests {
 
         scheduler.delete(&account).await.unwrap();
         assert!(scheduler.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accounts_put_together_poll_apart() {
+        let (scheduler, mut polls) = LocalScheduler::new(2000);
+        let interval = PollInterval::minutes(2).unwrap();
+        let mut per_second: BTreeMap<u64, usize> = BTreeMap::new();
+        for n in 0..1000 {
+            let account = AccountId::parse(&format!("ufficio-{n}")).unwrap();
+            let schedule = Schedule {
+                account,
+                interval,
+                enabled: true,
+            };
+            let first = first_delay(&schedule);
+            assert!(first > Duration::ZERO && first <= interval.as_duration());
+            *per_second.entry(first.as_secs()).or_default() += 1;
+            scheduler.put(&schedule).await.unwrap();
+        }
+        let busiest = per_second.values().max().copied().unwrap_or_default();
+        assert!(busiest <= 30, "{busiest} first polls in one second");
+        // Whole seconds from 1 to 120: each account polls once in the first 120.5 s.
+        tokio::time::sleep(interval.as_duration() + Duration::from_millis(500)).await;
+        let mut total = 0;
+        while polls.try_recv().is_ok() {
+            total += 1;
+        }
+        assert_eq!(
+            total, 1000,
+            "every account polled once in the first interval"
+        );
+        assert_eq!(scheduler.capacity().await.unwrap(), None);
     }
 }
