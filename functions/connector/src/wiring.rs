@@ -19,6 +19,8 @@ use crate::outbound::{Outbound, SendOptions};
 use crate::ports::{Secrets, Store};
 use crate::schedules::eventbridge::EventBridgeSchedules;
 use crate::secrets::aws::AwsSecrets;
+use crate::secrets::cache::{CachedSecrets, Freshness};
+use crate::secrets::shared::SharedSecrets;
 use crate::store::dynamo::DynamoStore;
 use crate::zendesks::ZendeskDirectory;
 
@@ -46,6 +48,21 @@ pub struct Config {
     pub public_url: Option<String>,
     /// `DEFAULT_POLL_INTERVAL` (api only, minutes, default 2).
     pub default_poll_interval: PollInterval,
+    /// `ACCOUNT_SECRETS`: where account passwords are kept (default `shared`).
+    pub account_secrets: AccountSecrets,
+    /// `SECRETS_CACHE_SECONDS` (default 3600): how long a process keeps a password it read
+    /// before reading it again even if nothing says it changed; `0` keeps nothing.
+    pub secrets_cache: Duration,
+}
+
+/// Where account passwords are kept in Secrets Manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountSecrets {
+    /// `shared`: many to a secret ([`SharedSecrets`]); accounts that still have a secret of
+    /// their own are read there until their password next changes.
+    Shared,
+    /// `per-account`: one secret each, `<prefix>/account/<id>` ([`AwsSecrets`]).
+    PerAccount,
 }
 
 /// A missing or unusable setting, named.
@@ -94,7 +111,43 @@ impl Config {
                         ))
                     })?,
             },
+            account_secrets: match get("ACCOUNT_SECRETS").as_deref().map(str::trim) {
+                None | Some("shared") => AccountSecrets::Shared,
+                Some("per-account") => AccountSecrets::PerAccount,
+                Some(v) => {
+                    return Err(ConfigError(format!(
+                        "ACCOUNT_SECRETS must be shared or per-account, not {v:?}"
+                    )));
+                }
+            },
+            secrets_cache: match get("SECRETS_CACHE_SECONDS") {
+                None => Freshness::DEFAULT_TTL,
+                Some(v) => Duration::from_secs(v.trim().parse::<u64>().map_err(|_| {
+                    ConfigError(format!(
+                        "SECRETS_CACHE_SECONDS must be a number of seconds, not {v:?}"
+                    ))
+                })?),
+            },
         })
+    }
+}
+
+impl Config {
+    /// The [`Secrets`] of the configured layout, keeping account passwords as
+    /// [`crate::secrets::cache`] says.
+    pub fn secrets(&self, client: aws_sdk_secretsmanager::Client) -> Arc<dyn Secrets> {
+        let fresh = Freshness::ttl(self.secrets_cache);
+        match self.account_secrets {
+            AccountSecrets::Shared => Arc::new(SharedSecrets::new(
+                client,
+                self.secrets_prefix.clone(),
+                fresh,
+            )),
+            AccountSecrets::PerAccount => Arc::new(CachedSecrets::new(
+                AwsSecrets::new(client, self.secrets_prefix.clone()),
+                fresh,
+            )),
+        }
     }
 }
 
@@ -117,10 +170,7 @@ impl AwsParts {
             aws_sdk_dynamodb::Client::new(&aws),
             config.table.clone(),
         ));
-        let secrets = Arc::new(AwsSecrets::new(
-            aws_sdk_secretsmanager::Client::new(&aws),
-            config.secrets_prefix.clone(),
-        ));
+        let secrets = config.secrets(aws_sdk_secretsmanager::Client::new(&aws));
         let token = secrets.get(&SecretName::ZendeskApiToken).await?;
         let zendesk = ZendeskClient::new(ZendeskConfig {
             base_url: config.zendesk_url.clone(),
@@ -245,6 +295,8 @@ mod tests {
         .unwrap();
         assert_eq!(ok.zendesk_url, "https://acme.zendesk.com");
         assert_eq!(ok.secrets_prefix, "pec");
+        assert_eq!(ok.account_secrets, AccountSecrets::Shared);
+        assert_eq!(ok.secrets_cache, Duration::from_secs(3600));
         assert_eq!(ok.egress_ip, None, "blank is unset");
         let ok = Config::from_lookup(env(&[
             ("TABLE_NAME", "t"),
@@ -255,5 +307,22 @@ mod tests {
         .unwrap();
         assert_eq!(ok.zendesk_url, "http://127.0.0.1:9");
         assert_eq!(ok.egress_ip.as_deref(), Some("203.0.113.7"));
+        let layout = |v: &'static str, cache: &'static str| {
+            Config::from_lookup(move |k: &str| match k {
+                "TABLE_NAME" => Some("t".to_owned()),
+                "ZENDESK_SUBDOMAIN" => Some("acme".to_owned()),
+                "ZENDESK_EMAIL" => Some("a@b.it".to_owned()),
+                "ACCOUNT_SECRETS" => Some(v.to_owned()),
+                "SECRETS_CACHE_SECONDS" => Some(cache.to_owned()),
+                _ => None,
+            })
+        };
+        let per = layout("per-account", "0").unwrap();
+        assert_eq!(per.account_secrets, AccountSecrets::PerAccount);
+        assert_eq!(per.secrets_cache, Duration::ZERO);
+        let err = layout("sharded", "60").unwrap_err();
+        assert!(err.to_string().contains("ACCOUNT_SECRETS"), "{err}");
+        let err = layout("shared", "an hour").unwrap_err();
+        assert!(err.to_string().contains("SECRETS_CACHE_SECONDS"), "{err}");
     }
 }

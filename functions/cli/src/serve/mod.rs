@@ -36,6 +36,7 @@ use connector::outbound::{Outbound, SendOptions, WebhookLimits};
 use connector::ports::{Schedules, Secrets, Store};
 use connector::schedules::local::LocalScheduler;
 use connector::secrets::SecretsError;
+use connector::secrets::cache::{CachedSecrets, Freshness};
 use connector::secrets::file::FileSecrets;
 use connector::store::sqlite::SqliteStore;
 use secrecy::{ExposeSecret, SecretString};
@@ -157,7 +158,11 @@ impl Server {
         );
         let file_secrets = FileSecrets::open(&data_dir.join("secrets"))?;
         let admin_token_file = file_secrets.dir().join(SecretName::AdminToken.key());
-        let secrets: Arc<dyn Secrets> = Arc::new(file_secrets);
+        // Passwords kept between polls as on AWS (read again when changed or refused).
+        let secrets: Arc<dyn Secrets> = Arc::new(CachedSecrets::new(
+            file_secrets,
+            Freshness::DEFAULT,
+        ));
         let instances = Arc::new(connector::zendesks::ZendeskDirectory::new(
             store.clone(),
             secrets.clone(),
