@@ -46,7 +46,20 @@ impl AdminEnv {
         store: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
         options: impl FnOnce(&mut AdminOptions),
     ) -> AdminEnv {
-        let env = crate::env::aws().await;
+        AdminEnv::on(crate::env::aws().await, store, options).await
+    }
+
+    /// An environment whose account passwords are kept many to a secret, as deployments keep
+    /// them by default ([`crate::env::aws_shared`]).
+    pub async fn shared() -> AdminEnv {
+        AdminEnv::on(crate::env::aws_shared().await, |store| store, |_| {}).await
+    }
+
+    async fn on(
+        env: crate::Env,
+        store: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+        options: impl FnOnce(&mut AdminOptions),
+    ) -> AdminEnv {
         let sim = Arc::new(ZendeskSimulator::start().await.expect("zendesk simulator"));
         let zendesk = Arc::new(
             ZendeskClient::new(ZendeskConfig {

@@ -137,7 +137,16 @@ impl SharedSecrets {
         let id = self.shard_id(n);
         let op = format!("read secret {id}");
         let read = ReadAt::now();
-        let out = match self.client.get_secret_value().secret_id(&id).send().await {
+        // AWSCURRENT is what a read without a stage returns; naming it also makes moto (the
+        // tests' AWS) return the version a stage move made current.
+        let out = match self
+            .client
+            .get_secret_value()
+            .secret_id(&id)
+            .version_stage(CURRENT)
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(e) if e.code() == Some("ResourceNotFoundException") => {
                 self.keep_shard(n, None, read);
