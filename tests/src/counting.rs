@@ -181,7 +181,10 @@ impl aws_sdk_secretsmanager::config::Intercept for SecretsCounter {
             "PutSecretValue"
         } else if input.downcast_ref::<CreateSecretInput>().is_some() {
             "CreateSecret"
-        } else if input.downcast_ref::<UpdateSecretVersionStageInput>().is_some() {
+        } else if input
+            .downcast_ref::<UpdateSecretVersionStageInput>()
+            .is_some()
+        {
             "UpdateSecretVersionStage"
         } else if input.downcast_ref::<DeleteSecretInput>().is_some() {
             "DeleteSecret"

@@ -216,7 +216,12 @@ pub async fn aws_shared() -> Env {
 /// The embedded adapters with passwords kept in the process, as `pec-connector serve` has them.
 pub async fn embedded_cached() -> Env {
     let mut env = embedded().await;
-    let dir = env._dir.as_ref().expect("embedded directory").path().join("secrets");
+    let dir = env
+        ._dir
+        .as_ref()
+        .expect("embedded directory")
+        .path()
+        .join("secrets");
     let secrets = FileSecrets::open(&dir).expect("open secrets dir");
     env.secrets = Arc::new(CachedSecrets::new(secrets, Freshness::DEFAULT));
     env

@@ -159,11 +159,17 @@ async fn aws_shared_passwords_keep_secrets_out_of_state_and_logs() {
         .unwrap()
         .secret_string
         .unwrap_or_default();
-    assert!(shard.contains(&secrets[1]), "control: rotated password in its shard");
+    assert!(
+        shard.contains(&secrets[1]),
+        "control: rotated password in its shard"
+    );
     // What the test environment shows of the secrets names the accounts, never a password.
     let names = env.raw.secrets().await.join("\n");
     for s in &secrets {
-        assert!(!names.contains(s.as_str()), "a secret is in a secret's name");
+        assert!(
+            !names.contains(s.as_str()),
+            "a secret is in a secret's name"
+        );
     }
 }
 

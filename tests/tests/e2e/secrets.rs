@@ -72,7 +72,8 @@ async fn shards(prefix: &str) -> Vec<(String, String)> {
             .secret_id(&name)
             .version_stage("AWSCURRENT")
             .send()
-            .await {
+            .await
+        {
             Ok(v) => out.push((name, v.secret_string.unwrap_or_default())),
             Err(_) => break,
         }
@@ -95,7 +96,7 @@ async fn drop_shards(prefix: &str) {
 
 /// A password shaped like real ones: 12 to 43 characters, some with characters JSON escapes.
 fn password(i: usize) -> String {
-    let tail = if i % 7 == 0 { "\"\\è" } else { "" };
+    let tail = if i.is_multiple_of(7) { "\"\\è" } else { "" };
     format!("Pw{i:05}-{}{tail}", "x".repeat(5 + i % 32))
 }
 
@@ -170,7 +171,10 @@ async fn two_thousand_accounts_fit_in_a_few_secrets_under_64_kb() {
     let poller_counter = SecretsCounter::default();
     let poller = process(&prefix, &poller_counter).await;
     for i in (0..n).rev() {
-        assert_eq!(value(&poller, &pw(&format!("acc-{i:04}"))).await, password(i));
+        assert_eq!(
+            value(&poller, &pw(&format!("acc-{i:04}"))).await,
+            password(i)
+        );
     }
     let reads = poller_counter.take();
     eprintln!("a cold process read {n} passwords with {reads:?}");
@@ -232,8 +236,12 @@ async fn two_rotations_in_one_shard_at_once_are_both_kept() {
     let (ca, cb) = (SecretsCounter::default(), SecretsCounter::default());
     let a = Arc::new(process(&prefix, &ca).await);
     let b = Arc::new(process(&prefix, &cb).await);
-    a.put(&pw("acc-a"), &SecretString::from("a-0")).await.unwrap();
-    b.put(&pw("acc-b"), &SecretString::from("b-0")).await.unwrap();
+    a.put(&pw("acc-a"), &SecretString::from("a-0"))
+        .await
+        .unwrap();
+    b.put(&pw("acc-b"), &SecretString::from("b-0"))
+        .await
+        .unwrap();
     assert_eq!(shards(&prefix).await.len(), 1, "one shard holds both");
     ca.take();
     cb.take();
@@ -262,8 +270,13 @@ async fn two_rotations_in_one_shard_at_once_are_both_kept() {
     // Each rotation wrote at least once; the extra writes are the races each lost and redid.
     let writes = ca.take_op("PutSecretValue") + cb.take_op("PutSecretValue");
     let lost = writes - 2 * rounds;
-    eprintln!("{rounds} rounds of two rotations at once: {writes} writes, {lost} lost races redone");
-    assert!(lost > 0, "the rotations never raced: the test proves nothing");
+    eprintln!(
+        "{rounds} rounds of two rotations at once: {writes} writes, {lost} lost races redone"
+    );
+    assert!(
+        lost > 0,
+        "the rotations never raced: the test proves nothing"
+    );
 
     // Eight processes, eight accounts, three rounds each, all at once.
     let writers: Vec<Arc<SharedSecrets>> = {
@@ -293,7 +306,10 @@ async fn two_rotations_in_one_shard_at_once_are_both_kept() {
     }
     let fresh = process(&prefix, &SecretsCounter::default()).await;
     for w in 0..8 {
-        assert_eq!(value(&fresh, &pw(&format!("acc-w{w}"))).await, format!("w{w}-2"));
+        assert_eq!(
+            value(&fresh, &pw(&format!("acc-w{w}"))).await,
+            format!("w{w}-2")
+        );
     }
     assert_eq!(value(&fresh, &pw("acc-a")).await, format!("a-{rounds}"));
     drop_shards(&prefix).await;
@@ -404,10 +420,8 @@ async fn accounts_with_a_secret_of_their_own_are_read_and_moved_on_rotation() {
     assert_eq!(value(&fresh, &pw("old-1")).await, "rotated");
     assert_eq!(value(&fresh, &pw("old-2")).await, "legacy-2");
     shared.delete(&pw("old-2")).await.unwrap();
-    assert!(matches!(
-        fresh.get(&pw("old-2")).await,
-        Ok(_) // kept by this process until its copy is dropped
-    ));
+    // This process keeps its copy until it is dropped (a deleted account is polled no more).
+    assert!(fresh.get(&pw("old-2")).await.is_ok());
     fresh.forget(&pw("old-2"));
     assert!(matches!(
         fresh.get(&pw("old-2")).await.unwrap_err(),
@@ -475,7 +489,10 @@ async fn the_admin_api_keeps_passwords_in_a_shared_secret() {
         204
     );
     // An empty shard stays for the next account.
-    assert_eq!(password_secrets().await, [format!("{prefix}/accounts/0 []")]);
+    assert_eq!(
+        password_secrets().await,
+        [format!("{prefix}/accounts/0 []")]
+    );
     drop_shards(&prefix).await;
 }
 
@@ -543,7 +560,9 @@ async fn a_refused_login_makes_the_next_run_read_the_password_again() {
 
 /// DynamoDB item size as on-demand capacity counts it (attribute names and values, roughly:
 /// strings and binaries by length, numbers by digits, 3 bytes per map or list).
-fn item_bytes(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> usize {
+fn item_bytes(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> usize {
     use aws_sdk_dynamodb::types::AttributeValue as V;
     fn size(v: &V) -> usize {
         match v {
@@ -610,9 +629,15 @@ async fn an_idle_run_costs() {
 
     // The first run records the mailbox's baseline (and reads the password: a cold process).
     let r = run(&inbound, Some(&outbound), &account.id).await.unwrap();
-    assert!(matches!(r, poller::Response::Polled(ref o) if o.baseline), "{r:?}");
+    assert!(
+        matches!(r, poller::Response::Polled(ref o) if o.baseline),
+        "{r:?}"
+    );
     let cold = (ddb_counter.take(), sm_counter.take());
-    eprintln!("first run (cold process, baseline): dynamodb {:?}, secrets {:?}", cold.0, cold.1);
+    eprintln!(
+        "first run (cold process, baseline): dynamodb {:?}, secrets {:?}",
+        cold.0, cold.1
+    );
 
     let zendesk_before = env.sim.requests().len();
     let runs = 10;
@@ -672,7 +697,10 @@ async fn an_idle_run_costs() {
             .cloned()
             .unwrap_or_default();
         eprintln!("item {sk}: about {} bytes", item_bytes(item));
-        assert!(item_bytes(item) <= 1024, "{sk} needs more than one write unit");
+        assert!(
+            item_bytes(item) <= 1024,
+            "{sk} needs more than one write unit"
+        );
     }
     drop_shards(&table).await;
 }

@@ -46,7 +46,10 @@ fn secrets() -> Vec<(String, bool)> {
             SecretName::InstanceWebhookSigningSecret(instance.clone()).key(),
             false,
         ),
-        (SecretName::InstanceWebhookBearerToken(instance).key(), false),
+        (
+            SecretName::InstanceWebhookBearerToken(instance).key(),
+            false,
+        ),
     ]
 }
 

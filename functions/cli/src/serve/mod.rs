@@ -1,7 +1,8 @@
 //! `pec-connector serve`: the connector on one machine, without AWS.
 //!
 //! The same parts as the Lambdas, wired to the embedded adapters: the state in SQLite
-//! (`<data-dir>/state.db`), the secrets in owner-only files (`<data-dir>/secrets`), the poll
+//! (`<data-dir>/state.db`), the secrets in owner-only files (`<data-dir>/secrets`; passwords
+//! kept in the process between polls, as the Lambdas keep them), the poll
 //! schedules in-process ([`LocalScheduler`]), the mailboxes over IMAPS and the sends over SMTPS.
 //! [`Server::start`] builds everything and binds the listener; [`Server::run`] serves
 //! [`api::router`] and runs the polls the schedules ask for until `shutdown` completes:
@@ -159,10 +160,8 @@ impl Server {
         let file_secrets = FileSecrets::open(&data_dir.join("secrets"))?;
         let admin_token_file = file_secrets.dir().join(SecretName::AdminToken.key());
         // Passwords kept between polls as on AWS (read again when changed or refused).
-        let secrets: Arc<dyn Secrets> = Arc::new(CachedSecrets::new(
-            file_secrets,
-            Freshness::DEFAULT,
-        ));
+        let secrets: Arc<dyn Secrets> =
+            Arc::new(CachedSecrets::new(file_secrets, Freshness::DEFAULT));
         let instances = Arc::new(connector::zendesks::ZendeskDirectory::new(
             store.clone(),
             secrets.clone(),

@@ -45,8 +45,8 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::aws::{AwsSecrets, sdk};
-use super::{SecretsError, is_shard_key, shard_key};
 use super::cache::{Freshness, ReadAt};
+use super::{SecretsError, is_shard_key, shard_key};
 use crate::domain::{AccountId, SecretName};
 use crate::ports::Secrets;
 
@@ -154,17 +154,20 @@ impl SharedSecrets {
             }
             Err(e) => return Err(sdk(&op, e)),
         };
-        let version = out.version_id.clone().ok_or_else(|| SecretsError::Invalid {
-            op: op.clone(),
-            reason: "Secrets Manager returned no version id".into(),
-        })?;
-        let text = out
-            .secret_string
-            .map(SecretString::from)
+        let version = out
+            .version_id
+            .clone()
             .ok_or_else(|| SecretsError::Invalid {
                 op: op.clone(),
-                reason: "it holds binary data, not text".into(),
+                reason: "Secrets Manager returned no version id".into(),
             })?;
+        let text =
+            out.secret_string
+                .map(SecretString::from)
+                .ok_or_else(|| SecretsError::Invalid {
+                    op: op.clone(),
+                    reason: "it holds binary data, not text".into(),
+                })?;
         let shard = Shard {
             version,
             entries: parse(&text).map_err(|reason| SecretsError::Invalid { op, reason })?,
@@ -615,7 +618,11 @@ mod tests {
     fn shard_keys() {
         assert_eq!(shard_key(3), "accounts/3");
         assert!(is_shard_key("accounts/0") && is_shard_key("accounts/12"));
-        assert!(!is_shard_key("account/a1") && !is_shard_key("accounts/") && !is_shard_key("accounts/x"));
+        assert!(
+            !is_shard_key("account/a1")
+                && !is_shard_key("accounts/")
+                && !is_shard_key("accounts/x")
+        );
         // No secret of the connector is named like a shard.
         assert!(SecretName::parse_key("accounts/0").is_err());
     }
