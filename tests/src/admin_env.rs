@@ -50,6 +50,13 @@ impl AdminEnv {
         AdminEnv::on(crate::env::aws_scheduler().await, store, options).await
     }
 
+
+    /// An environment whose account passwords are kept many to a secret, as deployments keep
+    /// them by default ([`crate::env::aws_shared`]).
+    pub async fn shared() -> AdminEnv {
+        AdminEnv::on(crate::env::aws_shared().await, |store| store, |_| {}).await
+    }
+
     /// An environment over the adapters of `env`.
     pub async fn on(
         env: Env,

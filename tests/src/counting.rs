@@ -6,7 +6,9 @@
 //!   it returned).
 //! * [`CountingStore`] wraps any [`Store`] and counts calls, split into reads and writes; it can
 //!   also run a hook right after an account is created (what another process does then).
+//! * [`SecretsCounter`] is an AWS SDK interceptor counting Secrets Manager requests by operation.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -124,6 +126,81 @@ impl Intercept for DynamoCounter {
             };
             self.io.lock().expect("counter lock").items_read += n.max(0) as u32;
         }
+        Ok(())
+    }
+}
+
+/// Counts Secrets Manager requests on the wire, by operation (`GetSecretValue`, ...); install
+/// with `aws_sdk_secretsmanager::config::Builder::interceptor`.
+#[derive(Debug, Clone, Default)]
+pub struct SecretsCounter {
+    calls: Arc<Mutex<BTreeMap<&'static str, u32>>>,
+}
+
+impl SecretsCounter {
+    /// The counts so far, reset to zero.
+    pub fn take(&self) -> BTreeMap<&'static str, u32> {
+        std::mem::take(&mut *self.calls.lock().expect("counter lock"))
+    }
+
+    /// The number of `op` requests so far, reset to zero (the others are kept).
+    pub fn take_op(&self, op: &str) -> u32 {
+        self.calls
+            .lock()
+            .expect("counter lock")
+            .remove(op)
+            .unwrap_or(0)
+    }
+
+    /// Every request so far, reset to zero.
+    pub fn take_all(&self) -> u32 {
+        self.take().values().sum()
+    }
+}
+
+impl aws_sdk_secretsmanager::config::Intercept for SecretsCounter {
+    fn name(&self) -> &'static str {
+        "SecretsCounter"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &aws_sdk_secretsmanager::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut aws_sdk_secretsmanager::config::ConfigBag,
+    ) -> Result<(), aws_sdk_secretsmanager::error::BoxError> {
+        use aws_sdk_secretsmanager::operation::{
+            create_secret::CreateSecretInput, delete_secret::DeleteSecretInput,
+            describe_secret::DescribeSecretInput, get_secret_value::GetSecretValueInput,
+            list_secrets::ListSecretsInput, put_secret_value::PutSecretValueInput,
+            update_secret_version_stage::UpdateSecretVersionStageInput,
+        };
+        let input = context.input();
+        let op = if input.downcast_ref::<GetSecretValueInput>().is_some() {
+            "GetSecretValue"
+        } else if input.downcast_ref::<PutSecretValueInput>().is_some() {
+            "PutSecretValue"
+        } else if input.downcast_ref::<CreateSecretInput>().is_some() {
+            "CreateSecret"
+        } else if input
+            .downcast_ref::<UpdateSecretVersionStageInput>()
+            .is_some()
+        {
+            "UpdateSecretVersionStage"
+        } else if input.downcast_ref::<DeleteSecretInput>().is_some() {
+            "DeleteSecret"
+        } else if input.downcast_ref::<DescribeSecretInput>().is_some() {
+            "DescribeSecret"
+        } else if input.downcast_ref::<ListSecretsInput>().is_some() {
+            "ListSecrets"
+        } else {
+            "other"
+        };
+        *self
+            .calls
+            .lock()
+            .expect("counter lock")
+            .entry(op)
+            .or_default() += 1;
         Ok(())
     }
 }

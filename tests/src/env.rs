@@ -12,7 +12,9 @@ use connector::schedules::eventbridge::EventBridgeSchedules;
 use connector::schedules::local::LocalScheduler;
 use connector::schedules::scheduler::SchedulerSchedules;
 use connector::secrets::aws::AwsSecrets;
+use connector::secrets::cache::{CachedSecrets, Freshness};
 use connector::secrets::file::FileSecrets;
+use connector::secrets::shared::SharedSecrets;
 use connector::store::dynamo::{DynamoStore, TableDefinition};
 use connector::store::sqlite::SqliteStore;
 
@@ -44,6 +46,10 @@ pub trait Raw: Send + Sync {
     async fn secrets(&self) -> Vec<String>;
     /// Every schedule and what it triggers, rendered as text.
     async fn schedules(&self) -> Vec<String>;
+    /// The name prefix of the table, secrets and rules (AWS only).
+    fn prefix(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A short name unique to this test run and test: `t` + 8 hex digits.
@@ -255,6 +261,10 @@ impl Raw for SchedulerRaw {
         self.inner.state().await
     }
 
+    fn prefix(&self) -> Option<String> {
+        self.inner.prefix()
+    }
+
     fn state_bytes(&self) -> Vec<u8> {
         self.inner.state_bytes()
     }
@@ -306,6 +316,40 @@ impl Raw for SchedulerRaw {
         found.sort();
         found
     }
+/// Like [`aws`], with account passwords many to a secret ([`SharedSecrets`]) as deployments
+/// keep them by default.
+pub async fn aws_shared() -> Env {
+    let mut env = aws().await;
+    let name = env.raw.prefix().expect("the AWS environment's prefix");
+    let sm = aws_sdk_secretsmanager::Client::new(&moto_config().await);
+    env.secrets = Arc::new(SharedSecrets::new(sm, name, Freshness::DEFAULT));
+    env
+}
+
+/// The embedded adapters with passwords kept in the process, as `pec-connector serve` has them.
+pub async fn embedded_cached() -> Env {
+    let mut env = embedded().await;
+    let dir = env
+        ._dir
+        .as_ref()
+        .expect("embedded directory")
+        .path()
+        .join("secrets");
+    let secrets = FileSecrets::open(&dir).expect("open secrets dir");
+    env.secrets = Arc::new(CachedSecrets::new(secrets, Freshness::DEFAULT));
+    env
+}
+
+/// A Secrets Manager client on moto whose requests `counter` counts.
+pub async fn counted_secrets_client(
+    counter: &crate::counting::SecretsCounter,
+) -> aws_sdk_secretsmanager::Client {
+    let conf = moto_config().await;
+    aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&conf)
+            .interceptor(counter.clone())
+            .build(),
+    )
 }
 
 /// Like [`aws`], letting the caller adjust the DynamoDB client (e.g. add a counting interceptor).
@@ -396,7 +440,47 @@ impl Raw for AwsRaw {
         Vec::new()
     }
 
+    fn prefix(&self) -> Option<String> {
+        Some(self.name.clone())
+    }
+
+    /// Every secret's name; a password shard's also with the accounts it holds
+    /// (`<prefix>/accounts/0 [a-1, b-2]`).
     async fn secrets(&self) -> Vec<String> {
+        let mut rendered = Vec::new();
+        for name in self.secret_names().await {
+            let is_shard = name
+                .strip_prefix(&format!("{}/", self.name))
+                .is_some_and(connector::secrets::is_shard_key);
+            if !is_shard {
+                rendered.push(name);
+                continue;
+            }
+            let value = self
+                .sm
+                .get_secret_value()
+                .secret_id(&name)
+                .version_stage("AWSCURRENT")
+                .send()
+                .await
+                .expect("read a password shard")
+                .secret_string
+                .unwrap_or_default();
+            let entries: std::collections::BTreeMap<String, String> =
+                serde_json::from_str(&value).expect("a shard is a JSON object of strings");
+            let ids: Vec<&str> = entries.keys().map(String::as_str).collect();
+            rendered.push(format!("{name} [{}]", ids.join(", ")));
+        }
+        rendered
+    }
+
+    async fn schedules(&self) -> Vec<String> {
+        self.schedule_list().await
+    }
+}
+
+impl AwsRaw {
+    async fn secret_names(&self) -> Vec<String> {
         // Everything on moto whose name carries this test's prefix, deleted-pending included
         // (every page: a shared moto holds the secrets of every test).
         let mut names: Vec<String> = Vec::new();
@@ -427,7 +511,7 @@ impl Raw for AwsRaw {
         names
     }
 
-    async fn schedules(&self) -> Vec<String> {
+    async fn schedule_list(&self) -> Vec<String> {
         let out = self
             .eb
             .list_rules()

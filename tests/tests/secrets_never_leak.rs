@@ -143,6 +143,36 @@ async fn aws_keeps_secrets_out_of_state_and_logs() {
     assert!(secrets.iter().all(|s| !s.is_empty()));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_shared_passwords_keep_secrets_out_of_state_and_logs() {
+    let env = e2e::env::aws_shared().await;
+    let secrets = exercise_and_scan(&env, "aws-shared").await;
+    // Control: the rotated password is where it belongs, in a password shard.
+    let prefix = env.raw.prefix().unwrap();
+    let sm = aws_sdk_secretsmanager::Client::new(&e2e::env::moto_config().await);
+    let shard = sm
+        .get_secret_value()
+        .secret_id(format!("{prefix}/{}", connector::secrets::shard_key(0)))
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .unwrap()
+        .secret_string
+        .unwrap_or_default();
+    assert!(
+        shard.contains(&secrets[1]),
+        "control: rotated password in its shard"
+    );
+    // What the test environment shows of the secrets names the accounts, never a password.
+    let names = env.raw.secrets().await.join("\n");
+    for s in &secrets {
+        assert!(
+            !names.contains(s.as_str()),
+            "a secret is in a secret's name"
+        );
+    }
+}
+
 /// The admin API and the webhook, end to end: register an account (its password, the webhook's
 /// bearer token and signing secret, the admin token, the Zendesk API token all in play), send a
 /// PEC through the webhook, change and delete the account; no answer, stored item or log line

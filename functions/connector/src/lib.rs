@@ -12,7 +12,9 @@
 //! * adapters, one module per technology, each with its own error type:
 //!   * [`store`] — DynamoDB ([`store::dynamo`], feature `aws`) and SQLite
 //!     ([`store::sqlite`], feature `embedded`);
-//!   * [`secrets`] — Secrets Manager ([`secrets::aws`]) and owner-only files ([`secrets::file`]);
+//!   * [`secrets`] — Secrets Manager, one secret per password ([`secrets::aws`]) or many
+//!     account passwords to a secret ([`secrets::shared`]), and owner-only files
+//!     ([`secrets::file`]); [`secrets::cache`] keeps passwords in the process between runs;
 //!   * [`schedules`] — EventBridge Scheduler schedules ([`schedules::scheduler`], the
 //!     default), EventBridge rules ([`schedules::eventbridge`]) and an in-process scheduler
 //!     ([`schedules::local`]);

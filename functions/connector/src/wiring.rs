@@ -21,6 +21,8 @@ use crate::schedules::eventbridge::EventBridgeSchedules;
 use crate::schedules::scheduler::SchedulerSchedules;
 use crate::schedules::{Moving, move_all};
 use crate::secrets::aws::AwsSecrets;
+use crate::secrets::cache::{CachedSecrets, Freshness};
+use crate::secrets::shared::SharedSecrets;
 use crate::store::dynamo::DynamoStore;
 use crate::zendesks::ZendeskDirectory;
 
@@ -62,6 +64,11 @@ pub struct Config {
     /// `ZENDESK_AGENT_RESERVE_PERCENT` (0 to 90, default 20): the share of Zendesk's request
     /// limit a poll leaves to the agents ([`PollOptions::agent_reserve_percent`]).
     pub agent_reserve_percent: u8,
+    /// `ACCOUNT_SECRETS`: where account passwords are kept (default `shared`).
+    pub account_secrets: AccountSecrets,
+    /// `SECRETS_CACHE_SECONDS` (default 3600): how long a process keeps a password it read
+    /// before reading it again even if nothing says it changed; `0` keeps nothing.
+    pub secrets_cache: Duration,
 }
 
 /// How the account schedules are kept on AWS.
@@ -71,6 +78,16 @@ pub enum SchedulerKind {
     Scheduler,
     /// EventBridge rules on the default event bus ([`EventBridgeSchedules`]).
     Rules,
+}
+
+/// Where account passwords are kept in Secrets Manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountSecrets {
+    /// `shared`: many to a secret ([`SharedSecrets`]); accounts that still have a secret of
+    /// their own are read there until their password next changes.
+    Shared,
+    /// `per-account`: one secret each, `<prefix>/account/<id>` ([`AwsSecrets`]).
+    PerAccount,
 }
 
 /// A missing or unusable setting, named.
@@ -150,7 +167,43 @@ impl Config {
                     ))
                 })?,
             },
+            account_secrets: match get("ACCOUNT_SECRETS").as_deref().map(str::trim) {
+                None | Some("shared") => AccountSecrets::Shared,
+                Some("per-account") => AccountSecrets::PerAccount,
+                Some(v) => {
+                    return Err(ConfigError(format!(
+                        "ACCOUNT_SECRETS must be shared or per-account, not {v:?}"
+                    )));
+                }
+            },
+            secrets_cache: match get("SECRETS_CACHE_SECONDS") {
+                None => Freshness::DEFAULT_TTL,
+                Some(v) => Duration::from_secs(v.trim().parse::<u64>().map_err(|_| {
+                    ConfigError(format!(
+                        "SECRETS_CACHE_SECONDS must be a number of seconds, not {v:?}"
+                    ))
+                })?),
+            },
         })
+    }
+}
+
+impl Config {
+    /// The [`Secrets`] of the configured layout, keeping account passwords as
+    /// [`crate::secrets::cache`] says.
+    pub fn secrets(&self, client: aws_sdk_secretsmanager::Client) -> Arc<dyn Secrets> {
+        let fresh = Freshness::ttl(self.secrets_cache);
+        match self.account_secrets {
+            AccountSecrets::Shared => Arc::new(SharedSecrets::new(
+                client,
+                self.secrets_prefix.clone(),
+                fresh,
+            )),
+            AccountSecrets::PerAccount => Arc::new(CachedSecrets::new(
+                AwsSecrets::new(client, self.secrets_prefix.clone()),
+                fresh,
+            )),
+        }
     }
 }
 
@@ -174,10 +227,7 @@ impl AwsParts {
             aws_sdk_dynamodb::Client::new(&aws),
             config.table.clone(),
         ));
-        let secrets = Arc::new(AwsSecrets::new(
-            aws_sdk_secretsmanager::Client::new(&aws),
-            config.secrets_prefix.clone(),
-        ));
+        let secrets = config.secrets(aws_sdk_secretsmanager::Client::new(&aws));
         let token = secrets.get(&SecretName::ZendeskApiToken).await?;
         let zendesk = ZendeskClient::new(ZendeskConfig {
             base_url: config.zendesk_url.clone(),
@@ -374,6 +424,8 @@ mod tests {
         .unwrap();
         assert_eq!(ok.zendesk_url, "https://acme.zendesk.com");
         assert_eq!(ok.secrets_prefix, "pec");
+        assert_eq!(ok.account_secrets, AccountSecrets::Shared);
+        assert_eq!(ok.secrets_cache, Duration::from_secs(3600));
         assert_eq!(ok.egress_ip, None, "blank is unset");
         let ok = Config::from_lookup(env(&[
             ("TABLE_NAME", "t"),
@@ -444,5 +496,26 @@ mod tests {
         assert!(err.to_string().contains("SCHEDULER_KIND"), "{err}");
         let err = with(&[("SCHEDULE_QUOTA", "-1")]).unwrap_err();
         assert!(err.to_string().contains("SCHEDULE_QUOTA"), "{err}");
+    }
+
+    #[test]
+    fn the_password_layout_and_cache_are_read() {
+        let layout = |v: &'static str, cache: &'static str| {
+            Config::from_lookup(move |k: &str| match k {
+                "TABLE_NAME" => Some("t".to_owned()),
+                "ZENDESK_SUBDOMAIN" => Some("acme".to_owned()),
+                "ZENDESK_EMAIL" => Some("a@b.it".to_owned()),
+                "ACCOUNT_SECRETS" => Some(v.to_owned()),
+                "SECRETS_CACHE_SECONDS" => Some(cache.to_owned()),
+                _ => None,
+            })
+        };
+        let per = layout("per-account", "0").unwrap();
+        assert_eq!(per.account_secrets, AccountSecrets::PerAccount);
+        assert_eq!(per.secrets_cache, Duration::ZERO);
+        let err = layout("sharded", "60").unwrap_err();
+        assert!(err.to_string().contains("ACCOUNT_SECRETS"), "{err}");
+        let err = layout("shared", "an hour").unwrap_err();
+        assert!(err.to_string().contains("SECRETS_CACHE_SECONDS"), "{err}");
     }
 }

@@ -16,6 +16,7 @@ mod poller;
 mod rate_limits;
 mod reliability;
 mod schedules;
+mod secrets;
 mod serve;
 mod smtp_refusals;
 mod soak;

@@ -1,10 +1,11 @@
 //! Least privilege in `template.yaml`: each function's IAM policies let it read exactly the
-//! secrets its code reads. The poller reads account passwords and Zendesk API tokens, never the
-//! admin token or the webhook secrets; no function may `ListSecrets` (it cannot be limited to the
-//! connector's secrets) without a comment in the template saying why. The account schedules:
-//! the api manages the schedules of the stack's EventBridge Scheduler group only and passes only
-//! the scheduler role, to Scheduler only; that role may only invoke the poller; the poller may
-//! do none of it.
+//! secrets its code reads. The poller reads account passwords (in the shared layout's shards and
+//! in secrets of their own) and Zendesk API tokens, never the admin token or the webhook secrets,
+//! and changes no secret; only the api moves a version stage, and only of the password shards;
+//! no function may `ListSecrets` (it cannot be limited to the connector's secrets) without a
+//! comment in the template saying why. The account schedules: the api manages the schedules of
+//! the stack's EventBridge Scheduler group only and passes only the scheduler role, to Scheduler
+//! only; that role may only invoke the poller; the poller may do none of it.
 //!
 //! Secret names come from the code ([`SecretName::key`] under the template's `SECRETS_PREFIX`),
 //! resource ARNs from the template with sample values for `${Stage}` and the pseudo parameters,
@@ -17,6 +18,7 @@ use std::collections::BTreeMap;
 
 use common::{Entry, entries, template, unquote};
 use connector::domain::{AccountId, InstanceId, SecretName};
+use connector::secrets::shard_key;
 
 /// What `${...}` stands for in the sample deployment.
 const SAMPLE: [(&str, &str); 4] = [
@@ -26,26 +28,46 @@ const SAMPLE: [(&str, &str); 4] = [
     ("AWS::AccountId", "123456789012"),
 ];
 
-/// One secret of each kind the connector keeps, with whether the poller reads it (the poller's
-/// code: `wiring.rs` the default Zendesk's token, `inbound` and `outbound` an account's
-/// password, `zendesks.rs` a registered instance's token).
-fn secrets() -> Vec<(SecretName, bool)> {
+/// One secret of each kind the connector keeps (its name under the prefix), with whether the
+/// poller reads it (the poller's code: `wiring.rs` the default Zendesk's token, `inbound` and
+/// `outbound` an account's password — in a shard of the shared layout, or in a secret of its
+/// own —, `zendesks.rs` a registered instance's token).
+fn secrets() -> Vec<(String, bool)> {
     let account = AccountId::parse("aruba-1").unwrap();
     let instance = InstanceId::parse("cliente-b").unwrap();
     vec![
-        (SecretName::AccountPassword(account), true),
-        (SecretName::ZendeskApiToken, true),
-        (SecretName::ZendeskToken(instance.clone()), true),
-        (SecretName::AdminToken, false),
-        (SecretName::WebhookSigningSecret, false),
-        (SecretName::WebhookBearerToken, false),
+        (shard_key(0), true),
+        (shard_key(17), true),
+        (SecretName::AccountPassword(account).key(), true),
+        (SecretName::ZendeskApiToken.key(), true),
+        (SecretName::ZendeskToken(instance.clone()).key(), true),
+        (SecretName::AdminToken.key(), false),
+        (SecretName::WebhookSigningSecret.key(), false),
+        (SecretName::WebhookBearerToken.key(), false),
         (
-            SecretName::InstanceWebhookSigningSecret(instance.clone()),
+            SecretName::InstanceWebhookSigningSecret(instance.clone()).key(),
             false,
         ),
-        (SecretName::InstanceWebhookBearerToken(instance), false),
+        (
+            SecretName::InstanceWebhookBearerToken(instance).key(),
+            false,
+        ),
     ]
 }
+
+/// What a function does to secrets besides reading them.
+const WRITES: [&str; 4] = [
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:CreateSecret",
+    "secretsmanager:DeleteSecret",
+    "secretsmanager:UpdateSecretVersionStage",
+];
+
+/// Reading a secret.
+const READS: [&str; 2] = [
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:BatchGetSecretValue",
+];
 
 /// A policy statement of a function, as the template writes it.
 #[derive(Debug, Default)]
@@ -252,14 +274,19 @@ fn allows(action: &str, wanted: &str) -> bool {
     matches(&action.to_ascii_lowercase(), &wanted.to_ascii_lowercase())
 }
 
-/// Which of `names` `function` may read (`secretsmanager:GetSecretValue`), and what in its
-/// policies cannot be read.
-fn readable(template: &str, function: &str, names: &[SecretName]) -> (Vec<bool>, Vec<String>) {
+/// Which of the secrets `names` (keys under the prefix) `function` may act on with any of
+/// `actions`, and what in its policies cannot be read.
+fn allowed(
+    template: &str,
+    function: &str,
+    actions: &[&str],
+    names: &[String],
+) -> (Vec<bool>, Vec<String>) {
     let entries = entries(template);
     let prefix = secrets_prefix(&entries);
     let arns: Vec<String> = names
         .iter()
-        .map(|n| secret_arn(&format!("{prefix}/{}", n.key())))
+        .map(|n| secret_arn(&format!("{prefix}/{n}")))
         .collect();
     let (statements, others) = policies(&entries, function);
     let mut problems = Vec::new();
@@ -276,12 +303,9 @@ fn readable(template: &str, function: &str, names: &[SecretName]) -> (Vec<bool>,
     }
     let mut readable = vec![false; names.len()];
     for s in &statements {
-        let reads = [
-            "secretsmanager:GetSecretValue",
-            "secretsmanager:BatchGetSecretValue",
-        ]
-        .iter()
-        .any(|wanted| s.actions.iter().any(|a| allows(a, wanted)));
+        let reads = actions
+            .iter()
+            .any(|wanted| s.actions.iter().any(|a| allows(a, wanted)));
         if !s.unread.is_empty() {
             problems.push(format!("{}: cannot check {:?}", s.place, s.unread));
         }
@@ -333,9 +357,9 @@ fn unexplained_list_secrets(template: &str) -> Vec<String> {
 
 /// What is wrong with `function`'s secrets access: a secret it reads but may not, or may read
 /// but must not.
-fn secret_problems(template: &str, function: &str, expected: &[(SecretName, bool)]) -> Vec<String> {
-    let names: Vec<SecretName> = expected.iter().map(|(n, _)| n.clone()).collect();
-    let (readable, mut problems) = readable(template, function, &names);
+fn secret_problems(template: &str, function: &str, expected: &[(String, bool)]) -> Vec<String> {
+    let names: Vec<String> = expected.iter().map(|(n, _)| n.clone()).collect();
+    let (readable, mut problems) = allowed(template, function, &READS, &names);
     for ((name, wanted), can) in expected.iter().zip(readable) {
         match (wanted, can) {
             (true, false) => {
@@ -361,8 +385,49 @@ fn the_poller_reads_passwords_and_zendesk_tokens_never_the_admin_token_or_webhoo
 }
 
 #[test]
+fn the_poller_changes_no_secret() {
+    let names: Vec<String> = secrets().into_iter().map(|(n, _)| n).collect();
+    let (writable, problems) = allowed(&template(), "PollerFunction", &WRITES, &names);
+    assert!(problems.is_empty(), "{problems:?}");
+    let written: Vec<&String> = names
+        .iter()
+        .zip(writable)
+        .filter_map(|(n, w)| w.then_some(n))
+        .collect();
+    assert!(written.is_empty(), "the poller may change {written:?}");
+}
+
+/// Moving `AWSCURRENT` is the shared layout's compare-and-swap: the api may do it on the
+/// password shards, and on nothing else.
+#[test]
+fn the_api_moves_versions_of_the_password_shards_only() {
+    let names: Vec<String> = secrets().into_iter().map(|(n, _)| n).collect();
+    let (movable, problems) = allowed(
+        &template(),
+        "ApiFunction",
+        &["secretsmanager:UpdateSecretVersionStage"],
+        &names,
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    for (name, can) in names.iter().zip(movable) {
+        assert_eq!(can, name.starts_with("accounts/"), "{name}");
+    }
+    let (writable, _) = allowed(
+        &template(),
+        "ApiFunction",
+        &[
+            "secretsmanager:PutSecretValue",
+            "secretsmanager:CreateSecret",
+            "secretsmanager:DeleteSecret",
+        ],
+        &names,
+    );
+    assert!(writable.iter().all(|w| *w), "{names:?} {writable:?}");
+}
+
+#[test]
 fn the_api_reads_every_secret_it_keeps() {
-    let all: Vec<(SecretName, bool)> = secrets().into_iter().map(|(n, _)| (n, true)).collect();
+    let all: Vec<(String, bool)> = secrets().into_iter().map(|(n, _)| (n, true)).collect();
     let problems = secret_problems(&template(), "ApiFunction", &all);
     assert!(
         problems.is_empty(),
@@ -438,11 +503,41 @@ fn the_checks_refuse_what_grants_too_much_or_cannot_be_read() {
             - Effect: Allow
               Action: secretsmanager:GetSecretValue
               Resource:
+                - !Sub "{ARN}:pec-connector-${{Stage}}/accounts/*"
                 - !Sub "{ARN}:pec-connector-${{Stage}}/account/*"
                 - !Ref ZendeskApiTokenSecret
                 - !Sub "{ARN}:pec-connector-${{Stage}}/zendesk/*/token-??????""#
     );
     assert_eq!(problems(&exact), Vec::<String>::new());
+
+    // `account*` reaches both password layouts and nothing else; without the shards the
+    // shared layout's passwords cannot be read.
+    let both = format!(
+        r#"        - Statement:
+            - Effect: Allow
+              Action: secretsmanager:GetSecretValue
+              Resource:
+                - !Sub "{ARN}:pec-connector-${{Stage}}/account*"
+                - !Ref ZendeskApiTokenSecret
+                - !Sub "{ARN}:pec-connector-${{Stage}}/zendesk/*/token-??????""#
+    );
+    assert_eq!(problems(&both), Vec::<String>::new());
+    let old = format!(
+        r#"        - Statement:
+            - Effect: Allow
+              Action: secretsmanager:GetSecretValue
+              Resource:
+                - !Sub "{ARN}:pec-connector-${{Stage}}/account/*"
+                - !Ref ZendeskApiTokenSecret
+                - !Sub "{ARN}:pec-connector-${{Stage}}/zendesk/*/token-??????""#
+    );
+    assert_eq!(
+        problems(&old),
+        [
+            "PollerFunction cannot read accounts/0, which it needs",
+            "PollerFunction cannot read accounts/17, which it needs"
+        ]
+    );
 
     // Every secret of the stage: the admin token and the webhook secrets too.
     let broad = format!(
@@ -478,7 +573,7 @@ fn the_checks_refuse_what_grants_too_much_or_cannot_be_read() {
             - Effect: Allow
               Action: secretsmanager:GetSecretValue
               Resource:
-                - !Sub "{ARN}:pec-connector-${{Stage}}/account/*"
+                - !Sub "{ARN}:pec-connector-${{Stage}}/account*"
                 - !Sub "{ARN}:pec-connector-${{Stage}}/zendesk*""#
     );
     let p = problems(&prefix);
@@ -494,7 +589,7 @@ fn the_checks_refuse_what_grants_too_much_or_cannot_be_read() {
             - Effect: Allow
               Action: secretsmanager:GetSecretValue
               Resource:
-                - !Sub "{ARN}:pec-connector-${{Stage}}/account/*"
+                - !Sub "{ARN}:pec-connector-${{Stage}}/account*"
                 - !Ref ZendeskApiTokenSecret"#
     );
     assert_eq!(

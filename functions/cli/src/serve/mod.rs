@@ -1,7 +1,8 @@
 //! `pec-connector serve`: the connector on one machine, without AWS.
 //!
 //! The same parts as the Lambdas, wired to the embedded adapters: the state in SQLite
-//! (`<data-dir>/state.db`), the secrets in owner-only files (`<data-dir>/secrets`), the poll
+//! (`<data-dir>/state.db`), the secrets in owner-only files (`<data-dir>/secrets`; passwords
+//! kept in the process between polls, as the Lambdas keep them), the poll
 //! schedules in-process ([`LocalScheduler`]), the mailboxes over IMAPS and the sends over SMTPS.
 //! [`Server::start`] builds everything and binds the listener; [`Server::run`] serves
 //! [`api::router`] and runs the polls the schedules ask for until `shutdown` completes:
@@ -36,6 +37,7 @@ use connector::outbound::{Outbound, SendOptions, WebhookLimits};
 use connector::ports::{Schedules, Secrets, Store};
 use connector::schedules::local::LocalScheduler;
 use connector::secrets::SecretsError;
+use connector::secrets::cache::{CachedSecrets, Freshness};
 use connector::secrets::file::FileSecrets;
 use connector::store::sqlite::SqliteStore;
 use secrecy::{ExposeSecret, SecretString};
@@ -157,7 +159,9 @@ impl Server {
         );
         let file_secrets = FileSecrets::open(&data_dir.join("secrets"))?;
         let admin_token_file = file_secrets.dir().join(SecretName::AdminToken.key());
-        let secrets: Arc<dyn Secrets> = Arc::new(file_secrets);
+        // Passwords kept between polls as on AWS (read again when changed or refused).
+        let secrets: Arc<dyn Secrets> =
+            Arc::new(CachedSecrets::new(file_secrets, Freshness::DEFAULT));
         let instances = Arc::new(connector::zendesks::ZendeskDirectory::new(
             store.clone(),
             secrets.clone(),

@@ -431,7 +431,11 @@ impl Admin {
         if changes.needs_login_check() {
             let password = match &changes.password {
                 Some(p) => p.clone(),
-                None => self.secrets.get(&account.password_secret_name()).await?,
+                None => {
+                    self.secrets
+                        .get_current(&account.password_secret_name(), account.password_set_at)
+                        .await?
+                }
             };
             self.check(&account, &password).await?;
             if let Some(p) = &changes.password {

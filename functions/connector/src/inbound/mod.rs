@@ -415,7 +415,10 @@ impl Inbound {
         deadline: Instant,
         outcome: &mut PollOutcome,
     ) -> Result<(), PollError> {
-        let password = self.secrets.get(&account.password_secret_name()).await?;
+        let password = self
+            .secrets
+            .get_current(&account.password_secret_name(), account.password_set_at)
+            .await?;
         let mailbox = self.mailboxes.mailbox(account, password);
         let mut session = self.in_time(deadline, "LOGIN", mailbox.open()).await?;
         let result = self

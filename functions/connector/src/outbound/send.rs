@@ -1097,7 +1097,11 @@ impl Outbound {
                 return Attempt::Failed(e.to_string());
             }
         };
-        let password = match self.secrets.get(&account.password_secret_name()).await {
+        let password = match self
+            .secrets
+            .get_current(&account.password_secret_name(), account.password_set_at)
+            .await
+        {
             Ok(p) => p,
             Err(e) if e.is_transient() => {
                 return Attempt::Transient {
@@ -1150,6 +1154,10 @@ impl Outbound {
             },
             Err(e) => {
                 warn!(account = %account.id.as_str(), %ticket, error = %e, "PEC refused");
+                if matches!(e, SendError::AuthRejected { .. }) {
+                    // The password kept in this process may be out of date.
+                    self.secrets.forget(&account.password_secret_name());
+                }
                 self.mark(account, &mid, SendStatus::Failed).await;
                 let mut note = e.explain_it();
                 if matches!(e, SendError::SenderBlocked { .. }) {

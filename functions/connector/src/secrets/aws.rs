@@ -31,9 +31,45 @@ impl AwsSecrets {
     pub fn secret_id(&self, name: &SecretName) -> String {
         format!("{}/{}", self.prefix, name.key())
     }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The names of the secrets under the prefix, without it (`account/aruba-1`, ...).
+    pub(crate) async fn list_keys(&self) -> Result<Vec<String>, SecretsError> {
+        let op = format!("list secrets under {}/", self.prefix);
+        let prefix = format!("{}/", self.prefix);
+        let filter = Filter::builder()
+            .key(FilterNameStringType::Name)
+            .values(&prefix)
+            .build();
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_secrets()
+                .filters(filter.clone())
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| sdk(&op, e))?;
+            for entry in out.secret_list.unwrap_or_default() {
+                if let Some(key) = entry.name.as_deref().and_then(|n| n.strip_prefix(&prefix)) {
+                    keys.push(key.to_owned());
+                }
+            }
+            match out.next_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        Ok(keys)
+    }
 }
 
-fn sdk<E, R>(op: &str, e: SdkError<E, R>) -> SecretsError
+pub(crate) fn sdk<E, R>(op: &str, e: SdkError<E, R>) -> SecretsError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -141,36 +177,13 @@ impl Secrets for AwsSecrets {
 
     async fn list(&self) -> Result<Vec<SecretName>, SecretsError> {
         let op = format!("list secrets under {}/", self.prefix);
-        let prefix = format!("{}/", self.prefix);
-        let filter = Filter::builder()
-            .key(FilterNameStringType::Name)
-            .values(&prefix)
-            .build();
         let mut names = Vec::new();
-        let mut token = None;
-        loop {
-            let out = self
-                .client
-                .list_secrets()
-                .filters(filter.clone())
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| sdk(&op, e))?;
-            for entry in out.secret_list.unwrap_or_default() {
-                let Some(key) = entry.name.as_deref().and_then(|n| n.strip_prefix(&prefix)) else {
-                    continue;
-                };
-                let name = SecretName::parse_key(key).map_err(|e| SecretsError::Invalid {
-                    op: op.clone(),
-                    reason: e.to_string(),
-                })?;
-                names.push(name);
-            }
-            match out.next_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
-            }
+        for key in self.list_keys().await? {
+            let name = SecretName::parse_key(&key).map_err(|e| SecretsError::Invalid {
+                op: op.clone(),
+                reason: e.to_string(),
+            })?;
+            names.push(name);
         }
         names.sort();
         Ok(names)

@@ -1,11 +1,28 @@
-//! [`Secrets`](crate::ports::Secrets) adapters: AWS Secrets Manager ([`aws`]) and owner-only files
-//! on one machine ([`file`]). Secret values travel as [`secrecy::SecretString`], whose `Debug`
-//! prints `[REDACTED]`; they are never logged and never written to the store.
+//! [`Secrets`](crate::ports::Secrets) adapters: AWS Secrets Manager with one secret per password
+//! ([`aws`]) or many account passwords to a secret ([`shared`]), and owner-only files on one
+//! machine ([`file`]); [`cache`] keeps account passwords in the process between runs. Secret
+//! values travel as [`secrecy::SecretString`], whose `Debug` prints `[REDACTED]`; they are never
+//! logged and never written to the store.
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod cache;
 #[cfg(feature = "embedded")]
 pub mod file;
+#[cfg(feature = "aws")]
+pub mod shared;
+
+/// The key, under the secrets prefix, of shard `n` of the shared layout ([`shared`]):
+/// `accounts/<n>`.
+pub fn shard_key(n: u32) -> String {
+    format!("accounts/{n}")
+}
+
+/// Whether a key under the secrets prefix names a shard of the shared layout.
+pub fn is_shard_key(key: &str) -> bool {
+    key.strip_prefix("accounts/")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
