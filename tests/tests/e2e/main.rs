@@ -14,6 +14,7 @@ mod instances;
 mod outbound;
 mod poller;
 mod reliability;
+mod requests;
 mod serve;
 mod smtp_refusals;
 mod soak;
