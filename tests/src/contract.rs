@@ -656,6 +656,35 @@ pub async fn outbound_watermark_only_moves_up(env: &Env) {
     );
 }
 
+/// A ticket create is noted once per account and marker: the first note says "never tried",
+/// every later one (also from 20 racing callers, exactly one of which is first) "tried before".
+pub async fn ticket_attempt_noted_once(env: &Env) {
+    let store = &*env.store;
+    let a = account("attempt-1");
+    let b = account("attempt-2");
+    store.create_account(&a).await.unwrap();
+    store.create_account(&b).await.unwrap();
+    let marker = "pec:attempt:7:42";
+    assert!(store.note_ticket_attempt(&a.id, marker).await.unwrap());
+    assert!(!store.note_ticket_attempt(&a.id, marker).await.unwrap());
+    assert!(store.note_ticket_attempt(&b.id, marker).await.unwrap());
+    assert!(store.note_ticket_attempt(&a.id, "pec:attempt:7:43").await.unwrap());
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(&env.store);
+            let id = a.id.clone();
+            tokio::spawn(async move { store.note_ticket_attempt(&id, "pec:race").await })
+        })
+        .collect();
+    let mut first = 0;
+    for t in tasks {
+        if t.await.expect("task").expect("note") {
+            first += 1;
+        }
+    }
+    assert_eq!(first, 1, "exactly one caller is the first attempt");
+}
+
 pub async fn outbox_enqueue_claim_complete(env: &Env) {
     let store = &*env.store;
     let a = account("outbox-1");
@@ -1494,6 +1523,12 @@ pub async fn populate(env: &Env, raw_id: &str, password: &str) -> Account {
         .advance_outbound_watermark(&a.id, ticket(77), 9001)
         .await
         .unwrap();
+    assert!(
+        store
+            .note_ticket_attempt(&a.id, &format!("pec:{raw_id}:1:1"))
+            .await
+            .unwrap()
+    );
     // Leave the lease held, as a crashed poller would.
     a
 }

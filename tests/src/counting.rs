@@ -396,6 +396,14 @@ impl Store for CountingStore {
         self.read();
         self.inner.outbound_watermark(account, ticket).await
     }
+    async fn note_ticket_attempt(
+        &self,
+        account: &AccountId,
+        marker: &str,
+    ) -> Result<bool, StoreError> {
+        self.write();
+        self.inner.note_ticket_attempt(account, marker).await
+    }
     async fn advance_outbound_watermark(
         &self,
         account: &AccountId,

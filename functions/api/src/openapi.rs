@@ -92,7 +92,7 @@ pub fn document() -> Value {
                     "poll_interval_minutes": {"type": "integer"}, "enabled": {"type": "boolean"},
                     "subject_template": {"type": "string"}, "message_template": {"type": "string"},
                     "receipt_mode": {"type": "string"}, "outbound_attachments": {"type": "string"},
-                    "zendesk": {"type": "object", "properties": {"webhook_id": {"type": "string"}, "trigger_category_id": {"type": "string"}, "reply_trigger_id": {"type": "integer"}, "public_reply_trigger_id": {"type": "integer"}}},
+                    "zendesk": {"type": "object", "properties": {"webhook_id": {"type": "string"}, "trigger_category_id": {"type": "string"}, "reply_trigger_id": {"type": "integer"}, "public_reply_trigger_id": {"type": "integer"}, "fact_fields": {"type": "object", "description": "The ticket fields holding the PEC facts.", "properties": {"identificativo": {"type": "integer"}, "data": {"type": "integer"}, "gestore": {"type": "integer"}, "firma": {"type": "integer"}}}}},
                     "status": account_status_schema(),
                     "created_at": {"type": "string"}, "updated_at": {"type": "string"}
                 }},

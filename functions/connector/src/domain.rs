@@ -676,6 +676,65 @@ pub struct ZendeskObjects {
     /// The public-reply trigger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_reply_trigger_id: Option<u64>,
+    /// The ticket fields that hold a PEC's facts (shared by every account of the instance).
+    /// `None` for accounts provisioned before they existed: the facts go in a note instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fact_fields: Option<FactFields>,
+}
+
+/// The ids of the ticket fields "PEC identificativo", "PEC data certificazione", "PEC gestore"
+/// and "PEC firma": a new PEC ticket carries its facts there, in the create request itself, where
+/// agents can search and report on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactFields {
+    pub identificativo: u64,
+    pub data: u64,
+    pub gestore: u64,
+    pub firma: u64,
+}
+
+/// One of a PEC's facts, as kept in a ticket field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fact {
+    Identificativo,
+    Data,
+    Gestore,
+    Firma,
+}
+
+impl Fact {
+    pub const ALL: [Fact; 4] = [Fact::Identificativo, Fact::Data, Fact::Gestore, Fact::Firma];
+
+    /// The field's title in Zendesk (how an existing field is found again).
+    pub fn title(self) -> &'static str {
+        match self {
+            Fact::Identificativo => "PEC identificativo",
+            Fact::Data => "PEC data certificazione",
+            Fact::Gestore => "PEC gestore",
+            Fact::Firma => "PEC firma",
+        }
+    }
+
+    /// What agents read under the field (Zendesk's `agent_description`).
+    pub fn description(self) -> &'static str {
+        match self {
+            Fact::Identificativo => "Identificativo del messaggio PEC assegnato dal gestore (scritto dal PEC Connector)",
+            Fact::Data => "Data e ora di certificazione del messaggio PEC (scritto dal PEC Connector)",
+            Fact::Gestore => "Gestore PEC che ha emesso la busta (scritto dal PEC Connector)",
+            Fact::Firma => "Esito della verifica della firma del gestore (scritto dal PEC Connector)",
+        }
+    }
+}
+
+impl FactFields {
+    pub fn id(&self, fact: Fact) -> u64 {
+        match fact {
+            Fact::Identificativo => self.identificativo,
+            Fact::Data => self.data,
+            Fact::Gestore => self.gestore,
+            Fact::Firma => self.firma,
+        }
+    }
 }
 
 /// What is wrong with an account's mailbox, if anything. One incident lasts from the first failed

@@ -145,6 +145,16 @@ pub trait Store: Send + Sync {
         state: DeliveryState,
     ) -> Result<(), StoreError>;
 
+    /// Notes that the connector is about to create the ticket marked `marker` (its
+    /// `external_id`) for `account`. `true` the first time: no create was ever attempted, so
+    /// there is nothing to look for in Zendesk; `false` when an earlier attempt was noted (its
+    /// ticket may exist: look it up by `external_id` before creating).
+    async fn note_ticket_attempt(
+        &self,
+        account: &AccountId,
+        marker: &str,
+    ) -> Result<bool, StoreError>;
+
     /// The newest comment of `ticket` whose sending is decided (sent, refused, skipped, or sent
     /// within a template send): agents' public comments after it are still to be sent. `None`
     /// when no comment of the ticket was ever handled.

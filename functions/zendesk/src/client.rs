@@ -16,7 +16,7 @@ use crate::budget::{RateBudget, reset_wait};
 use crate::config::{Auth, RetryPolicy, ZendeskConfig};
 use crate::error::{FieldError, ZendeskError};
 use crate::model::{
-    Comment, NewTicket, Ticket, TicketComment, TicketId, TicketUpdate, Trigger, TriggerCategory,
+    Comment, NewTicket, Ticket, TicketComment, TicketField, TicketFieldSpec, TicketId, TicketUpdate, Trigger, TriggerCategory,
     TriggerSpec, UploadToken, User, Webhook, WebhookSpec,
 };
 
@@ -167,6 +167,11 @@ struct SigningSecretEnvelope {
 #[derive(Deserialize)]
 struct SigningSecret {
     secret: String,
+}
+
+#[derive(Deserialize)]
+struct TicketFieldEnvelope {
+    ticket_field: TicketField,
 }
 
 #[derive(Deserialize)]
@@ -518,6 +523,41 @@ impl ZendeskClient {
         );
         let envelope: SigningSecretEnvelope = self.call(call, deadline).await?;
         Ok(envelope.signing_secret.secret.into())
+    }
+
+    // ----- ticket fields (OAS `TicketFieldObject`) ---------------------------------------------
+
+    /// Every ticket field, system and custom, following cursor pages.
+    pub async fn list_ticket_fields(
+        &self,
+        deadline: Instant,
+    ) -> Result<Vec<TicketField>, ZendeskError> {
+        self.list_all("/api/v2/ticket_fields", "ticket_fields", Vec::new(), deadline)
+            .await
+    }
+
+    /// One ticket field; [`ZendeskError::NotFound`] when it was deleted.
+    pub async fn get_ticket_field(
+        &self,
+        id: u64,
+        deadline: Instant,
+    ) -> Result<TicketField, ZendeskError> {
+        let call = Call::new(Method::GET, format!("/api/v2/ticket_fields/{id}"));
+        let envelope: TicketFieldEnvelope = self.call(call, deadline).await?;
+        Ok(envelope.ticket_field)
+    }
+
+    /// Creates a custom ticket field. Repeated only when surely not processed.
+    pub async fn create_ticket_field(
+        &self,
+        spec: &TicketFieldSpec,
+        deadline: Instant,
+    ) -> Result<TicketField, ZendeskError> {
+        let mut call = Call::new(Method::POST, "/api/v2/ticket_fields".into());
+        call.body = Body::Json(json!({ "ticket_field": spec }));
+        call.replay = Replay::IfUnprocessed;
+        let envelope: TicketFieldEnvelope = self.call(call, deadline).await?;
+        Ok(envelope.ticket_field)
     }
 
     // ----- trigger categories (reference §5.1) ------------------------------------------------

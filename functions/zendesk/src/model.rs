@@ -295,6 +295,39 @@ pub struct WebhookAuthInfo {
     pub add_position: Option<String>,
 }
 
+// ----- ticket fields (OAS `TicketFieldObject`) ------------------------------------------------
+
+/// A ticket field (OAS `TicketFieldObject`): the connector provisions text fields for the PEC
+/// facts and reads them back by id or title.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TicketField {
+    pub id: u64,
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A custom ticket field to create (`POST /api/v2/ticket_fields`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TicketFieldSpec {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    /// Shown to agents only (OAS `agent_description`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_description: Option<String>,
+    pub visible_in_portal: bool,
+    pub editable_in_portal: bool,
+    pub active: bool,
+}
+
 // ----- triggers and trigger categories (reference §5) -----------------------------------------
 
 /// A trigger category (OAS `TriggerCategory`; its id is a string).

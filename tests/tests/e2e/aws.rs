@@ -22,6 +22,7 @@ e2e::contract_tests!(e2e::env::aws;
     outbound_found_by_either_id,
     outbound_status_is_recorded_and_updated,
     outbound_watermark_only_moves_up,
+    ticket_attempt_noted_once,
     outbox_enqueue_claim_complete,
     outbox_enqueued_claimed,
     lease_one_of_twenty_wins,

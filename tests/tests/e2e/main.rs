@@ -17,6 +17,7 @@ mod rate_limits;
 mod reliability;
 mod schedules;
 mod secrets;
+mod requests;
 mod serve;
 mod smtp_refusals;
 mod soak;

@@ -11,6 +11,9 @@
 //!   standard notifications leave the ticket alone). The body's `subject` and `message` are the
 //!   account's templates when the trigger is created or an admin sets them through the API;
 //!   otherwise what an admin edited in Zendesk stays (and is read back into the account).
+//! * The ticket fields "PEC identificativo", "PEC data certificazione", "PEC gestore" and
+//!   "PEC firma" (one set per Zendesk instance, found by id or title): a new PEC ticket carries
+//!   its facts there. Never removed: the tickets keep them.
 //! * Per account, "Public reply by PEC Connector [address]": an agent's public comment on a
 //!   ticket of this account's PEC (tag `pec_connector_<address without @>`) calls the webhook,
 //!   unless the same update carries the reply tag. `current_via_id is not 5` keeps the
@@ -23,7 +26,7 @@ use serde_json::{Value, json};
 use zendesk::{Condition, Conditions, TriggerAction, TriggerSpec, WebhookSpec, ZendeskError};
 
 use crate::admin::{Admin, AdminError};
-use crate::domain::{Account, SecretName, ZendeskObjects};
+use crate::domain::{Account, Fact, FactFields, SecretName, ZendeskObjects};
 use crate::inbound::render::account_tag;
 use crate::secrets::SecretsError;
 
@@ -250,12 +253,14 @@ pub async fn ensure(
     };
     let reply = ensure_trigger(admin, reply, &category, &webhook, deadline).await?;
     let public = ensure_trigger(admin, public, &category, &webhook, deadline).await?;
+    let fact_fields = ensure_fact_fields(admin, account.zendesk.fact_fields, deadline).await?;
     Ok((
         ZendeskObjects {
             webhook_id: Some(webhook),
             trigger_category_id: Some(category),
             reply_trigger_id: Some(reply),
             public_reply_trigger_id: Some(public),
+            fact_fields: Some(fact_fields),
         },
         chosen,
     ))
@@ -318,6 +323,56 @@ async fn ensure_trigger(
         }
         None => Ok(z.create_trigger(&spec, deadline).await?.id),
     }
+}
+
+/// The PEC-facts ticket fields: each by the id saved for it, else by title, else created (a
+/// text field agents see and end users do not). Never removed with the accounts: the tickets
+/// keep their facts.
+async fn ensure_fact_fields(
+    admin: &Admin,
+    saved: Option<FactFields>,
+    deadline: Instant,
+) -> Result<FactFields, AdminError> {
+    let z = &admin.zendesk;
+    let existing: Vec<zendesk::TicketField> = z
+        .list_ticket_fields(deadline)
+        .await?
+        .into_iter()
+        .filter(|f| f.active && f.kind == "text")
+        .collect();
+    let mut ids = [0u64; 4];
+    for (slot, fact) in ids.iter_mut().zip(Fact::ALL) {
+        let by_id = saved
+            .map(|s| s.id(fact))
+            .filter(|id| existing.iter().any(|f| f.id == *id));
+        let by_title = || {
+            existing
+                .iter()
+                .find(|f| f.title == fact.title())
+                .map(|f| f.id)
+        };
+        *slot = match by_id.or_else(by_title) {
+            Some(id) => id,
+            None => {
+                let spec = zendesk::TicketFieldSpec {
+                    kind: "text".to_owned(),
+                    title: fact.title().to_owned(),
+                    agent_description: Some(fact.description().to_owned()),
+                    visible_in_portal: false,
+                    editable_in_portal: false,
+                    active: true,
+                };
+                z.create_ticket_field(&spec, deadline).await?.id
+            }
+        };
+    }
+    let [identificativo, data, gestore, firma] = ids;
+    Ok(FactFields {
+        identificativo,
+        data,
+        gestore,
+        firma,
+    })
 }
 
 async fn ensure_category(admin: &Admin, deadline: Instant) -> Result<String, AdminError> {

@@ -244,6 +244,13 @@ pub enum PollError {
     /// The server listed a message but did not return it.
     #[error("the server did not return message UID {0}")]
     Gap(u32),
+    /// A receipt's note, held to go out with the other receipts of its ticket, failed.
+    #[error("receipt UID {uid}: {source}")]
+    Deferred {
+        uid: u32,
+        #[source]
+        source: Box<PollError>,
+    },
 }
 
 impl PollError {
@@ -263,6 +270,7 @@ impl PollError {
             PollError::Instance(e) => e.is_transient(),
             PollError::AccountNotFound(_) | PollError::BadTicketId(_) | PollError::Gap(_) => false,
             PollError::Crash(..) | PollError::MessageFailed { .. } => true,
+            PollError::Deferred { source, .. } => source.is_transient(),
         }
     }
 
@@ -322,6 +330,46 @@ enum Action {
     Comment(TicketId, CommentDraft, MessageOutcome),
     /// A receipt noted on the ticket of what we sent, and also given a ticket of its own.
     NoteAndTicket(TicketId, CommentDraft, TicketDraft),
+}
+
+/// A receipt note held back to go out with the other receipts of its ticket found in the same
+/// poll: one update per ticket instead of one per receipt (Zendesk takes 30 updates per ticket in
+/// 10 minutes; a send to 50 recipients brings 51 receipts). Nothing is recorded until its note is
+/// in Zendesk, and the cursor never passes a held receipt.
+struct Held {
+    uid: Uid,
+    marker: String,
+    ticket: TicketId,
+    note: CommentDraft,
+    message_id: Option<MessageId>,
+}
+
+/// Largest combined receipt note (Zendesk truncates a comment over 64 kB) and most files on it.
+const HELD_NOTE_BYTES: usize = 48 * 1024;
+const HELD_NOTE_FILES: usize = 60;
+
+/// The held receipts of one ticket as few notes as fit: each receipt's text in turn, its files
+/// attached, every tag once.
+fn combined_notes(group: &[&Held]) -> Vec<CommentDraft> {
+    let mut notes: Vec<CommentDraft> = Vec::new();
+    for h in group {
+        let fits = notes.last().is_some_and(|n| {
+            n.html_body.len() + h.note.html_body.len() <= HELD_NOTE_BYTES
+                && n.files.len() + h.note.files.len() <= HELD_NOTE_FILES
+        });
+        if !fits {
+            notes.push(CommentDraft::default());
+        }
+        let note = notes.last_mut().expect("a note was just added");
+        note.html_body.push_str(&h.note.html_body);
+        note.files.extend(h.note.files.iter().cloned());
+        for tag in &h.note.tags {
+            if !note.tags.contains(tag) {
+                note.tags.push(tag.clone());
+            }
+        }
+    }
+    notes
 }
 
 /// One listed message, as the poll got it.
@@ -535,7 +583,7 @@ impl Inbound {
             account.id.as_str(),
             problem.since.timestamp()
         );
-        self.create_ticket(draft, &marker, 0, deadline).await
+        self.create_ticket(account, draft, &marker, 0, deadline).await
     }
 
     async fn read_mailbox(
@@ -582,6 +630,7 @@ impl Inbound {
             .max_message_bytes
             .unwrap_or(self.options.max_message_bytes);
         let mut next = 0;
+        let mut held = Vec::new();
         'batches: while next < refs.len() {
             if Instant::now() + self.options.margin >= deadline || self.out_of_budget(outcome) {
                 break;
@@ -623,12 +672,24 @@ impl Inbound {
                     session,
                     source,
                     skipped,
+                    &mut held,
                     deadline,
                     outcome,
                 )
                 .await?;
             }
         }
+        self.flush(
+            lease,
+            account,
+            uid_validity,
+            &mut cursor,
+            &mut held,
+            deadline,
+            outcome,
+        )
+        .await
+        .map_err(|e| self.failed(lease, uid_validity, e))?;
         outcome.remaining = refs.iter().filter(|r| r.uid > cursor.last_uid).count() as u32;
         outcome.caught_up = outcome.remaining == 0 && !outcome.stopped_for_rate_limit;
         if outcome.stopped_for_rate_limit {
@@ -703,20 +764,44 @@ impl Inbound {
         session: &mut dyn MailboxSession,
         source: Source,
         skipped: bool,
+        held: &mut Vec<Held>,
         deadline: Instant,
         outcome: &mut PollOutcome,
     ) -> Result<(), PollError> {
         let uid = source.uid();
         let size = source.size();
         let too_large = matches!(source, Source::TooLarge(..));
+        if skipped || !matches!(source, Source::Whole(_)) {
+            // Whatever is recorded next moves the cursor: the held receipts go first.
+            self.flush(
+                lease,
+                account,
+                uid_validity,
+                cursor,
+                held,
+                deadline,
+                outcome,
+            )
+            .await
+            .map_err(|e| self.failed(lease, uid_validity, e))?;
+        }
         let result = match source {
             Source::Whole(message) if skipped => self
                 .skip_renumbered(lease, account, uid_validity, cursor, message)
                 .await
-                .map(|o| (o, false)),
+                .map(|o| Some((o, false))),
             Source::Whole(message) => {
-                self.handle(lease, account, uid_validity, cursor, message, deadline)
-                    .await
+                self.handle(
+                    lease,
+                    account,
+                    uid_validity,
+                    cursor,
+                    message,
+                    held,
+                    deadline,
+                    outcome,
+                )
+                .await
             }
             Source::TooLarge(r, limit) => self
                 .too_large(
@@ -730,11 +815,13 @@ impl Inbound {
                     deadline,
                 )
                 .await
-                .map(|o| (o, false)),
+                .map(|o| Some((o, false))),
             Source::Gap(uid) => Err(PollError::Gap(uid)),
         };
         let err = match result {
-            Ok((recorded, unreadable)) => {
+            // Held with the other receipts of its ticket: counted when noted.
+            Ok(None) => return Ok(()),
+            Ok(Some((recorded, unreadable))) => {
                 if unreadable {
                     outcome.unreadable += 1;
                 }
@@ -753,9 +840,21 @@ impl Inbound {
             }
             Err(e) => e,
         };
-        if !err.is_about_the_message() {
-            return Err(err);
+        if matches!(err, PollError::Deferred { .. }) || !err.is_about_the_message() {
+            return Err(self.failed(lease, uid_validity, err));
         }
+        // Parking records this message: the held receipts before it go first.
+        self.flush(
+            lease,
+            account,
+            uid_validity,
+            cursor,
+            held,
+            deadline,
+            outcome,
+        )
+        .await
+        .map_err(|e| self.failed(lease, uid_validity, e))?;
         let failures = match &lease.stats.failing {
             Some(f) if f.uid_validity == uid_validity.get() && f.uid == uid => f.failures + 1,
             _ => 1,
@@ -825,13 +924,13 @@ impl Inbound {
             dedup_key(parsed.as_ref(), r)
         });
         let draft = render::parked_ticket(raw, &reason, uid, account.address.as_str(), &marker);
-        let ticket = match self.create_ticket(draft, &marker, uid, deadline).await {
+        let ticket = match self.create_ticket(account, draft, &marker, uid, deadline).await {
             Ok(t) => t,
             Err(e) if !e.is_about_the_message() => return Err(e),
             Err(e) => {
                 warn!(account = %account.id.as_str(), uid, error = %e, "cannot open the parked message's ticket: an alert names it");
                 let draft = render::parked_alert(account, uid, &reason, &e.to_string());
-                self.create_ticket(draft, &format!("pec-parked:{marker}"), uid, deadline)
+                self.create_ticket(account, draft, &format!("pec-parked:{marker}"), uid, deadline)
                     .await?
             }
         };
@@ -907,7 +1006,7 @@ impl Inbound {
             account.address.as_str(),
             &marker,
         );
-        let ticket = self.create_ticket(draft, &marker, r.uid, deadline).await?;
+        let ticket = self.create_ticket(account, draft, &marker, r.uid, deadline).await?;
         info!(account = %account.id.as_str(), uid = r.uid, size = r.size, limit, ticket = ticket.get(), "message over the size limit: imported with its headers");
         self.record(
             lease,
@@ -983,7 +1082,7 @@ impl Inbound {
             account.id.as_str(),
             uid_validity.get()
         );
-        self.create_ticket(draft, &marker, 0, deadline).await?;
+        self.create_ticket(account, draft, &marker, 0, deadline).await?;
         let restart = Cursor {
             uid_validity,
             last_uid: if leading == 0 {
@@ -1070,8 +1169,10 @@ impl Inbound {
         }
     }
 
-    /// Handles one message and records it (moving the cursor past it). Also says whether the
-    /// message could not be parsed.
+    /// Handles one message and records it (moving the cursor past it), or holds it when it is a
+    /// receipt to note with the others of its ticket (`None`). Also says whether the message
+    /// could not be parsed.
+    #[allow(clippy::too_many_arguments)]
     async fn handle(
         &self,
         lease: &Lease,
@@ -1079,8 +1180,10 @@ impl Inbound {
         uid_validity: UidValidity,
         cursor: &mut Cursor,
         message: FetchedMessage,
+        held: &mut Vec<Held>,
         deadline: Instant,
-    ) -> Result<(MessageOutcome, bool), PollError> {
+        outcome: &mut PollOutcome,
+    ) -> Result<Option<(MessageOutcome, bool)>, PollError> {
         let uid = Uid::new(message.uid).map_err(|e| {
             PollError::Mailbox(MailboxError::Server {
                 server: account.imap.host.clone(),
@@ -1101,6 +1204,16 @@ impl Inbound {
                 .await?
         {
             info!(account = %account.id.as_str(), uid = uid.get(), ticket = first.ticket.get(), "already imported: recorded as a duplicate");
+            self.flush(
+                lease,
+                account,
+                uid_validity,
+                cursor,
+                held,
+                deadline,
+                outcome,
+            )
+            .await?;
             return self
                 .record(
                     lease,
@@ -1112,7 +1225,7 @@ impl Inbound {
                     MessageOutcome::Duplicate,
                 )
                 .await
-                .map(|outcome| (outcome, false));
+                .map(|outcome| Some((outcome, false)));
         }
 
         let unreadable = parsed.is_err();
@@ -1128,10 +1241,41 @@ impl Inbound {
                 ))
             }
         };
+        // A receipt for a ticket is held, to be noted with the others of its ticket; unless it
+        // failed before (it then goes alone, so a failure is its own and it can be parked).
+        let failed_before = lease
+            .stats
+            .failing
+            .as_ref()
+            .is_some_and(|f| f.uid_validity == uid_validity.get() && f.uid == uid.get());
+        let action = match action {
+            Action::Comment(ticket, note, MessageOutcome::ReceiptNoted) if !failed_before => {
+                held.push(Held {
+                    uid,
+                    marker,
+                    ticket,
+                    note,
+                    message_id,
+                });
+                return Ok(None);
+            }
+            other => other,
+        };
+        // This message is recorded next, which moves the cursor: the held receipts go first.
+        self.flush(
+            lease,
+            account,
+            uid_validity,
+            cursor,
+            held,
+            deadline,
+            outcome,
+        )
+        .await?;
         let (ticket, outcome) = match action {
             Action::NewTicket(draft) => {
                 let ticket = self
-                    .create_ticket(draft, &marker, uid.get(), deadline)
+                    .create_ticket(account, draft, &marker, uid.get(), deadline)
                     .await?;
                 (ticket, MessageOutcome::TicketCreated)
             }
@@ -1143,7 +1287,7 @@ impl Inbound {
             Action::NoteAndTicket(ticket, note, draft) => {
                 self.add_comment(ticket, note, &marker, uid.get(), deadline)
                     .await?;
-                self.create_ticket(draft, &marker, uid.get(), deadline)
+                self.create_ticket(account, draft, &marker, uid.get(), deadline)
                     .await?;
                 (ticket, MessageOutcome::ReceiptNoted)
             }
@@ -1162,7 +1306,114 @@ impl Inbound {
             .await?;
         self.step(Step::AfterRecord, uid.get())?;
         info!(account = %account.id.as_str(), uid = uid.get(), ticket = ticket.get(), ?outcome, "message handled");
-        Ok((outcome, unreadable))
+        Ok(Some((outcome, unreadable)))
+    }
+
+    /// Notes the held receipts, as few updates per ticket as fit (each receipt's text and file),
+    /// then records them in UID order. When Zendesk refuses a combined note, every receipt goes
+    /// alone; the first that fails stops the poll ([`PollError::Deferred`]) with every receipt
+    /// before it recorded and none after.
+    #[allow(clippy::too_many_arguments)]
+    async fn flush(
+        &self,
+        lease: &Lease,
+        account: &Account,
+        uid_validity: UidValidity,
+        cursor: &mut Cursor,
+        held: &mut Vec<Held>,
+        deadline: Instant,
+        outcome: &mut PollOutcome,
+    ) -> Result<(), PollError> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let mut items = std::mem::take(held);
+        items.sort_by_key(|h| h.uid);
+        let mut tickets: Vec<TicketId> = Vec::new();
+        for h in &items {
+            if !tickets.contains(&h.ticket) {
+                tickets.push(h.ticket);
+            }
+        }
+        let mut one_by_one = false;
+        'tickets: for ticket in tickets {
+            let recent = self
+                .zendesk
+                .latest_comments(zendesk::TicketId(ticket.get()), 50, deadline)
+                .await?;
+            // Those an interrupted run already noted carry their marker.
+            let todo: Vec<&Held> = items
+                .iter()
+                .filter(|h| h.ticket == ticket)
+                .filter(|h| {
+                    !recent.iter().any(|c| {
+                        !c.public && (c.html_body.contains(&h.marker) || c.body.contains(&h.marker))
+                    })
+                })
+                .collect();
+            for note in combined_notes(&todo) {
+                match self.put_comment(ticket, note, todo[0].uid.get(), deadline).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_about_the_message() => {
+                        warn!(account = %account.id.as_str(), ticket = ticket.get(), error = %e, "a combined receipt note was refused: noting the receipts one by one");
+                        one_by_one = true;
+                        break 'tickets;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        for h in items {
+            if one_by_one
+                && let Err(e) = self
+                    .add_comment(h.ticket, h.note, &h.marker, h.uid.get(), deadline)
+                    .await
+            {
+                return Err(if e.is_about_the_message() {
+                    PollError::Deferred {
+                        uid: h.uid.get(),
+                        source: Box::new(e),
+                    }
+                } else {
+                    e
+                });
+            }
+            let recorded = self
+                .record(
+                    lease,
+                    cursor,
+                    uid_validity,
+                    h.uid,
+                    h.message_id,
+                    h.ticket,
+                    MessageOutcome::ReceiptNoted,
+                )
+                .await?;
+            match recorded {
+                MessageOutcome::ReceiptNoted => outcome.receipts_noted += 1,
+                _ => outcome.duplicates += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// A held receipt's failure as the failure of that message (so it is retried, then parked
+    /// at a poll where it goes alone); any other error as it is.
+    fn failed(&self, lease: &Lease, uid_validity: UidValidity, err: PollError) -> PollError {
+        let PollError::Deferred { uid, source } = err else {
+            return err;
+        };
+        let failures = match &lease.stats.failing {
+            Some(f) if f.uid_validity == uid_validity.get() && f.uid == uid => f.failures + 1,
+            _ => 1,
+        };
+        warn!(uid, failures, error = %source, "a held receipt failed: tried again alone at the next poll");
+        PollError::MessageFailed {
+            uid_validity: uid_validity.get(),
+            uid,
+            failures,
+            source,
+        }
     }
 
     /// What a parsed message becomes: a receipt goes to the ticket of the PEC it certifies, a
@@ -1222,6 +1473,7 @@ impl Inbound {
                 let mut draft = render::new_ticket(msg, raw, mailbox, marker);
                 if let Some(note) = draft.note_html.as_mut() {
                     note.push_str(&render::closed_ticket_line(ticket.get()));
+                    draft.note_essential = true;
                 }
                 return Ok(Action::NewTicket(draft));
             };
@@ -1444,21 +1696,42 @@ impl Inbound {
         Ok(token.into_iter().collect())
     }
 
-    /// Creates the ticket (or finds the one an interrupted run created) and its PEC-facts note.
+    /// Creates the ticket (or finds the one an interrupted run created), in one request: its
+    /// files, tags and the PEC facts in the account's ticket fields. The facts note follows as
+    /// an update only when the fields are not provisioned or the note says more than the facts.
+    /// Zendesk is searched by `external_id` only when an earlier attempt was noted in the store.
     async fn create_ticket(
         &self,
+        account: &Account,
         draft: TicketDraft,
         marker: &str,
         uid: u32,
         deadline: Instant,
     ) -> Result<TicketId, PollError> {
-        let existing = self.zendesk.find_by_external_id(marker, deadline).await?;
+        let first_attempt = self.store.note_ticket_attempt(&account.id, marker).await?;
+        let existing = if first_attempt {
+            None
+        } else {
+            self.zendesk.find_by_external_id(marker, deadline).await?
+        };
         let resumed = existing.is_some();
+        let fields = account.zendesk.fact_fields;
         let ticket = match existing {
             Some(t) => t.id,
             None => {
                 let uploads = self.upload(draft.files, deadline).await?;
                 self.step(Step::AfterUploads, uid)?;
+                let custom_fields = match fields {
+                    Some(fields) => draft
+                        .facts
+                        .iter()
+                        .map(|(fact, value)| zendesk::CustomField {
+                            id: fields.id(*fact),
+                            value: value.clone().into(),
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
                 let new = NewTicket {
                     subject: draft.subject,
                     requester: Requester {
@@ -1473,7 +1746,7 @@ impl Inbound {
                     },
                     external_id: Some(marker.to_owned()),
                     tags: draft.tags,
-                    custom_fields: Vec::new(),
+                    custom_fields,
                 };
                 let t = self.zendesk.create_ticket(&new, marker, deadline).await?;
                 self.step(Step::AfterTicketCreate, uid)?;
@@ -1481,7 +1754,10 @@ impl Inbound {
             }
         };
         let ticket = TicketId::new(ticket.0).map_err(|_| PollError::BadTicketId(ticket.0))?;
-        if let Some(note) = draft.note_html {
+        let note = draft
+            .note_html
+            .filter(|_| fields.is_none() || draft.note_essential);
+        if let Some(note) = note {
             let note = CommentDraft {
                 html_body: note,
                 ..CommentDraft::default()

@@ -6,6 +6,8 @@
 use pec::{Kind, PecMessage, ReceiptKind, Verdict};
 use zendesk::{escape_placeholders, text_to_html};
 
+use crate::domain::Fact;
+
 /// Zendesk cuts comment bodies at 64 kB; stay under it with room for our own notice.
 pub const COMMENT_LIMIT: usize = 60 * 1024;
 /// Zendesk's largest attachment.
@@ -34,6 +36,11 @@ pub struct TicketDraft {
     pub tags: Vec<String>,
     /// The internal note that follows (PEC facts, files too large to attach, problems).
     pub note_html: Option<String>,
+    /// Whether the note says more than `facts`: only then is it worth an update of its own
+    /// when the ticket fields hold the facts.
+    pub note_essential: bool,
+    /// The PEC facts, for the ticket fields provisioned for them (set in the create request).
+    pub facts: Vec<(Fact, String)>,
 }
 
 /// A comment on an existing ticket (a reply from the citizen, or a receipt note).
@@ -304,27 +311,46 @@ fn facts_list(msg: &PecMessage) -> String {
             items.push(format!("<li>{label}: {}</li>", esc(&v)));
         }
     };
-    let d = msg.daticert.as_ref();
     item("Mittente", msg.sender());
     item("Destinatari", Some(capped(&msg.recipients())));
-    item(
-        "Identificativo PEC",
-        msg.identificativo().map(str::to_owned),
-    );
-    item(
-        "Data di certificazione",
-        d.and_then(|d| d.data)
-            .map(|t| t.format("%d/%m/%Y %H:%M:%S (%z)").to_string()),
-    );
-    item("Gestore", d.and_then(|d| d.gestore_emittente.clone()));
-    if msg.kind.is_pec() || msg.signature.verdict != Verdict::Missing {
+    for (fact, value) in facts_of(msg) {
+        let label = match fact {
+            Fact::Identificativo => "Identificativo PEC",
+            Fact::Data => "Data di certificazione",
+            Fact::Gestore => "Gestore",
+            Fact::Firma => "Firma",
+        };
+        item(label, Some(value));
+    }
+    format!("<ul>{}</ul>", items.concat())
+}
+
+/// The PEC facts the ticket fields hold (those the message has).
+pub fn facts_of(msg: &PecMessage) -> Vec<(Fact, String)> {
+    let d = msg.daticert.as_ref();
+    let firma = (msg.kind.is_pec() || msg.signature.verdict != Verdict::Missing).then(|| {
         let mut firma = verdict_it(msg.signature.verdict).to_owned();
         if let Some(signer) = &msg.signature.signer {
             firma.push_str(&format!(" — firmatario: {signer}"));
         }
-        item("Firma", Some(firma));
-    }
-    format!("<ul>{}</ul>", items.concat())
+        firma
+    });
+    [
+        (
+            Fact::Identificativo,
+            msg.identificativo().map(str::to_owned),
+        ),
+        (
+            Fact::Data,
+            d.and_then(|d| d.data)
+                .map(|t| t.format("%d/%m/%Y %H:%M:%S (%z)").to_string()),
+        ),
+        (Fact::Gestore, d.and_then(|d| d.gestore_emittente.clone())),
+        (Fact::Firma, firma),
+    ]
+    .into_iter()
+    .filter_map(|(f, v)| Some((f, v.filter(|v| !v.is_empty())?)))
+    .collect()
 }
 
 fn reference(marker: &str) -> String {
@@ -383,11 +409,14 @@ pub fn new_ticket(mut msg: PecMessage, raw: Vec<u8>, mailbox: &str, marker: &str
     };
 
     let mut note = format!("<p><b>{}</b></p>{}", kind_it(msg.kind), facts_list(&msg));
-    note.push_str(&too_big_note(&too_big));
+    let mut extra = too_big_note(&too_big);
     for w in msg.warnings.iter().take(LIST_CAP) {
-        note.push_str(&format!("<p>Nota: {}</p>", esc(w)));
+        extra.push_str(&format!("<p>Nota: {}</p>", esc(w)));
     }
+    let note_essential = !extra.is_empty();
+    note.push_str(&extra);
     note.push_str(&reference(marker));
+    let facts = facts_of(&msg);
 
     let mut tags = vec![
         TAG.to_owned(),
@@ -406,6 +435,8 @@ pub fn new_ticket(mut msg: PecMessage, raw: Vec<u8>, mailbox: &str, marker: &str
         files,
         tags,
         note_html: Some(note),
+        note_essential,
+        facts,
     }
 }
 
@@ -474,6 +505,8 @@ pub fn receipt_ticket(
             signature_tag(msg.signature.verdict).to_owned(),
         ],
         note_html: None,
+        note_essential: true,
+        facts: Vec::new(),
     }
 }
 
@@ -520,6 +553,8 @@ pub fn alert_ticket(
         // own box).
         tags: vec![TAG.to_owned(), ALERT_TAG.to_owned()],
         note_html: None,
+        note_essential: true,
+        facts: Vec::new(),
     }
 }
 
@@ -575,6 +610,8 @@ pub fn unreadable_ticket(raw: Vec<u8>, reason: &str, mailbox: &str, marker: &str
         // own box).
         tags: vec![TAG.to_owned(), UNREADABLE_TAG.to_owned()],
         note_html: Some(note),
+        note_essential: true,
+        facts: Vec::new(),
     }
 }
 
@@ -774,6 +811,8 @@ pub fn parked_ticket(
         files,
         tags: vec![TAG.to_owned(), UNIMPORTABLE_TAG.to_owned()],
         note_html: None,
+        note_essential: true,
+        facts: Vec::new(),
     }
 }
 
@@ -805,6 +844,8 @@ pub fn parked_alert(
         files: Vec::new(),
         tags: vec![TAG.to_owned(), ALERT_TAG.to_owned()],
         note_html: None,
+        note_essential: true,
+        facts: Vec::new(),
     }
 }
 
@@ -875,6 +916,8 @@ pub fn too_large_ticket(
         }],
         tags,
         note_html: None,
+        note_essential: true,
+        facts: Vec::new(),
     }
 }
 
@@ -928,6 +971,8 @@ pub fn renumbered_alert(
         files: Vec::new(),
         tags: vec![TAG.to_owned(), ALERT_TAG.to_owned()],
         note_html: None,
+        note_essential: true,
+        facts: Vec::new(),
     }
 }
 

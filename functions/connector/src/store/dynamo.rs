@@ -11,6 +11,7 @@
 //! | `ACCOUNT#<id>` | `MID#<message-id>` | the same record, found by Message-ID |
 //! | `ACCOUNT#<id>` | `OUT#<message-id>` | a PEC we sent (with its `status`, `delivery`, ...) |
 //! | `ACCOUNT#<id>` | `OUTID#<identificativo>` | pointer to the `OUT#` item by the provider's identificativo (no copy of the record) |
+//! | `ACCOUNT#<id>` | `TRY#<marker>` | a ticket create about to be attempted (so a first attempt needs no lookup in Zendesk) |
 //! | `ACCOUNT#<id>` | `OUTBOX#<id>` | a send waiting to be retried (`claimed_by`, `claimed_until` while claimed) |
 //! | `INSTANCES` | `INSTANCE#<id>` | a registered Zendesk instance's settings (one partition, so listing is a Query; no secret) |
 //!
@@ -24,7 +25,8 @@
 //! Measured on the wire (`tests/tests/aws.rs`, `poll_io_budget`): a poll with nothing new reads
 //! 1 item and writes 2 (lease taken, lease released); a poll with one new message reads 1 item
 //! and writes 5 in 3 requests (lease, one transaction of record-by-UID + record-by-Message-ID +
-//! cursor, release). An admin's status read of an account's poll state is one `GetItem` of its
+//! cursor, release); a message that becomes a new ticket adds one conditional `PutItem` (the
+//! `TRY#` note that spares a search in Zendesk). An admin's status read of an account's poll state is one `GetItem` of its
 //! `STATE` item, whoever holds the lease.
 
 use std::collections::HashMap;
@@ -136,6 +138,9 @@ mod keys {
     }
     pub fn identificativo(ident: &MessageId) -> String {
         format!("OUTID#{ident}")
+    }
+    pub fn ticket_attempt(marker: &str) -> String {
+        format!("TRY#{marker}")
     }
     pub fn watermark(ticket: TicketId) -> String {
         format!("WATERMARK#{}", ticket.get())
@@ -1129,6 +1134,29 @@ impl Store for DynamoStore {
         u64::try_from(comment)
             .map(Some)
             .map_err(|_| corrupt(&op, format!("comment_id = {comment} is negative")))
+    }
+
+    async fn note_ticket_attempt(
+        &self,
+        account: &AccountId,
+        marker: &str,
+    ) -> Result<bool, StoreError> {
+        let op = format!("note a ticket create for account {account}");
+        let mut item = Self::key(keys::account_pk(account), keys::ticket_attempt(marker));
+        item.insert("at".into(), s(chrono::Utc::now().to_rfc3339()));
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(self.err(&op, e)),
+        }
     }
 
     async fn advance_outbound_watermark(

@@ -72,6 +72,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     claimed_until INTEGER,
     PRIMARY KEY (account_id, id)
 ) STRICT;
+CREATE TABLE IF NOT EXISTS ticket_attempts (
+    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    marker     TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    PRIMARY KEY (account_id, marker)
+) STRICT;
 CREATE TABLE IF NOT EXISTS outbound_watermarks (
     account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     ticket_id  INTEGER NOT NULL,
@@ -978,6 +984,27 @@ impl Store for SqliteStore {
             .optional()
             .map_err(sql(op))
             .map(|c| c.map(|c| c as u64))
+        })
+        .await
+    }
+
+    async fn note_ticket_attempt(
+        &self,
+        account: &AccountId,
+        marker: &str,
+    ) -> Result<bool, StoreError> {
+        let op = format!("note a ticket create for account {account}");
+        let account = account.to_string();
+        let marker = marker.to_owned();
+        self.run(op, move |conn, op| {
+            let added = conn
+                .execute(
+                    "INSERT INTO ticket_attempts (account_id, marker, at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (account_id, marker) DO NOTHING",
+                    params![account, marker, chrono::Utc::now().to_rfc3339()],
+                )
+                .map_err(sql(op))?;
+            Ok(added == 1)
         })
         .await
     }

@@ -20,6 +20,7 @@
 //! | `GET/PUT/PATCH/DELETE /api/v2/webhooks/{id}` | show (`200`, credentials never shown), replace (`204`), merge (`204`), delete (`204`; `422` while a trigger calls it) |
 //! | `GET /api/v2/webhooks/{id}/signing_secret` | `{"signing_secret": {"algorithm": "SHA256", "secret": …}}` |
 //! | `GET/POST /api/v2/trigger_categories`, `GET/PATCH/DELETE …/{id}` | OAS shapes (create answers `200`); errors as `{"errors": [{code, title}]}`; deleting a category that holds triggers is `400 TriggerCategoryNotEmpty` |
+//! | `GET/POST /api/v2/ticket_fields`, `GET/DELETE …/{id}` | the system fields (ids 1–7) and custom ones; create `201` (`type` defaults to `text`; `422` for a blank title or unknown type); list in id order, every field or cursor pages with `page[size]`; a ticket's `custom_fields` naming no active custom field is ignored |
 //! | `GET/POST /api/v2/triggers`, `GET/PUT/DELETE …/{id}` | `category_id` and `active` filters, cursor pages with `page[…]`; create `201`; `PUT` replaces conditions and actions together; `422` for a blank title, bad conditions, no actions, an unknown category or `notification_webhook` webhook |
 //!
 //!
@@ -71,8 +72,8 @@ use tokio::task::JoinHandle;
 
 pub use state::{
     AgentUpdate, Attachment, COMMENT_BODY_LIMIT, CallOutcome, Comment, Fault, IDEMPOTENCY_WINDOW,
-    MAX_COMMENTS_PER_TICKET, RecordedRequest, RequestLimit, Ticket, TicketRefusal, Trigger,
-    TriggerCategory, TriggerFiring, User, WEBHOOK_TIMEOUT, Webhook, WebhookCall,
+    MAX_COMMENTS_PER_TICKET, RecordedRequest, RequestLimit, Ticket, TicketField, TicketRefusal,
+    Trigger, TriggerCategory, TriggerFiring, User, WEBHOOK_TIMEOUT, Webhook, WebhookCall,
 };
 
 use routes::Shared;
@@ -444,6 +445,16 @@ impl ZendeskSimulator {
             .webhooks
             .get(id)
             .map(|w| w.signing_secret.clone())
+    }
+
+    /// Every ticket field, system and custom, in id order.
+    pub fn ticket_fields(&self) -> Vec<TicketField> {
+        self.shared.lock().ticket_fields.values().cloned().collect()
+    }
+
+    /// Deletes a custom ticket field, as an admin would in Zendesk.
+    pub fn delete_ticket_field(&self, id: u64) -> bool {
+        self.shared.lock().delete_ticket_field(id).is_ok()
     }
 
     /// Every trigger category, in creation order.

@@ -70,6 +70,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 .patch(update_trigger_category)
                 .delete(delete_trigger_category),
         )
+        .route(
+            "/api/v2/ticket_fields",
+            get(list_ticket_fields).post(create_ticket_field),
+        )
+        .route(
+            "/api/v2/ticket_fields/{id}",
+            get(show_ticket_field).delete(delete_ticket_field),
+        )
         .route("/api/v2/triggers", get(list_triggers).post(create_trigger))
         .route(
             "/api/v2/triggers/{id}",
@@ -546,6 +554,25 @@ async fn delete_trigger_category(AxumState(shared): Ctx, Path(id): Path<String>)
         204,
         shared.lock().delete_trigger_category(&id).map(|()| None),
     )
+}
+
+async fn create_ticket_field(AxumState(shared): Ctx, body: Bytes) -> Response {
+    let result = json_body(&body).and_then(|r| shared.lock().create_ticket_field(&r));
+    answer(201, result.map(Some))
+}
+
+async fn list_ticket_fields(AxumState(shared): Ctx, Query(query): Params) -> Response {
+    answer(200, shared.lock().list_ticket_fields(&query).map(Some))
+}
+
+async fn show_ticket_field(AxumState(shared): Ctx, Path(id): Path<String>) -> Response {
+    let result = record_id(&id).and_then(|id| shared.lock().show_ticket_field(id));
+    answer(200, result.map(Some))
+}
+
+async fn delete_ticket_field(AxumState(shared): Ctx, Path(id): Path<String>) -> Response {
+    let result = record_id(&id).and_then(|id| shared.lock().delete_ticket_field(id));
+    answer(204, result.map(|()| None))
 }
 
 async fn create_trigger(AxumState(shared): Ctx, body: Bytes) -> Response {

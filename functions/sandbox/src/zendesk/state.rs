@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 mod engine;
+mod fields;
 mod rules;
 
 pub use engine::{CallOutcome, TriggerFiring, WEBHOOK_TIMEOUT, WebhookCall};
 pub(crate) use engine::{PendingCall, Update, VIA_API, VIA_EMAIL, VIA_WEB, dispatch};
+pub use fields::TicketField;
 pub use rules::{Trigger, TriggerCategory, Webhook};
 
 /// Comment bodies above this many bytes are truncated without error (reference §2.5).
@@ -284,6 +286,8 @@ pub(crate) struct State {
     pub webhooks: BTreeMap<String, Webhook>,
     /// Trigger categories by numeric id.
     pub trigger_categories: BTreeMap<u64, TriggerCategory>,
+    /// Ticket fields by id: the system ones, then those created through the API.
+    pub ticket_fields: BTreeMap<u64, TicketField>,
     pub triggers: BTreeMap<u64, Trigger>,
     /// Whether API creates and updates run the triggers (agent replies always do).
     pub fire_triggers: bool,
@@ -314,6 +318,7 @@ impl State {
             email: agent_email.to_string(),
             role: "agent".to_string(),
         });
+        state.add_system_fields();
         state
     }
 
@@ -571,7 +576,7 @@ impl State {
                 .to_string(),
             tags: Vec::new(),
             external_id,
-            custom_fields: custom_fields(input),
+            custom_fields: self.known_custom_fields(input),
             comments: Vec::new(),
             created_at: now.clone(),
             updated_at: now,
@@ -754,7 +759,7 @@ impl State {
         if let Some(external_id) = input.get("external_id") {
             ticket.external_id = external_id.as_str().map(str::to_string);
         }
-        for (field, value) in custom_fields(input) {
+        for (field, value) in self.known_custom_fields(input) {
             match ticket.custom_fields.iter_mut().find(|(f, _)| *f == field) {
                 Some(slot) => slot.1 = value,
                 None => ticket.custom_fields.push((field, value)),
@@ -1115,17 +1120,22 @@ fn string_list(value: Option<&Value>) -> Option<Vec<String>> {
     })
 }
 
-fn custom_fields(input: &Map<String, Value>) -> Vec<(u64, Value)> {
-    input
-        .get("custom_fields")
-        .and_then(Value::as_array)
-        .map(|fields| {
-            fields
-                .iter()
-                .filter_map(|f| Some((f.get("id")?.as_u64()?, f.get("value")?.clone())))
-                .collect()
-        })
-        .unwrap_or_default()
+impl State {
+    /// The `custom_fields` values of a ticket input that name an active custom field (others are
+    /// ignored, see `fields.rs`).
+    fn known_custom_fields(&self, input: &Map<String, Value>) -> Vec<(u64, Value)> {
+        input
+            .get("custom_fields")
+            .and_then(Value::as_array)
+            .map(|fields| {
+                fields
+                    .iter()
+                    .filter_map(|f| Some((f.get("id")?.as_u64()?, f.get("value")?.clone())))
+                    .filter(|(id, _)| self.is_custom_field(*id))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Adds tags that are not there yet; Zendesk tags cannot contain spaces, so a value with spaces

@@ -105,7 +105,7 @@ fn category_not_found() -> ApiError {
     )
 }
 
-fn object_under<'a>(request: &'a Value, key: &str) -> Result<&'a Map<String, Value>, ApiError> {
+pub(super) fn object_under<'a>(request: &'a Value, key: &str) -> Result<&'a Map<String, Value>, ApiError> {
     request
         .get(key)
         .and_then(Value::as_object)
@@ -176,7 +176,7 @@ fn decode_key(cursor: &str) -> Option<String> {
 
 /// One cursor page of `items` (`(key, json)` in list order): `page[size]` (at most 100),
 /// `page[after]` or `page[before]`; `keep` are the filter parameters repeated in `links`.
-fn cursor_page(
+pub(super) fn cursor_page(
     list: &str,
     path: &str,
     items: Vec<(String, Value)>,
