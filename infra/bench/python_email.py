@@ -9,6 +9,8 @@ attachment (`get_payload(decode=True)`, then a CRC over its bytes as Rust reads
 them). Python does not check the S/MIME signature; Rust does.
 
 Usage: python_email.py [SAMPLES_DIR] (default $PEC_SAMPLES_DIR); $BENCH_ITERATIONS (200).
+       python_email.py --once FILE...: the same work once per file, nothing printed: what
+       infra/bench/compare.sh times against `pec-connector inspect FILE...`.
 """
 
 import email
@@ -91,6 +93,10 @@ def work(raw):
 
 
 def main():
+    if sys.argv[1:2] == ["--once"]:
+        for path in sys.argv[2:]:
+            work(pathlib.Path(path).read_bytes())
+        return
     directory = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get(
         "PEC_SAMPLES_DIR", pathlib.Path(__file__).resolve().parents[3] / "shared" / "pec-samples"))
     iterations = max(1, int(os.environ.get("BENCH_ITERATIONS", "200")))

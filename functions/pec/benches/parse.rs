@@ -8,10 +8,12 @@
 //!   (exit 1) over 0.5 s (median) or over 4x the message size (message + parse peak).
 //! * `corpus`: every file of `$PEC_SAMPLES_DIR` (default `../shared/pec-samples`), parse +
 //!   `Report::from_message` + a pass over the attachment bytes, `$BENCH_ITERATIONS` times (200);
-//!   `infra/bench/compare.sh` compares it with the same work in Python's `email` package, which
-//!   does not check signatures: the time of the signature check alone is printed too.
+//!   `infra/bench/python_email.py` does the same work in Python's `email` package, which does
+//!   not check signatures: the time of the signature check alone is printed too.
 //!
-//! Without a mode, both run. `$BENCH_RUNS` (default 7) sets the envelope runs.
+//! Without a mode, both run. `$BENCH_RUNS` (default 7) sets the envelope runs. Built with the
+//! `bench` profile, which is the release profile: this measures the code that ships (for the
+//! shipped binary itself, process start included, see `infra/bench/compare.sh`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;

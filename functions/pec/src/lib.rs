@@ -22,7 +22,8 @@
 //! Modules:
 //! * [`daticert`] — `daticert.xml`;
 //! * [`message`] — the original message: addresses, bodies (charset-decoded), attachments;
-//! * [`signature`] — the provider's S/MIME signature, verified in pure Rust;
+//! * [`signature`] — the provider's S/MIME signature, verified without OpenSSL (pure Rust but
+//!   for the RSA operation, in aws-lc);
 //! * [`subject`] — provider subject prefixes;
 //! * [`report`] — the flat summary printed by `pec-connector inspect`;
 //! * [`build`] — builds provider-shaped messages (test fixtures, the sandbox provider).

@@ -1,5 +1,7 @@
 //! Verification of the provider's S/MIME signature (CMS SignedData, detached, RSA, SHA-1/SHA-2),
-//! in pure Rust, and detached signing for the project's own fixtures and sandbox provider.
+//! and detached signing for the project's own fixtures and sandbox provider. CMS, X.509 and the
+//! digests are pure Rust; the RSA operation of a check runs in aws-lc (the libcrypto rustls
+//! links anyway), signing in the `rsa` crate.
 //! See `shared/reference/smime-verification.md` for the recipe and its traps.
 //!
 //! How a `multipart/signed` entity is checked ([`verify_signed`]):
@@ -18,12 +20,14 @@
 //!    CA1's name constraints are the list of PEC provider domains.
 //!
 //! Not covered: revocation (CRL/OCSP need the network), extendedKeyUsage, ECDSA/RSA-PSS signers,
-//! SignerInfos after the first one, BER (indefinite-length) p7s.
+//! SignerInfos after the first one, BER (indefinite-length) p7s, RSA keys under 1024 bits (under
+//! 2048 with SHA-384) or over 8192.
 
 use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use aws_lc_rs::signature::{self as lc, ParsedPublicKey};
 use chrono::{DateTime, Datelike, Utc};
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::content_info::{CmsVersion, ContentInfo};
@@ -348,7 +352,8 @@ fn check(
     if oid != rfc5912::RSA_ENCRYPTION && DigestAlgorithm::from_rsa_signature_oid(&oid).is_none() {
         return Err(invalid(format!("unsupported signature algorithm {oid}")));
     }
-    let key = rsa_key(signer).ok_or_else(|| invalid("signer key is not a usable RSA key"))?;
+    let key = rsa_verifier(signer, digest)
+        .ok_or_else(|| invalid("signer key is not a usable RSA key"))?;
 
     let signing_time;
     let signed_hash = match &signer_info.signed_attrs {
@@ -368,12 +373,9 @@ fn check(
             digest.canonical_digest(content)
         }
     };
-    key.verify(
-        digest.pkcs1v15(),
-        &signed_hash,
-        signer_info.signature.as_bytes(),
-    )
-    .map_err(|_| invalid("signature does not verify with the signer's key"))?;
+    if !verifies(&key, digest, &signed_hash, signer_info.signature.as_bytes()) {
+        return Err(invalid("signature does not verify with the signer's key"));
+    }
 
     let at = signing_time
         .ok_or_else(|| untrusted("no signingTime: cannot check the certificates' validity"))?;
@@ -709,15 +711,10 @@ fn signed_by(cert: &Certificate, issuer: &Certificate) -> bool {
     if let Some(known) = link_cache(|cache| cache.get(&link).copied()) {
         return known;
     }
-    let verified = match (
-        DigestAlgorithm::from_rsa_signature_oid(&oid),
-        rsa_key(issuer),
-    ) {
-        (Some(digest), Some(key)) => key
-            .verify(digest.pkcs1v15(), &digest.digest(&tbs), signature)
-            .is_ok(),
-        _ => false,
-    };
+    let verified = DigestAlgorithm::from_rsa_signature_oid(&oid).is_some_and(|digest| {
+        rsa_verifier(issuer, digest)
+            .is_some_and(|key| verifies(&key, digest, &digest.digest(&tbs), signature))
+    });
     link_cache(|cache| {
         if cache.len() >= 4096 {
             cache.clear();
@@ -738,6 +735,23 @@ fn link_cache<T>(f: impl FnOnce(&mut std::collections::HashMap<[u8; 32], bool>) 
     f(&mut guard)
 }
 
+/// The certificate's RSA key, ready to check PKCS#1 v1.5 signatures over `digest` hashes.
+fn rsa_verifier(cert: &Certificate, digest: DigestAlgorithm) -> Option<ParsedPublicKey> {
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    if spki.algorithm.oid != rfc5912::RSA_ENCRYPTION {
+        return None;
+    }
+    ParsedPublicKey::new(digest.rsa_pkcs1(), spki.subject_public_key.raw_bytes()).ok()
+}
+
+/// Whether `signature` is the key's PKCS#1 v1.5 signature of the `digest` hash `hash`.
+fn verifies(key: &ParsedPublicKey, digest: DigestAlgorithm, hash: &[u8], signature: &[u8]) -> bool {
+    aws_lc_rs::digest::Digest::import_less_safe(hash, digest.aws_lc())
+        .and_then(|hash| key.verify_digest_sig(&hash, signature))
+        .is_ok()
+}
+
+/// The certificate's RSA key for the `rsa` crate (signing identities).
 fn rsa_key(cert: &Certificate) -> Option<RsaPublicKey> {
     let spki = &cert.tbs_certificate.subject_public_key_info;
     if spki.algorithm.oid != rfc5912::RSA_ENCRYPTION {
@@ -1083,6 +1097,26 @@ impl DigestAlgorithm {
         }
     }
 
+    /// aws-lc's verification parameters: PKCS#1 v1.5 with this hash, keys of 1024 to 8192 bits
+    /// (aws-lc has SHA-384 from 2048 bits only; the `rsa` crate took any size up to 4096).
+    fn rsa_pkcs1(self) -> &'static lc::RsaParameters {
+        match self {
+            DigestAlgorithm::Sha1 => &lc::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            DigestAlgorithm::Sha256 => &lc::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+            DigestAlgorithm::Sha384 => &lc::RSA_PKCS1_2048_8192_SHA384,
+            DigestAlgorithm::Sha512 => &lc::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
+        }
+    }
+
+    fn aws_lc(self) -> &'static aws_lc_rs::digest::Algorithm {
+        match self {
+            DigestAlgorithm::Sha1 => &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            DigestAlgorithm::Sha256 => &aws_lc_rs::digest::SHA256,
+            DigestAlgorithm::Sha384 => &aws_lc_rs::digest::SHA384,
+            DigestAlgorithm::Sha512 => &aws_lc_rs::digest::SHA512,
+        }
+    }
+
     fn digest(self, data: &[u8]) -> Vec<u8> {
         match self {
             DigestAlgorithm::Sha1 => Sha1::digest(data).to_vec(),
@@ -1116,7 +1150,7 @@ fn feed_crlf(content: &[u8], mut sink: impl FnMut(&[u8])) {
     let mut start = 0;
     for (n, block) in content.chunks(BLOCK).enumerate() {
         let offset = n * BLOCK;
-        for (i, _) in block.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+        for i in memchr::memchr_iter(b'\n', block) {
             let lf = offset + i;
             if lf == 0 || content.get(lf - 1) != Some(&b'\r') {
                 sink(content.get(start..lf).unwrap_or_default());
