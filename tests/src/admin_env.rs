@@ -50,7 +50,6 @@ impl AdminEnv {
         AdminEnv::on(crate::env::aws_scheduler().await, store, options).await
     }
 
-
     /// An environment whose account passwords are kept many to a secret, as deployments keep
     /// them by default ([`crate::env::aws_shared`]).
     pub async fn shared() -> AdminEnv {

@@ -668,7 +668,12 @@ pub async fn ticket_attempt_noted_once(env: &Env) {
     assert!(store.note_ticket_attempt(&a.id, marker).await.unwrap());
     assert!(!store.note_ticket_attempt(&a.id, marker).await.unwrap());
     assert!(store.note_ticket_attempt(&b.id, marker).await.unwrap());
-    assert!(store.note_ticket_attempt(&a.id, "pec:attempt:7:43").await.unwrap());
+    assert!(
+        store
+            .note_ticket_attempt(&a.id, "pec:attempt:7:43")
+            .await
+            .unwrap()
+    );
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let store = Arc::clone(&env.store);

@@ -18,6 +18,9 @@
 //! Every refusal is a 4xx whose JSON body `{"error": "...", "field": "..."}` says what is wrong;
 //! a 5xx only when the connector's own state store, secrets or Zendesk cannot be reached.
 
+// The OpenAPI document is one `json!` literal, deeper than the default limit allows.
+#![recursion_limit = "256"]
+
 pub mod openapi;
 
 use std::collections::HashMap;

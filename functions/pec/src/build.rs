@@ -1268,7 +1268,7 @@ impl PecBuilder {
         for c in d.consegna.iter().chain(&d.ricezione) {
             h.write(c.as_bytes());
         }
-        let n = h.finish() % 900 + 100;
+        let n = h.finish() % 900_000 + 100_000;
         match local.rsplit_once('.') {
             Some((head, last)) => format!("{head}.{n}.{last}@{}", self.provider.domain),
             None => format!("{local}.{n}@{}", self.provider.domain),

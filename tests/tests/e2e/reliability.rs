@@ -416,6 +416,7 @@ async fn a_renumbered_mailbox_imports_only_what_is_new_and_says_so() {
 async fn an_account_registered_again_never_takes_an_old_ticket_for_a_new_message() {
     let env = ChannelEnv::new("di-nuovo").await;
     let old = env.citizen_ticket(1).await;
+    let old_comments = env.sim.comments(old).len();
     let (v, _) = env.dovecot.status(&env.address);
     let path = format!("/accounts/{}", env.account.as_str());
     assert_eq!(env.admin("DELETE", &path, None).await.status, 204);
@@ -439,7 +440,7 @@ async fn an_account_registered_again_never_takes_an_old_ticket_for_a_new_message
     assert_ne!(new, old);
     assert_eq!(
         env.sim.comments(old).len(),
-        2,
+        old_comments,
         "the old ticket got nothing of the new message"
     );
     let (a, b) = (

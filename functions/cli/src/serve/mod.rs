@@ -2,20 +2,22 @@
 //!
 //! The same parts as the Lambdas, wired to the embedded adapters: the state in SQLite
 //! (`<data-dir>/state.db`), the secrets in owner-only files (`<data-dir>/secrets`; passwords
-//! kept in the process between polls, as the Lambdas keep them), the poll
-//! schedules in-process ([`LocalScheduler`]), the mailboxes over IMAPS and the sends over SMTPS.
+//! kept in the process between polls, as the Lambdas keep them), the poll schedules in-process
+//! ([`LocalScheduler`]), the mailboxes over IMAPS and the sends over SMTPS.
 //! [`Server::start`] builds everything and binds the listener; [`Server::run`] serves
 //! [`api::router`] and runs the polls the schedules ask for until `shutdown` completes:
 //!
 //! * every [`PollRequest`] runs [`connector::run::run_account`] (the poll, then the due sends
-//!   once the mailbox is read to its end), as the poller Lambda does; polls of different accounts run side by side, and the store's lease
-//!   keeps two polls of one account from working the same mailbox;
+//!   once the mailbox is read to its end), as the poller Lambda does; polls of different
+//!   accounts run side by side, and the store's lease keeps two polls of one account from
+//!   working the same mailbox;
 //! * the local schedules live in memory, so on start one is put for every stored account, and
 //!   every enabled account is polled once at once (mail that arrived while the server was down
 //!   is not left waiting a whole interval);
 //! * on shutdown the listener stops accepting, open requests and running polls finish (polls
 //!   are given [`SHUTDOWN_GRACE`], then dropped: a poll cut short repeats nothing and skips
-//!   nothing, it continues at the next run).
+//!   nothing, it continues at the next run); the last log line counts the polls run and the
+//!   state store's operations (`infra/bench/load.sh` reads it).
 
 pub mod config;
 
@@ -144,6 +146,8 @@ pub struct Server {
     /// Enabled accounts found at start, polled once at once.
     catch_up: Vec<AccountId>,
     admin_token_file: PathBuf,
+    /// The state store, for its operation count in the last log line.
+    sqlite: SqliteStore,
 }
 
 impl Server {
@@ -153,10 +157,9 @@ impl Server {
         let data_dir = &config.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&data_dir.join("state.db"))
-                .context("cannot open the state database")?,
-        );
+        let sqlite = SqliteStore::open(&data_dir.join("state.db"))
+            .context("cannot open the state database")?;
+        let store: Arc<dyn Store> = Arc::new(sqlite.clone());
         let file_secrets = FileSecrets::open(&data_dir.join("secrets"))?;
         let admin_token_file = file_secrets.dir().join(SecretName::AdminToken.key());
         // Passwords kept between polls as on AWS (read again when changed or refused).
@@ -302,6 +305,7 @@ impl Server {
             polls,
             catch_up,
             admin_token_file,
+            sqlite,
         })
     }
 
@@ -333,6 +337,7 @@ impl Server {
             scheduler,
             polls,
             catch_up,
+            sqlite,
             ..
         } = self;
         let (stop, stopped) = watch::channel(false);
@@ -345,30 +350,34 @@ impl Server {
             .await;
         // If serving failed, `stop` is gone with the future: the poll loop stops too.
         drop(scheduler);
-        poller.await.context("the poll loop failed")?;
+        let polls = poller.await.context("the poll loop failed")?;
         served.context("the HTTP server failed")?;
-        tracing::info!("stopped");
+        tracing::info!(polls, store_operations = sqlite.operations(), "stopped");
         Ok(())
     }
 }
 
-/// Runs a poll for every request until `stopped` says so (or its sender is gone).
+/// Runs a poll for every request until `stopped` says so (or its sender is gone); how many
+/// polls it ran.
 async fn poll_loop(
     inbound: Arc<Inbound>,
     outbound: Arc<Outbound>,
     mut polls: mpsc::Receiver<PollRequest>,
     catch_up: Vec<AccountId>,
     mut stopped: watch::Receiver<bool>,
-) {
+) -> u64 {
     let mut running = JoinSet::new();
+    let mut count = 0;
     for account in catch_up {
         running.spawn(poll_once(inbound.clone(), outbound.clone(), account));
+        count += 1;
     }
     loop {
         tokio::select! {
             request = polls.recv() => match request {
                 Some(PollRequest { account_id }) => {
                     running.spawn(poll_once(inbound.clone(), outbound.clone(), account_id));
+                    count += 1;
                 }
                 None => break,
             },
@@ -388,6 +397,7 @@ async fn poll_loop(
         );
         running.shutdown().await;
     }
+    count
 }
 
 /// One account's poll, then its due sends, as the poller Lambda does; the outcome is logged.

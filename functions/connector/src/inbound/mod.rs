@@ -583,7 +583,8 @@ impl Inbound {
             account.id.as_str(),
             problem.since.timestamp()
         );
-        self.create_ticket(account, draft, &marker, 0, deadline).await
+        self.create_ticket(account, draft, &marker, 0, deadline)
+            .await
     }
 
     async fn read_mailbox(
@@ -924,14 +925,23 @@ impl Inbound {
             dedup_key(parsed.as_ref(), r)
         });
         let draft = render::parked_ticket(raw, &reason, uid, account.address.as_str(), &marker);
-        let ticket = match self.create_ticket(account, draft, &marker, uid, deadline).await {
+        let ticket = match self
+            .create_ticket(account, draft, &marker, uid, deadline)
+            .await
+        {
             Ok(t) => t,
             Err(e) if !e.is_about_the_message() => return Err(e),
             Err(e) => {
                 warn!(account = %account.id.as_str(), uid, error = %e, "cannot open the parked message's ticket: an alert names it");
                 let draft = render::parked_alert(account, uid, &reason, &e.to_string());
-                self.create_ticket(account, draft, &format!("pec-parked:{marker}"), uid, deadline)
-                    .await?
+                self.create_ticket(
+                    account,
+                    draft,
+                    &format!("pec-parked:{marker}"),
+                    uid,
+                    deadline,
+                )
+                .await?
             }
         };
         self.record(
@@ -1006,7 +1016,9 @@ impl Inbound {
             account.address.as_str(),
             &marker,
         );
-        let ticket = self.create_ticket(account, draft, &marker, r.uid, deadline).await?;
+        let ticket = self
+            .create_ticket(account, draft, &marker, r.uid, deadline)
+            .await?;
         info!(account = %account.id.as_str(), uid = r.uid, size = r.size, limit, ticket = ticket.get(), "message over the size limit: imported with its headers");
         self.record(
             lease,
@@ -1082,7 +1094,8 @@ impl Inbound {
             account.id.as_str(),
             uid_validity.get()
         );
-        self.create_ticket(account, draft, &marker, 0, deadline).await?;
+        self.create_ticket(account, draft, &marker, 0, deadline)
+            .await?;
         let restart = Cursor {
             uid_validity,
             last_uid: if leading == 0 {
@@ -1352,7 +1365,10 @@ impl Inbound {
                 })
                 .collect();
             for note in combined_notes(&todo) {
-                match self.put_comment(ticket, note, todo[0].uid.get(), deadline).await {
+                match self
+                    .put_comment(ticket, note, todo[0].uid.get(), deadline)
+                    .await
+                {
                     Ok(()) => {}
                     Err(e) if e.is_about_the_message() => {
                         warn!(account = %account.id.as_str(), ticket = ticket.get(), error = %e, "a combined receipt note was refused: noting the receipts one by one");

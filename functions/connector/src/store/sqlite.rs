@@ -9,6 +9,7 @@
 //! rusqlite is synchronous: calls run on tokio's blocking pool.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,6 +95,8 @@ CREATE TABLE IF NOT EXISTS zendesk_instances (
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Operations run so far (one per port call), for `serve`'s figures.
+    operations: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
@@ -160,7 +163,13 @@ impl SqliteStore {
         migrate(&conn, op)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            operations: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// How many operations (port calls) this store and its clones have run.
+    pub fn operations(&self) -> u64 {
+        self.operations.load(Ordering::Relaxed)
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -169,6 +178,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection, &str) -> Result<T, StoreError> + Send + 'static,
     {
+        self.operations.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::clone(&self.conn);
         let op2 = op.clone();
         tokio::task::spawn_blocking(move || {

@@ -83,7 +83,24 @@ fn pec_ticket(external_id: &str) -> Value {
 #[tokio::test]
 async fn creates_a_ticket_with_requester_tags_fields_and_first_comment() {
     let api = Api::start().await;
-    let body = api.create(&pec_ticket("pec:1")).await;
+    // A custom field an admin made; a value for a field that does not exist is dropped, as
+    // Zendesk drops it.
+    let field = api
+        .post("/api/v2/ticket_fields")
+        .json(&json!({"ticket_field": {"type": "text", "title": "PEC identificativo"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(field.status(), StatusCode::CREATED);
+    let field = field.json::<Value>().await.unwrap()["ticket_field"]["id"]
+        .as_u64()
+        .unwrap();
+    let mut ticket = pec_ticket("pec:1");
+    ticket["ticket"]["custom_fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": field, "value": "opec289"}));
+    let body = api.create(&ticket).await;
     let id = body["ticket"]["id"].as_u64().unwrap();
     assert_eq!(body["ticket"]["status"], "new");
     assert_eq!(body["ticket"]["external_id"], "pec:1");
@@ -91,7 +108,7 @@ async fn creates_a_ticket_with_requester_tags_fields_and_first_comment() {
     let ticket = api.sim.ticket(id).unwrap();
     assert_eq!(ticket.subject, "Invio File 7339338");
     assert_eq!(ticket.tags, ["pec", "pec_inbound"]);
-    assert_eq!(ticket.custom_fields, [(360001234567, json!("opec288"))]);
+    assert_eq!(ticket.custom_fields, [(field, json!("opec289"))]);
     let requester = api
         .sim
         .users()
