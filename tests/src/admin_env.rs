@@ -50,7 +50,6 @@ impl AdminEnv {
         AdminEnv::on(crate::env::aws_scheduler().await, store, options).await
     }
 
-
     /// An environment whose account passwords are kept many to a secret, as deployments keep
     /// them by default ([`crate::env::aws_shared`]).
     pub async fn shared() -> AdminEnv {
@@ -130,6 +129,7 @@ impl AdminEnv {
             webhook_secrets: WebhookKeys::stored(env.secrets.clone()),
             webhook_limits: WebhookLimits::default(),
             admin: Some((Arc::new(admin), SecretString::from(ADMIN_TOKEN))),
+            console: Default::default(),
         };
         AdminEnv {
             env,

@@ -16,8 +16,8 @@ use crate::budget::{RateBudget, reset_wait};
 use crate::config::{Auth, RetryPolicy, ZendeskConfig};
 use crate::error::{FieldError, ZendeskError};
 use crate::model::{
-    Comment, NewTicket, Ticket, TicketComment, TicketField, TicketFieldSpec, TicketId, TicketUpdate, Trigger, TriggerCategory,
-    TriggerSpec, UploadToken, User, Webhook, WebhookSpec,
+    Comment, NewTicket, Ticket, TicketComment, TicketField, TicketFieldSpec, TicketId,
+    TicketUpdate, Trigger, TriggerCategory, TriggerSpec, UploadToken, User, Webhook, WebhookSpec,
 };
 
 /// Comment bodies longer than this are truncated by Zendesk without error (reference §2.5), so
@@ -256,6 +256,11 @@ impl ZendeskClient {
     pub fn with_budget(mut self, budget: RateBudget) -> Self {
         self.budget = budget;
         self
+    }
+
+    /// The Zendesk instance's origin, e.g. `https://acme.zendesk.com` (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// The account's request budget as this client's answers reported it.
@@ -532,8 +537,13 @@ impl ZendeskClient {
         &self,
         deadline: Instant,
     ) -> Result<Vec<TicketField>, ZendeskError> {
-        self.list_all("/api/v2/ticket_fields", "ticket_fields", Vec::new(), deadline)
-            .await
+        self.list_all(
+            "/api/v2/ticket_fields",
+            "ticket_fields",
+            Vec::new(),
+            deadline,
+        )
+        .await
     }
 
     /// One ticket field; [`ZendeskError::NotFound`] when it was deleted.

@@ -32,10 +32,10 @@ use zendesk::{
 };
 
 use crate::domain::{
-    Account, AccountHealth, AccountId, AccountProblem, Cursor, DeliveryState, FailingMessage,
-    Lease, LeaseHolder, LeaseOutcome, MessageId, MessageOutcome, MessageRecord, OutboundRecord,
-    ParkedMessage, PecAddress, PollStats, ProblemKind, RateLimitStop, ReceiptMode, RecordOutcome,
-    SendStatus, TicketId, TicketMarker, Uid, UidValidity,
+    Account, AccountHealth, AccountId, AccountProblem, Cursor, DayActivity, DeliveryState,
+    FailingMessage, Lease, LeaseHolder, LeaseOutcome, MessageId, MessageOutcome, MessageRecord,
+    OutboundRecord, ParkedMessage, PecAddress, PollStats, ProblemKind, RateLimitStop, ReceiptMode,
+    RecordOutcome, SendStatus, TicketId, TicketMarker, Uid, UidValidity,
 };
 use crate::mailbox::{FetchedMessage, MailboxError, MailboxProvider, MailboxSession, MessageRef};
 use crate::ports::{Secrets, Store};
@@ -186,6 +186,15 @@ fn poll_stats(
         request_limit: outcome.zendesk_requests_left.map(|l| l.limit),
     });
     stats.rate_limit_stops += u64::from(outcome.stopped_for_rate_limit);
+    stats.add_activity(DayActivity {
+        received: u64::from(outcome.tickets_created) + u64::from(outcome.comments_added),
+        receipts: u64::from(outcome.receipts_noted),
+        failures: u64::from(outcome.unreadable)
+            + u64::from(outcome.parked)
+            + u64::from(outcome.gaps)
+            + u64::from(result.is_err()),
+        ..DayActivity::empty(now.date_naive())
+    });
     match result {
         Ok(()) => {
             stats.last_success_at = Some(now);
@@ -583,7 +592,8 @@ impl Inbound {
             account.id.as_str(),
             problem.since.timestamp()
         );
-        self.create_ticket(account, draft, &marker, 0, deadline).await
+        self.create_ticket(account, draft, &marker, 0, deadline)
+            .await
     }
 
     async fn read_mailbox(
@@ -924,14 +934,23 @@ impl Inbound {
             dedup_key(parsed.as_ref(), r)
         });
         let draft = render::parked_ticket(raw, &reason, uid, account.address.as_str(), &marker);
-        let ticket = match self.create_ticket(account, draft, &marker, uid, deadline).await {
+        let ticket = match self
+            .create_ticket(account, draft, &marker, uid, deadline)
+            .await
+        {
             Ok(t) => t,
             Err(e) if !e.is_about_the_message() => return Err(e),
             Err(e) => {
                 warn!(account = %account.id.as_str(), uid, error = %e, "cannot open the parked message's ticket: an alert names it");
                 let draft = render::parked_alert(account, uid, &reason, &e.to_string());
-                self.create_ticket(account, draft, &format!("pec-parked:{marker}"), uid, deadline)
-                    .await?
+                self.create_ticket(
+                    account,
+                    draft,
+                    &format!("pec-parked:{marker}"),
+                    uid,
+                    deadline,
+                )
+                .await?
             }
         };
         self.record(
@@ -1006,7 +1025,9 @@ impl Inbound {
             account.address.as_str(),
             &marker,
         );
-        let ticket = self.create_ticket(account, draft, &marker, r.uid, deadline).await?;
+        let ticket = self
+            .create_ticket(account, draft, &marker, r.uid, deadline)
+            .await?;
         info!(account = %account.id.as_str(), uid = r.uid, size = r.size, limit, ticket = ticket.get(), "message over the size limit: imported with its headers");
         self.record(
             lease,
@@ -1082,7 +1103,8 @@ impl Inbound {
             account.id.as_str(),
             uid_validity.get()
         );
-        self.create_ticket(account, draft, &marker, 0, deadline).await?;
+        self.create_ticket(account, draft, &marker, 0, deadline)
+            .await?;
         let restart = Cursor {
             uid_validity,
             last_uid: if leading == 0 {
@@ -1352,7 +1374,10 @@ impl Inbound {
                 })
                 .collect();
             for note in combined_notes(&todo) {
-                match self.put_comment(ticket, note, todo[0].uid.get(), deadline).await {
+                match self
+                    .put_comment(ticket, note, todo[0].uid.get(), deadline)
+                    .await
+                {
                     Ok(()) => {}
                     Err(e) if e.is_about_the_message() => {
                         warn!(account = %account.id.as_str(), ticket = ticket.get(), error = %e, "a combined receipt note was refused: noting the receipts one by one");
@@ -1949,6 +1974,12 @@ mod tests {
                 unreadable: 1,
                 parked: 1,
                 last_parked: Some(parked.clone()),
+                daily: vec![DayActivity {
+                    received: 3,
+                    receipts: 3,
+                    failures: 2,
+                    ..DayActivity::empty(t0.date_naive())
+                }],
                 ..PollStats::default()
             }
         );
@@ -1990,6 +2021,14 @@ mod tests {
             (again.tickets_created, again.parked, again.receipts_noted),
             (5, 2, 6)
         );
+        // The day's activity adds up over the polls (t0..t2 are one day): a failed poll counts
+        // as a failure.
+        let days: Vec<_> = again
+            .daily
+            .iter()
+            .map(|d| (d.day, d.received, d.receipts, d.failures))
+            .collect();
+        assert_eq!(days, [(t0.date_naive(), 7, 6, 6)]);
     }
 
     #[test]
