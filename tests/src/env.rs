@@ -316,6 +316,8 @@ impl Raw for SchedulerRaw {
         found.sort();
         found
     }
+}
+
 /// Like [`aws`], with account passwords many to a secret ([`SharedSecrets`]) as deployments
 /// keep them by default.
 pub async fn aws_shared() -> Env {
