@@ -129,6 +129,8 @@ pub struct PollOutcome {
     pub tickets_created: u32,
     pub comments_added: u32,
     pub receipts_noted: u32,
+    /// Of those, ricevute di accettazione of PEC we sent: PEC the provider took.
+    pub accepted: u32,
     pub duplicates: u32,
     /// Messages that could not be parsed (each became a ticket with the raw message attached).
     pub unreadable: u32,
@@ -188,6 +190,7 @@ fn poll_stats(
     stats.rate_limit_stops += u64::from(outcome.stopped_for_rate_limit);
     stats.add_activity(DayActivity {
         received: u64::from(outcome.tickets_created) + u64::from(outcome.comments_added),
+        sent: u64::from(outcome.accepted),
         receipts: u64::from(outcome.receipts_noted),
         failures: u64::from(outcome.unreadable)
             + u64::from(outcome.parked)
@@ -347,6 +350,8 @@ enum Action {
 /// in Zendesk, and the cursor never passes a held receipt.
 struct Held {
     uid: Uid,
+    /// A ricevuta di accettazione (counted as a PEC sent once noted).
+    acceptance: bool,
     marker: String,
     ticket: TicketId,
     note: CommentDraft,
@@ -1217,6 +1222,10 @@ impl Inbound {
         let raw = message.raw;
         let parsed = PecMessage::parse_with(&raw, &pec::Limits::default(), &self.anchors);
         let message_id = Some(dedup_key(parsed.as_ref().ok(), &raw));
+        let acceptance = matches!(
+            &parsed,
+            Ok(m) if matches!(m.kind, Kind::Receipt(ReceiptKind::Accettazione))
+        );
 
         // A message already imported under another UID (a new UIDVALIDITY, a second copy).
         if let Some(mid) = &message_id
@@ -1274,6 +1283,7 @@ impl Inbound {
             Action::Comment(ticket, note, MessageOutcome::ReceiptNoted) if !failed_before => {
                 held.push(Held {
                     uid,
+                    acceptance,
                     marker,
                     ticket,
                     note,
@@ -1294,6 +1304,7 @@ impl Inbound {
             outcome,
         )
         .await?;
+        let poll = outcome;
         let (ticket, outcome) = match action {
             Action::NewTicket(draft) => {
                 let ticket = self
@@ -1328,6 +1339,9 @@ impl Inbound {
             .await?;
         self.step(Step::AfterRecord, uid.get())?;
         info!(account = %account.id.as_str(), uid = uid.get(), ticket = ticket.get(), ?outcome, "message handled");
+        if acceptance && outcome == MessageOutcome::ReceiptNoted {
+            poll.accepted += 1;
+        }
         Ok(Some((outcome, unreadable)))
     }
 
@@ -1389,6 +1403,7 @@ impl Inbound {
             }
         }
         for h in items {
+            let acceptance = h.acceptance;
             if one_by_one
                 && let Err(e) = self
                     .add_comment(h.ticket, h.note, &h.marker, h.uid.get(), deadline)
@@ -1415,7 +1430,10 @@ impl Inbound {
                 )
                 .await?;
             match recorded {
-                MessageOutcome::ReceiptNoted => outcome.receipts_noted += 1,
+                MessageOutcome::ReceiptNoted => {
+                    outcome.receipts_noted += 1;
+                    outcome.accepted += u32::from(acceptance);
+                }
                 _ => outcome.duplicates += 1,
             }
         }
@@ -1955,6 +1973,7 @@ mod tests {
             tickets_created: 2,
             comments_added: 1,
             receipts_noted: 3,
+            accepted: 1,
             unreadable: 1,
             duplicates: 7,
             parked: 1,
@@ -1976,6 +1995,7 @@ mod tests {
                 last_parked: Some(parked.clone()),
                 daily: vec![DayActivity {
                     received: 3,
+                    sent: 1,
                     receipts: 3,
                     failures: 2,
                     ..DayActivity::empty(t0.date_naive())
@@ -2026,9 +2046,9 @@ mod tests {
         let days: Vec<_> = again
             .daily
             .iter()
-            .map(|d| (d.day, d.received, d.receipts, d.failures))
+            .map(|d| (d.day, d.received, d.sent, d.receipts, d.failures))
             .collect();
-        assert_eq!(days, [(t0.date_naive(), 7, 6, 6)]);
+        assert_eq!(days, [(t0.date_naive(), 7, 2, 6, 6)]);
     }
 
     #[test]
