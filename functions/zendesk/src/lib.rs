@@ -33,7 +33,7 @@ pub use error::{FieldError, ZendeskError};
 pub use escape::{escape_placeholders, text_to_html};
 pub use model::{
     Attachment, CONDITIONAL_TICKET_EVENTS, Comment, Condition, Conditions, CustomField, NewTicket,
-    Requester, Ticket, TicketComment, TicketField, TicketFieldSpec, TicketId, TicketUpdate, Trigger, TriggerAction,
-    TriggerCategory, TriggerSpec, UploadToken, User, Webhook, WebhookAuth, WebhookAuthInfo,
-    WebhookSpec,
+    Requester, Ticket, TicketComment, TicketField, TicketFieldSpec, TicketId, TicketUpdate,
+    Trigger, TriggerAction, TriggerCategory, TriggerSpec, UploadToken, User, Webhook, WebhookAuth,
+    WebhookAuthInfo, WebhookSpec,
 };

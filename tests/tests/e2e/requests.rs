@@ -70,7 +70,10 @@ async fn a_new_pec_costs_one_upload_per_file_and_one_create_with_its_facts_in_ti
     for f in env.sim.ticket_fields() {
         if FACT_TITLES.contains(&f.title.as_str()) {
             assert_eq!(f.kind, "text");
-            assert!(f.active && !f.visible_in_portal && !f.editable_in_portal, "{f:?}");
+            assert!(
+                f.active && !f.visible_in_portal && !f.editable_in_portal,
+                "{f:?}"
+            );
         }
     }
 
@@ -82,8 +85,14 @@ async fn a_new_pec_costs_one_upload_per_file_and_one_create_with_its_facts_in_ti
         let from = env.sim.requests().len();
         env.poll().await;
         let calls = calls_since(&env.sim.requests(), from);
-        let uploads = calls.iter().filter(|c| *c == "POST /api/v2/uploads").count();
-        let creates = calls.iter().filter(|c| *c == "POST /api/v2/tickets").count();
+        let uploads = calls
+            .iter()
+            .filter(|c| *c == "POST /api/v2/uploads")
+            .count();
+        let creates = calls
+            .iter()
+            .filter(|c| *c == "POST /api/v2/tickets")
+            .count();
         let updates = calls.iter().filter(|c| c.starts_with("PUT ")).count();
         figures.push(format!("{k} attachments: {} requests", calls.len()));
         assert_eq!(
@@ -95,7 +104,12 @@ async fn a_new_pec_costs_one_upload_per_file_and_one_create_with_its_facts_in_ti
         assert_eq!(env.sim.tickets().len(), before_tickets + 1);
 
         let ticket = env.sim.tickets().pop().expect("the new ticket");
-        assert_eq!(ticket.comments.len(), 1, "no facts note: {:#?}", ticket.comments);
+        assert_eq!(
+            ticket.comments.len(),
+            1,
+            "no facts note: {:#?}",
+            ticket.comments
+        );
         let value = |title: &str| {
             ticket
                 .custom_fields
@@ -105,11 +119,16 @@ async fn a_new_pec_costs_one_upload_per_file_and_one_create_with_its_facts_in_ti
                 .unwrap_or(Value::Null)
         };
         assert_eq!(value("PEC identificativo"), json!(id));
-        assert_eq!(value("PEC data certificazione"), json!("27/11/2026 10:15:00 (+0100)"));
+        assert_eq!(
+            value("PEC data certificazione"),
+            json!("27/11/2026 10:15:00 (+0100)")
+        );
         assert_eq!(value("PEC gestore"), json!(mail::GESTORE));
         let firma = value("PEC firma");
         assert!(
-            firma.as_str().is_some_and(|f| f.starts_with("integra ma non attendibile")),
+            firma
+                .as_str()
+                .is_some_and(|f| f.starts_with("integra ma non attendibile")),
             "the sandbox signature is real but not a PEC provider's: {firma}"
         );
     }
@@ -130,7 +149,11 @@ async fn the_fact_fields_are_provisioned_once_and_found_again_or_remade_when_an_
         .await;
     assert_eq!(patched.status, 200, "{:?}", patched.body);
     assert_eq!(fact_fields(&env), first);
-    assert_eq!(env.sim.ticket_fields().len(), first.len() + 7, "7 system fields + ours");
+    assert_eq!(
+        env.sim.ticket_fields().len(),
+        first.len() + 7,
+        "7 system fields + ours"
+    );
 
     // An admin deletes one in Zendesk: the next provisioning makes it again, the others stay.
     assert!(env.sim.delete_ticket_field(first["PEC gestore"]));
@@ -204,7 +227,10 @@ async fn the_receipts_of_a_send_to_50_recipients_are_noted_in_at_most_3_updates(
     assert_eq!(outcome.remaining, 0);
     let calls = calls_since(&env.sim.requests(), from);
     let updates = calls.iter().filter(|c| c.starts_with("PUT ")).count();
-    let uploads = calls.iter().filter(|c| *c == "POST /api/v2/uploads").count();
+    let uploads = calls
+        .iter()
+        .filter(|c| *c == "POST /api/v2/uploads")
+        .count();
     println!(
         "51 receipts of one send: {updates} ticket updates, {uploads} uploads, {} Zendesk requests",
         calls.len()
@@ -232,9 +258,21 @@ async fn the_receipts_of_a_send_to_50_recipients_are_noted_in_at_most_3_updates(
             "{r}"
         );
     }
-    assert!(env.ticket(case.get()).tags.iter().any(|t| t == "pec_consegnata"));
+    assert!(
+        env.ticket(case.get())
+            .tags
+            .iter()
+            .any(|t| t == "pec_consegnata")
+    );
 
     // A second poll finds nothing more to note: the held receipts were recorded.
     let again = env.poll().await.expect("second poll");
-    assert_eq!(again, PollOutcome { caught_up: true, ..PollOutcome::default() }, "{again:?}");
+    assert_eq!(
+        again,
+        PollOutcome {
+            caught_up: true,
+            ..PollOutcome::default()
+        },
+        "{again:?}"
+    );
 }

@@ -113,9 +113,16 @@ impl State {
         };
         let title = match input.get("title").and_then(Value::as_str) {
             Some(t) if !t.trim().is_empty() => t.to_string(),
-            _ => return Err(ApiError::invalid("title", "BlankValue", "Title: cannot be blank")),
+            _ => {
+                return Err(ApiError::invalid(
+                    "title",
+                    "BlankValue",
+                    "Title: cannot be blank",
+                ));
+            }
         };
-        let flag = |key: &str, default: bool| input.get(key).and_then(Value::as_bool).unwrap_or(default);
+        let flag =
+            |key: &str, default: bool| input.get(key).and_then(Value::as_bool).unwrap_or(default);
         let id = self.next_id();
         let now = timestamp();
         let field = TicketField {
@@ -139,7 +146,10 @@ impl State {
     }
 
     pub fn show_ticket_field(&self, id: u64) -> Result<Value, ApiError> {
-        let field = self.ticket_fields.get(&id).ok_or_else(ApiError::not_found)?;
+        let field = self
+            .ticket_fields
+            .get(&id)
+            .ok_or_else(ApiError::not_found)?;
         Ok(json!({ "ticket_field": field_json(field) }))
     }
 
@@ -169,7 +179,9 @@ impl State {
             .collect();
         if !query.keys().any(|k| k.starts_with("page[")) {
             let all: Vec<Value> = items.into_iter().map(|(_, v)| v).collect();
-            return Ok(json!({ "ticket_fields": all, "next_page": null, "previous_page": null, "count": self.ticket_fields.len() }));
+            return Ok(
+                json!({ "ticket_fields": all, "next_page": null, "previous_page": null, "count": self.ticket_fields.len() }),
+            );
         }
         let path = format!("{}/api/v2/ticket_fields", self.base_url);
         cursor_page("ticket_fields", &path, items, query, &[])

@@ -105,7 +105,10 @@ fn category_not_found() -> ApiError {
     )
 }
 
-pub(super) fn object_under<'a>(request: &'a Value, key: &str) -> Result<&'a Map<String, Value>, ApiError> {
+pub(super) fn object_under<'a>(
+    request: &'a Value,
+    key: &str,
+) -> Result<&'a Map<String, Value>, ApiError> {
     request
         .get(key)
         .and_then(Value::as_object)
