@@ -239,7 +239,10 @@ for (const r of performance.getEntriesByType("resource")) {
 }
 const paints = performance.getEntriesByType("paint");
 const paint = paints.find((p) => p.name === "first-contentful-paint") || paints.find((p) => p.name === "first-paint");
-return {bytes, html: size(nav), files, paint: paint ? paint.startTime : null};
+const ms = (v) => Math.round(v);
+return {bytes, html: size(nav), files, paint: paint ? paint.startTime : null,
+  response_start: ms(nav.responseStart), response_end: ms(nav.responseEnd),
+  dom_interactive: ms(nav.domInteractive), dom_content_loaded: ms(nav.domContentLoadedEventEnd)};
 "#,
             vec![],
         )
@@ -279,10 +282,19 @@ async fn console_registers_polls_rotates_and_deletes_an_account_in_a_real_browse
     let profile = tempfile::tempdir().expect("browser profile");
     let c = driver.browser(profile.path()).await;
 
-    // The page, measured as it first loads.
+    // The page, measured as it loads: the first load also starts the browser's renderer for
+    // the site (printed, not held to the budget); the budget is for a load by a running browser
+    // (the page is fetched in full again: it is served `no-cache`, with no validator).
     c.goto(&format!("{base}/admin"))
         .await
         .expect("open the console");
+    css(&c, "#token").await;
+    let (cold_bytes, cold_paint) = measure(&c).await;
+    eprintln!("console page, first load: {cold_bytes} bytes; first paint: {cold_paint:.1} ms");
+    c.goto("about:blank").await.expect("leave");
+    c.goto(&format!("{base}/admin"))
+        .await
+        .expect("open the console again");
     css(&c, "#token").await;
     let (bytes, first_paint) = measure(&c).await;
     eprintln!("console page weight: {bytes} bytes; first paint: {first_paint:.1} ms");
@@ -448,6 +460,19 @@ async fn console_registers_polls_rotates_and_deletes_an_account_in_a_real_browse
         !sim.triggers().iter().any(|t| t.title.contains(&user)),
         "the account's triggers are gone"
     );
+
+    // 9. Another Zendesk instance: added (checked against Zendesk), listed, removed.
+    let credentials = sim.credentials();
+    fill(&c, "#zd-id", "seconda").await;
+    fill(&c, "#zd-url", sim.base_url()).await;
+    fill(&c, "#zd-email", &credentials.agent_email).await;
+    fill(&c, "#zd-api_token", &credentials.api_token).await;
+    click(&c, "#instance-form button[type=submit]").await;
+    wait_text(&c, "#status", "Istanza seconda aggiunta").await;
+    wait_text(&c, "#instances ul", "seconda").await;
+    click(&c, "#instances ul button").await;
+    wait_text(&c, "#status", "Istanza seconda rimossa").await;
+    wait_text(&c, "#instances", "Solo l'istanza predefinita").await;
 
     // Nothing went wrong in the page but the two refusals the scenario asked for.
     let seen = c

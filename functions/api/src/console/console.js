@@ -334,10 +334,11 @@ function clearErrors(root) {
   for (const input of root.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
 }
 
-function showFieldError(root, fieldName, text) {
+function showFieldError(root, fieldName, text, detail) {
   const span = root.querySelector('[data-error-for="' + fieldName + '"]');
   if (!span) return false;
   span.textContent = text;
+  if (detail) span.append(el("small", { class: "detail", text: detail }));
   const input = root.querySelector('[name="' + fieldName + '"]');
   if (input) {
     input.setAttribute("aria-invalid", "true");
@@ -356,10 +357,11 @@ function explain(body) {
 }
 
 function showRefusal(root, body) {
+  const message = (body && body.error) || "";
   const explanation = explain(body);
-  const detail = t("err.detail", { message: (body && body.error) || "" });
-  const text = explanation ? explanation + " " + detail : t("err.generic", { message: (body && body.error) || "" });
-  if (!(body && body.field && showFieldError(root, body.field, text))) say(text, "bad");
+  const text = explanation || t("err.generic", { message });
+  const detail = explanation ? t("err.detail", { message }) : "";
+  if (!(body && body.field && showFieldError(root, body.field, text, detail))) say(text + (detail ? " " + detail : ""), "bad");
 }
 
 // ----- the admin API ---------------------------------------------------------------------------
@@ -486,12 +488,8 @@ function render() {
   applyStatic();
   if ($("app").hidden) return;
   const open = state.accounts.find((a) => a.id === state.open);
-  $("app").replaceChildren(
-    accountsSection(),
-    open ? accountSection(open) : null,
-    registerSection(),
-    instancesSection()
-  );
+  const sections = [accountsSection(), open ? accountSection(open) : null, registerSection(), instancesSection()];
+  $("app").replaceChildren(...sections.filter(Boolean));
 }
 
 function providerLabel(name) {
@@ -500,12 +498,13 @@ function providerLabel(name) {
 }
 
 function passwordCell(status) {
-  if (status.password_set_at === null || status.password_set_at === undefined) return el("td", { text: "—" });
+  const label = t("col.password");
+  if (status.password_set_at === null || status.password_set_at === undefined) return el("td", { "data-label": label, text: "—" });
   const days = status.password_age_days || 0;
   const expiry = new Date(status.password_set_at);
   expiry.setMonth(expiry.getMonth() + PASSWORD_LIFE_MONTHS);
   const warn = days >= PASSWORD_WARN_DAYS;
-  return el("td", { class: warn ? "warn" : "" },
+  return el("td", { "data-label": label, class: warn ? "warn" : "" },
     t("password.age", { days }),
     el("br"),
     el("small", { text: t("password.expires", { date: fmtDay(expiry) }) }),
@@ -515,10 +514,10 @@ function passwordCell(status) {
 function stateCell(account) {
   const s = account.status;
   if (s.mailbox === "ok") {
-    return el("td", {}, el("span", { class: "badge " + (account.enabled ? "good" : "muted"),
+    return el("td", { "data-label": t("col.state") }, el("span", { class: "badge " + (account.enabled ? "good" : "muted"),
       text: account.enabled ? t("state.ok") : t("state.paused") }));
   }
-  return el("td", { class: "problem" },
+  return el("td", { "data-label": t("col.state"), class: "problem" },
     el("span", { class: "badge bad", text: t("state.problem_since", { since: fmtDate(s.problem_since) }) }),
     el("p", { text: t("problem." + s.mailbox) }),
     s.last_error ? el("small", { text: t("err.detail", { message: s.last_error }) }) : null);
@@ -537,7 +536,7 @@ function accountsSection() {
       el("td", { "data-label": t("col.counts"), class: "counts",
         text: (c.tickets_created + c.comments_added) + " / " + c.receipts_noted + " / " + c.unreadable }),
       passwordCell(a.status),
-      el("td", {}, el("button", { type: "button", class: "manage", "aria-label": t("manage") + " " + a.address,
+      el("td", { class: "row-actions" }, el("button", { type: "button", class: "manage", "aria-label": t("manage") + " " + a.address,
         onclick: () => { state.open = a.id; render(); const h = $("account-title"); if (h) h.focus(); } },
       t("manage"))));
   });
@@ -573,21 +572,26 @@ function settingsFields(form, a) {
     field(form, "outbound_attachments", select(["zendesk", "on", "off"].map((m) => [m, t("attachments." + m)]),
       a ? a.outbound_attachments : "zendesk")),
     el("div", { class: "field check" },
-      el("input", { type: "checkbox", id: form + "-guard_notifications", name: "guard_notifications" }),
+      el("input", { type: "checkbox", id: form + "-guard_notifications", name: "guard_notifications",
+        onchange: (event) => { event.target.dataset.touched = "1"; } }),
       el("label", { for: form + "-guard_notifications", text: t("field.guard_notifications") }))
   ];
 }
 
+// The settings of a form; the notification guard only when it was changed (the account view
+// does not say whether it is on, and saving other settings must not turn it off).
 function readSettings(form) {
   const v = (name) => form.elements[name].value;
-  return {
+  const settings = {
     subject_template: v("subject_template"),
     message_template: v("message_template"),
     poll_interval_minutes: Number(v("poll_interval_minutes")),
     receipt_mode: v("receipt_mode"),
-    outbound_attachments: v("outbound_attachments"),
-    guard_notifications: form.elements.guard_notifications.checked
+    outbound_attachments: v("outbound_attachments")
   };
+  const guard = form.elements.guard_notifications;
+  if (guard.dataset.touched === "1") settings.guard_notifications = guard.checked;
+  return settings;
 }
 
 function registerSection() {
