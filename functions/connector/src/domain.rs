@@ -1627,13 +1627,16 @@ mod tests {
         assert_eq!(stats.daily[29].day, day("2025-02-14"));
         // A day with nothing new still moves the window on.
         stats.add_activity(DayActivity::empty(day("2025-03-10")));
-        assert_eq!(stats.daily.len(), 0);
+        assert_eq!(stats.daily.first().map(|d| d.day), Some(day("2025-02-09")));
+        assert_eq!(stats.daily.len(), 6);
+        stats.add_activity(DayActivity::empty(day("2025-04-10")));
+        assert_eq!(stats.daily, []);
         // A clock gone back lands on the oldest kept day, never before the window.
-        stats.add_activity(activity("2025-03-10", 1, 0));
+        stats.add_activity(activity("2025-04-10", 1, 0));
         stats.add_activity(activity("2024-12-01", 1, 0));
         assert_eq!(
             stats.daily,
-            [activity("2025-02-09", 1, 0), activity("2025-03-10", 1, 0)]
+            [activity("2025-03-12", 1, 0), activity("2025-04-10", 1, 0)]
         );
     }
 }
