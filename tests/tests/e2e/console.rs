@@ -423,6 +423,14 @@ async fn console_registers_polls_rotates_and_deletes_an_account_in_a_real_browse
     click(&c, "#rotate-form button[type=submit]").await;
     wait_text(&c, "#status", "Password cambiata").await;
 
+    // Pause and resume.
+    click(&c, "#pause").await;
+    wait_text(&c, "#status", "Casella in pausa").await;
+    wait_text(&c, &row, "In pausa").await;
+    click(&c, "#pause").await;
+    wait_text(&c, "#status", "Casella riattivata").await;
+    wait_text(&c, &row, "OK").await;
+
     // 6. The English switch, and back.
     click(&c, "#lang").await;
     wait_text(&c, "#accounts-title", "PEC mailboxes").await;
