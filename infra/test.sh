@@ -30,6 +30,10 @@ bash infra/smtpd.sh start "$SMTPD_DIR"
 export SMTP_HOST=localhost SMTP_PORT="$SMTPS_PORT" SMTP_CA_PEM="$DOVECOT_DIR/cert.pem" \
   SMTP_SPOOL="$SMTPD_DIR/spool"
 
+# Chromium and chromedriver for the admin console's browser tests (tests/tests/e2e/console.rs);
+# installs them with apt-get when missing. The tests start chromedriver themselves.
+eval "export $(bash infra/chromium.sh install | tail -n 1)"
+
 cleanup() {
   bash infra/dovecot.sh stop "$DOVECOT_DIR" || true
   bash infra/smtpd.sh stop "$SMTPD_DIR" || true

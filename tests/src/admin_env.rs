@@ -129,6 +129,7 @@ impl AdminEnv {
             webhook_secrets: WebhookKeys::stored(env.secrets.clone()),
             webhook_limits: WebhookLimits::default(),
             admin: Some((Arc::new(admin), SecretString::from(ADMIN_TOKEN))),
+            console: Default::default(),
         };
         AdminEnv {
             env,

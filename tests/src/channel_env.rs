@@ -149,6 +149,7 @@ impl ChannelEnv {
             webhook_secrets: WebhookKeys::stored(env.secrets.clone()),
             webhook_limits: WebhookLimits::default(),
             admin: Some((Arc::new(admin), SecretString::from(ADMIN_TOKEN))),
+            console: Default::default(),
         };
         let router = api::router(Arc::new(state));
         let app = router.clone();

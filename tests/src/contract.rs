@@ -1149,6 +1149,21 @@ pub async fn lease_release_keeps_poll_stats(env: &Env) {
             requests_left: Some(39),
             request_limit: Some(200),
         }),
+        // The per-day activity travels in the same write (no write of its own).
+        daily: vec![
+            connector::domain::DayActivity {
+                received: 5,
+                failures: 1,
+                ..connector::domain::DayActivity::empty((at - TimeDelta::days(1)).date_naive())
+            },
+            connector::domain::DayActivity {
+                received: 3,
+                sent: 2,
+                receipts: 3,
+                failures: 4,
+                day: at.date_naive(),
+            },
+        ],
     };
     store.release_lease_with(&l, Some(&ok)).await.unwrap();
     let l = lease(store, &a.id, "poller-3").await;

@@ -114,6 +114,7 @@ impl OutboundEnv {
             )),
             webhook_limits: WebhookLimits::default(),
             admin: None,
+            console: Default::default(),
         };
         OutboundEnv {
             env,

@@ -12,15 +12,20 @@
 //! * `/accounts...` and `/zendesk-instances...` — the admin API ([`connector::admin::Admin`]),
 //!   behind the admin bearer token; described by `GET /openapi.json` ([`openapi`]).
 //!
+//! * `GET /providers` — the PEC providers' presets (IMAP and SMTP servers), for the console.
+//! * `GET /admin` (and its `console.js`, `console.css`) — the admin console ([`console`]), a page
+//!   over the admin API, with strict security headers.
+//!
 //! [`routes`] lists every method and path [`router`] serves; a test checks the SAM template
 //! deploys each of them.
 //!
 //! Every refusal is a 4xx whose JSON body `{"error": "...", "field": "..."}` says what is wrong;
 //! a 5xx only when the connector's own state store, secrets or Zendesk cannot be reached.
 
-// The OpenAPI document is one `json!` literal, deeper than the default limit allows.
+// The OpenAPI document is one `json!` literal, deeper than the default limit.
 #![recursion_limit = "256"]
 
+pub mod console;
 pub mod openapi;
 
 use std::collections::HashMap;
@@ -136,6 +141,8 @@ pub struct AppState {
     /// The admin use cases and the token admin calls must carry; without them every admin
     /// route answers 503.
     pub admin: Option<(Arc<Admin>, SecretString)>,
+    /// How the admin console is served (who may frame it).
+    pub console: console::ConsoleSettings,
 }
 
 /// Every route of the API: [`router`] is built from this list, so [`routes`] names exactly the
@@ -159,6 +166,10 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(Method::PATCH, "/accounts/{id}", change),
         endpoint(Method::DELETE, "/accounts/{id}", remove),
         endpoint(Method::POST, "/accounts/{id}/poll", poll_now),
+        endpoint(Method::GET, "/providers", providers),
+        endpoint(Method::GET, console::PAGE_PATH, console_page),
+        endpoint(Method::GET, console::SCRIPT_PATH, console_script),
+        endpoint(Method::GET, console::STYLE_PATH, console_style),
     ]
 }
 
@@ -200,6 +211,30 @@ async fn health() -> Response {
 
 async fn openapi_doc() -> Response {
     (StatusCode::OK, axum::Json(openapi::document())).into_response()
+}
+
+async fn console_page(State(state): State<Arc<AppState>>) -> Response {
+    console::asset(
+        &state.console,
+        "text/html; charset=utf-8",
+        console::INDEX_HTML,
+    )
+}
+
+async fn console_script(State(state): State<Arc<AppState>>) -> Response {
+    console::asset(
+        &state.console,
+        "text/javascript; charset=utf-8",
+        console::CONSOLE_JS,
+    )
+}
+
+async fn console_style(State(state): State<Arc<AppState>>) -> Response {
+    console::asset(
+        &state.console,
+        "text/css; charset=utf-8",
+        console::CONSOLE_CSS,
+    )
 }
 
 async fn not_found() -> Response {
@@ -542,4 +577,25 @@ async fn delete_instance(
     admin.delete_instance(&id).await?;
     state.webhook_secrets.refresh();
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn providers(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    admin(&state, &headers)?;
+    let presets: Vec<_> = connector::admin::PRESETS
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "label": p.label,
+                "imap_host": p.imap_host,
+                "imap_port": connector::admin::registration::IMAPS_PORT,
+                "smtp_host": p.smtp_host,
+                "smtp_port": connector::admin::registration::SMTPS_PORT,
+            })
+        })
+        .collect();
+    Ok(json_answer(StatusCode::OK, json!({ "providers": presets })))
 }

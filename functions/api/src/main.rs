@@ -26,6 +26,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         webhook_secrets: api::WebhookKeys::stored(parts.secrets.clone()),
         webhook_limits: WebhookLimits::default(),
         admin,
+        console: api::console::ConsoleSettings::from_env()?,
     };
     lambda_http::run(api::router(Arc::new(state))).await
 }

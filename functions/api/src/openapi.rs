@@ -58,6 +58,13 @@ fn account_status_schema() -> Value {
             "gaps": {"type": "integer", "description": "Messages the server listed but did not return."},
             "rate_limit_stops": {"type": "integer", "description": "Polls that stopped early to keep part of Zendesk's API request limit for the agents."}
         }},
+        "activity": {"type": "array", "description": "What the polls did per day (UTC), oldest first: the last 30 days that had any activity (days without any are absent).", "items": {"type": "object", "properties": {
+            "day": {"type": "string", "format": "date"},
+            "received": {"type": "integer", "description": "Messages imported (new tickets and comments)."},
+            "sent": {"type": "integer", "description": "PEC sent that the provider accepted."},
+            "receipts": {"type": "integer", "description": "Receipts noted."},
+            "failures": {"type": "integer", "description": "Failed polls, and messages that could not be read or imported."}
+        }}},
         "last_parked": {"type": "object", "description": "The last message set aside: uid_validity, uid, ticket, reason, at."},
         "failing": {"type": "object", "description": "A message the last polls stopped at (uid_validity, uid, failures, last_error); set aside after three polls in a row."},
         "last_poll_stopped_for_rate_limit": {"type": "boolean", "description": "The last poll stopped early to keep part of Zendesk's API request limit (20% by default) for the agents; not a failure, the next poll goes on."},
@@ -65,12 +72,26 @@ fn account_status_schema() -> Value {
     }})
 }
 
+/// `GET /providers` and `GET /admin` (the console).
+fn console_paths(admin: &Value) -> [(&'static str, Value); 2] {
+    [
+        (
+            "/providers",
+            json!({"get": {"summary": "The PEC providers' presets: name, label, IMAP and SMTP hosts and ports (what `provider` fills in)", "security": admin, "responses": {"200": {"description": "`{\"providers\": [{\"name\", \"label\", \"imap_host\", \"imap_port\", \"smtp_host\", \"smtp_port\"}]}`"}, "401": error_response("missing or wrong admin token")}}}),
+        ),
+        (
+            "/admin",
+            json!({"get": {"summary": "The admin console (HTML, with admin/console.js and admin/console.css): a page over this API; the admin token is typed in the page", "responses": {"200": {"description": "the page", "content": {"text/html": {}}}}}}),
+        ),
+    ]
+}
+
 /// The document.
 pub fn document() -> Value {
     let id_param =
         json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
     let admin = json!([{"adminToken": []}]);
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "PEC Connector for Zendesk",
@@ -93,10 +114,12 @@ pub fn document() -> Value {
                     "subject_template": {"type": "string"}, "message_template": {"type": "string"},
                     "receipt_mode": {"type": "string"}, "outbound_attachments": {"type": "string"},
                     "zendesk": {"type": "object", "properties": {"webhook_id": {"type": "string"}, "trigger_category_id": {"type": "string"}, "reply_trigger_id": {"type": "integer"}, "public_reply_trigger_id": {"type": "integer"}, "fact_fields": {"type": "object", "description": "The ticket fields holding the PEC facts.", "properties": {"identificativo": {"type": "integer"}, "data": {"type": "integer"}, "gestore": {"type": "integer"}, "firma": {"type": "integer"}}}}},
+                    "zendesk_links": {"type": "object", "description": "Where those objects open in Zendesk's admin center.", "properties": {"reply_trigger": {"type": "string", "format": "uri"}, "public_reply_trigger": {"type": "string", "format": "uri"}, "trigger_category": {"type": "string", "format": "uri"}, "webhook": {"type": "string", "format": "uri"}}},
+                    "provider": {"type": "string", "description": "The provider preset whose IMAP server the account uses (absent: none)."},
                     "status": account_status_schema(),
                     "created_at": {"type": "string"}, "updated_at": {"type": "string"}
                 }},
-                "PollOutcome": {"type": "object", "properties": {"busy": {"type": "boolean"}, "baseline": {"type": "boolean"}, "tickets_created": {"type": "integer"}, "comments_added": {"type": "integer"}, "receipts_noted": {"type": "integer"}, "duplicates": {"type": "integer"}, "unreadable": {"type": "integer"}, "parked": {"type": "integer"}, "too_large": {"type": "integer"}, "gaps": {"type": "integer"}, "skipped": {"type": "integer"}, "remaining": {"type": "integer"}, "caught_up": {"type": "boolean"}, "stopped_for_rate_limit": {"type": "boolean", "description": "Stopped early to keep part of Zendesk's API request limit for the agents; `remaining` messages wait for the next poll."}, "zendesk_requests_left": {"type": "object", "description": "Zendesk's API requests left and limit when it stopped.", "properties": {"limit": {"type": "integer"}, "remaining": {"type": "integer"}}}}}
+                "PollOutcome": {"type": "object", "properties": {"busy": {"type": "boolean"}, "baseline": {"type": "boolean"}, "tickets_created": {"type": "integer"}, "comments_added": {"type": "integer"}, "receipts_noted": {"type": "integer"}, "accepted": {"type": "integer", "description": "Of the receipts, ricevute di accettazione of PEC sent from this account."}, "duplicates": {"type": "integer"}, "unreadable": {"type": "integer"}, "parked": {"type": "integer"}, "too_large": {"type": "integer"}, "gaps": {"type": "integer"}, "skipped": {"type": "integer"}, "remaining": {"type": "integer"}, "caught_up": {"type": "boolean"}, "stopped_for_rate_limit": {"type": "boolean", "description": "Stopped early to keep part of Zendesk's API request limit for the agents; `remaining` messages wait for the next poll."}, "zendesk_requests_left": {"type": "object", "description": "Zendesk's API requests left and limit when it stopped.", "properties": {"limit": {"type": "integer"}, "remaining": {"type": "integer"}}}}}
             }
         },
         "paths": {
@@ -171,5 +194,9 @@ pub fn document() -> Value {
                 "post": {"summary": "Read the mailbox now", "security": admin, "responses": {"200": {"description": "what the poll did", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PollOutcome"}}}}, "401": error_response("missing or wrong admin token"), "404": error_response("no such account")}}
             }
         }
-    })
+    });
+    for (path, item) in console_paths(&admin) {
+        doc["paths"][path] = item;
+    }
+    doc
 }

@@ -362,6 +362,11 @@ pub async fn run(
             world.admin_token_file.display()
         ));
         say(&format!(
+            "  admin console   {}/admin  (in a browser; sign in with the admin token in {})",
+            world.base,
+            world.admin_token_file.display()
+        ));
+        say(&format!(
             "  Zendesk         {}/api/v2/tickets  (Basic auth {}/token : {})",
             world.zendesk.base_url(),
             world.zendesk.credentials().agent_email,

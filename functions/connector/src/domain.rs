@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 /// A value from outside that does not fit its type: names the field and the rule it breaks.
@@ -934,6 +934,75 @@ pub struct PollStats {
     /// Set when the last poll stopped early for Zendesk's request limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limited: Option<RateLimitStop>,
+    /// What the polls did per day (UTC), the last [`ACTIVITY_DAYS`] days with any activity,
+    /// oldest first: kept in the same write as the rest of the stats, so it costs no write.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub daily: Vec<DayActivity>,
+}
+
+/// How many days of [`PollStats::daily`] are kept.
+pub const ACTIVITY_DAYS: i64 = 30;
+
+/// What happened on an account on one day (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayActivity {
+    pub day: NaiveDate,
+    /// PEC and other messages imported (new tickets and comments).
+    #[serde(default)]
+    pub received: u64,
+    /// PEC we sent that the provider accepted (its ricevuta di accettazione arrived).
+    #[serde(default)]
+    pub sent: u64,
+    /// Receipts noted (accettazione, consegna, mancata consegna, ...).
+    #[serde(default)]
+    pub receipts: u64,
+    /// Failed polls, and messages that could not be read or imported.
+    #[serde(default)]
+    pub failures: u64,
+}
+
+impl DayActivity {
+    /// Nothing yet on `day`.
+    pub fn empty(day: NaiveDate) -> Self {
+        DayActivity {
+            day,
+            received: 0,
+            sent: 0,
+            receipts: 0,
+            failures: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.received == 0 && self.sent == 0 && self.receipts == 0 && self.failures == 0
+    }
+}
+
+impl PollStats {
+    /// Adds `delta` to its day and forgets the days more than [`ACTIVITY_DAYS`] before it. Days
+    /// stay in order, one entry each; a day with nothing to add creates no entry. A `delta` for a
+    /// day older than the kept window (a clock gone back) is added to the oldest kept day.
+    pub fn add_activity(&mut self, delta: DayActivity) {
+        let newest = self
+            .daily
+            .last()
+            .map_or(delta.day, |d| d.day.max(delta.day));
+        let first_kept = newest - chrono::Days::new(ACTIVITY_DAYS as u64 - 1);
+        self.daily.retain(|d| d.day >= first_kept);
+        if delta.is_empty() {
+            return;
+        }
+        let day = delta.day.max(first_kept);
+        let at = self.daily.partition_point(|d| d.day < day);
+        if self.daily.get(at).is_none_or(|d| d.day != day) {
+            self.daily.insert(at, DayActivity::empty(day));
+        }
+        let entry = &mut self.daily[at];
+        entry.received += delta.received;
+        entry.sent += delta.sent;
+        entry.receipts += delta.receipts;
+        entry.failures += delta.failures;
+    }
 }
 
 /// A poll that stopped early to keep part of Zendesk's request limit for the agents.
@@ -1504,5 +1573,70 @@ mod tests {
                 prop_assert!(!id.as_str().contains('#') && !id.as_str().contains('/'));
             }
         }
+    }
+
+    fn day(d: &str) -> NaiveDate {
+        d.parse().unwrap()
+    }
+
+    fn activity(d: &str, received: u64, failures: u64) -> DayActivity {
+        DayActivity {
+            received,
+            failures,
+            ..DayActivity::empty(day(d))
+        }
+    }
+
+    #[test]
+    fn daily_activity_folds_into_one_entry_per_day_in_order() {
+        let mut stats = PollStats::default();
+        stats.add_activity(activity("2025-03-02", 2, 0));
+        stats.add_activity(activity("2025-03-02", 1, 1));
+        stats.add_activity(DayActivity::empty(day("2025-03-03")));
+        stats.add_activity(activity("2025-03-01", 0, 1));
+        assert_eq!(
+            stats.daily,
+            [activity("2025-03-01", 0, 1), activity("2025-03-02", 3, 1)],
+            "days in order, an empty poll adds no day"
+        );
+        // Survives a JSON round trip (the stores keep the stats as JSON or a DynamoDB map).
+        let back: PollStats =
+            serde_json::from_value(serde_json::to_value(&stats).unwrap()).unwrap();
+        assert_eq!(back, stats);
+        assert!(
+            serde_json::to_value(PollStats::default())
+                .unwrap()
+                .get("daily")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn daily_activity_keeps_the_last_thirty_days() {
+        let mut stats = PollStats::default();
+        let start = day("2025-01-01");
+        for i in 0..45 {
+            let d = start + chrono::Days::new(i);
+            stats.add_activity(DayActivity {
+                received: 1,
+                ..DayActivity::empty(d)
+            });
+        }
+        assert_eq!(stats.daily.len(), ACTIVITY_DAYS as usize);
+        assert_eq!(stats.daily[0].day, day("2025-01-16"));
+        assert_eq!(stats.daily[29].day, day("2025-02-14"));
+        // A day with nothing new still moves the window on.
+        stats.add_activity(DayActivity::empty(day("2025-03-10")));
+        assert_eq!(stats.daily.first().map(|d| d.day), Some(day("2025-02-09")));
+        assert_eq!(stats.daily.len(), 6);
+        stats.add_activity(DayActivity::empty(day("2025-04-10")));
+        assert_eq!(stats.daily, []);
+        // A clock gone back lands on the oldest kept day, never before the window.
+        stats.add_activity(activity("2025-04-10", 1, 0));
+        stats.add_activity(activity("2024-12-01", 1, 0));
+        assert_eq!(
+            stats.daily,
+            [activity("2025-03-12", 1, 0), activity("2025-04-10", 1, 0)]
+        );
     }
 }

@@ -258,6 +258,11 @@ impl ZendeskClient {
         self
     }
 
+    /// The Zendesk instance's origin, e.g. `https://acme.zendesk.com` (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     /// The account's request budget as this client's answers reported it.
     pub fn budget(&self) -> &RateBudget {
         &self.budget

@@ -569,7 +569,7 @@ async fn the_openapi_document_names_every_route_and_field() {
             assert_ne!(a.status, 405, "{method} {path}: {a:?}");
         }
     }
-    assert_eq!(routes, 13);
+    assert_eq!(routes, 15);
     let a = env.admin("GET", "/undocumented", None).await;
     assert_eq!((a.status, a.error()), (404, "no such route"));
     // Every documented registration field is one the API accepts (none is "unknown").

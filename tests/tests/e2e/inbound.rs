@@ -254,6 +254,7 @@ async fn messages_of_every_kind_become_the_tickets_comments_notes_attachments_an
         outcome,
         PollOutcome {
             receipts_noted: 3,
+            accepted: 1,
             ..done()
         }
     );
@@ -461,6 +462,7 @@ async fn receipts_in_both_mode_note_the_case_and_open_a_ticket_each() {
         outcome,
         PollOutcome {
             receipts_noted: 2,
+            accepted: 1,
             ..done()
         }
     );

@@ -6,6 +6,7 @@ mod account_health;
 mod accounts;
 mod aws;
 mod channel;
+mod console;
 mod embedded;
 mod events;
 mod inbound;

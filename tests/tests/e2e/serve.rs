@@ -21,17 +21,17 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-const ADMIN_TOKEN: &str = "serve-admin-token-0123456789abcdef";
+pub(crate) const ADMIN_TOKEN: &str = "serve-admin-token-0123456789abcdef";
 
 /// A server started in-process, stopped by [`Running::stop`].
-struct Running {
-    base: String,
+pub(crate) struct Running {
+    pub(crate) base: String,
     server_task: JoinHandle<anyhow::Result<()>>,
     stop: oneshot::Sender<()>,
 }
 
 impl Running {
-    async fn start(
+    pub(crate) async fn start(
         config: ServeConfig,
     ) -> (Running, Arc<connector::schedules::local::LocalScheduler>) {
         let server = Server::start(config).await.expect("serve starts");
@@ -51,7 +51,7 @@ impl Running {
         )
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.send(()).expect("the server is running");
         tokio::time::timeout(Duration::from_secs(30), self.server_task)
             .await
@@ -61,7 +61,7 @@ impl Running {
     }
 }
 
-fn config(dir: &Path, sim: &ZendeskSimulator, tokens: bool) -> ServeConfig {
+pub(crate) fn config(dir: &Path, sim: &ZendeskSimulator, tokens: bool) -> ServeConfig {
     let ca = std::env::var("IMAP_CA_PEM")
         .unwrap_or_else(|_| "/tmp/pec-connector-dovecot-0/cert.pem".to_owned());
     ServeConfig {
@@ -100,7 +100,7 @@ fn subjects(sim: &ZendeskSimulator) -> Vec<String> {
     sim.tickets().into_iter().map(|t| t.subject).collect()
 }
 
-async fn append(dovecot: &Dovecot, user: &str, n: u32) {
+pub(crate) async fn append(dovecot: &Dovecot, user: &str, n: u32) {
     let raw = mail::envelope(
         &mail::citizen(n, user).build(),
         &format!("opec-serve-{n}@pec.sandbox.test"),

@@ -18,6 +18,9 @@ Secrets, from the environment only (stored on first use in <data-dir>/secrets, o
                      kept in the data directory, else a random one is generated and kept there
                      (the startup line names the file)
 
+The admin console is at /admin (the admin token opens it). CONSOLE_FRAME_ANCESTORS: who may
+frame it, a CSP source list (default 'none'; e.g. https://acme.zendesk.com).
+
 Logging: RUST_LOG (default `info`), to standard error.
 
 --config FILE is a JSON object with any of the keys listen, data_dir, zendesk_url,

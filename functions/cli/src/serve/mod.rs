@@ -266,6 +266,7 @@ impl Server {
             webhook_secrets: WebhookKeys::stored(secrets.clone()),
             webhook_limits: WebhookLimits::default(),
             admin: Some((Arc::new(admin), admin_token)),
+            console: api::console::ConsoleSettings::from_env()?,
         };
 
         let mut catch_up = Vec::new();
@@ -288,6 +289,7 @@ impl Server {
 
         tracing::info!(
             url = %format!("http://{addr}"),
+            console = %format!("http://{addr}/admin"),
             data_dir = %data_dir.display(),
             zendesk = %config.zendesk_url,
             public_url = %public_url,

@@ -189,6 +189,11 @@ pub struct AccountView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zendesk_instance: Option<String>,
     pub zendesk: ZendeskObjects,
+    /// Where an admin opens those objects in Zendesk's admin center.
+    pub zendesk_links: ZendeskLinks,
+    /// The provider preset whose IMAP server the account uses ([`PRESETS`]), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     /// Largest message imported whole, in MB (absent: the deployment's default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_message_mb: Option<u64>,
@@ -219,6 +224,8 @@ pub struct AccountStatus {
     pub last_poll_error: Option<String>,
     /// What the polls did since registration.
     pub counts: PollCounts,
+    /// What the polls did per day (UTC), oldest first: the last 30 days that had any activity.
+    pub activity: Vec<crate::domain::DayActivity>,
     /// The last message that could not be imported and was parked (its ticket holds it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_parked: Option<crate::domain::ParkedMessage>,
@@ -231,6 +238,46 @@ pub struct AccountStatus {
     /// What the last poll left and why, when it stopped early for the rate limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_poll_note: Option<String>,
+}
+
+/// Links to an account's objects in Zendesk's admin center (absent: not provisioned).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ZendeskLinks {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_trigger: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_reply_trigger: Option<String>,
+    /// The triggers list, where the "PEC Connector" category is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger_category: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+}
+
+impl ZendeskLinks {
+    /// The admin center pages of `objects` in the Zendesk at `base` (its origin).
+    pub fn of(base: &str, objects: &ZendeskObjects) -> Self {
+        let base = base.trim_end_matches('/');
+        let trigger = |id: u64| format!("{base}/admin/objects-rules/rules/triggers/{id}");
+        ZendeskLinks {
+            reply_trigger: objects.reply_trigger_id.map(trigger),
+            public_reply_trigger: objects.public_reply_trigger_id.map(trigger),
+            trigger_category: objects
+                .trigger_category_id
+                .as_ref()
+                .map(|_| format!("{base}/admin/objects-rules/rules/triggers")),
+            webhook: objects.webhook_id.as_ref().map(|id| {
+                format!("{base}/admin/apps-integrations/actions-webhooks/webhooks/{id}/details")
+            }),
+        }
+    }
+}
+
+/// The preset whose servers an account uses, by its IMAP host.
+pub fn provider_of(imap_host: &str) -> Option<&'static Preset> {
+    PRESETS
+        .iter()
+        .find(|p| p.imap_host.eq_ignore_ascii_case(imap_host))
 }
 
 /// What the polls of an account did since registration.
@@ -708,6 +755,17 @@ impl Admin {
         Ok(())
     }
 
+    /// Links to the account's objects in its Zendesk (none when its instance cannot be read).
+    async fn zendesk_links(&self, account: &Account) -> ZendeskLinks {
+        if account.zendesk_instance == self.instance {
+            return ZendeskLinks::of(self.zendesk.base_url(), &account.zendesk);
+        }
+        match self.on(account.zendesk_instance.as_ref()).await {
+            Ok(scoped) => ZendeskLinks::of(scoped.zendesk.base_url(), &account.zendesk),
+            Err(_) => ZendeskLinks::default(),
+        }
+    }
+
     async fn view(&self, account: &Account) -> Result<AccountView, AdminError> {
         let problem = account.health.problem.as_ref();
         // Read as stored, never through the lease: a running poll is neither disturbed nor
@@ -736,6 +794,8 @@ impl Admin {
                 .as_ref()
                 .map(|i| i.as_str().to_owned()),
             zendesk: account.zendesk.clone(),
+            zendesk_links: self.zendesk_links(account).await,
+            provider: provider_of(&account.imap.host).map(|p| p.name.to_owned()),
             max_message_mb: account.max_message_bytes.map(|b| b / (1024 * 1024)),
             status: AccountStatus {
                 mailbox: problem.map_or("ok".to_owned(), |p| {
@@ -763,6 +823,7 @@ impl Admin {
                     gaps: stats.gaps,
                     rate_limit_stops: stats.rate_limit_stops,
                 },
+                activity: stats.daily,
                 last_parked: stats.last_parked,
                 failing: stats.failing,
                 last_poll_stopped_for_rate_limit: stats.rate_limited.is_some(),

@@ -15,6 +15,8 @@ use crate::domain::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Preset {
     pub name: &'static str,
+    /// How admins know the provider.
+    pub label: &'static str,
     pub imap_host: &'static str,
     pub smtp_host: &'static str,
 }
@@ -22,31 +24,37 @@ pub struct Preset {
 pub const PRESETS: &[Preset] = &[
     Preset {
         name: "aruba",
+        label: "Aruba PEC",
         imap_host: "imaps.pec.aruba.it",
         smtp_host: "smtps.pec.aruba.it",
     },
     Preset {
         name: "poste",
+        label: "Poste Italiane (Postecert)",
         imap_host: "mail.postecert.it",
         smtp_host: "mail.postecert.it",
     },
     Preset {
         name: "legalmail",
+        label: "Legalmail (InfoCert)",
         imap_host: "mbox.cert.legalmail.it",
         smtp_host: "sendm.cert.legalmail.it",
     },
     Preset {
         name: "namirial",
+        label: "Namirial (Sicurezza Postale)",
         imap_host: "imaps.sicurezzapostale.it",
         smtp_host: "smtps.sicurezzapostale.it",
     },
     Preset {
         name: "actalis",
+        label: "Actalis",
         imap_host: "imap.pec.actalis.it",
         smtp_host: "smtp.pec.actalis.it",
     },
     Preset {
         name: "register",
+        label: "Register.it",
         imap_host: "imap.pec-email.com",
         smtp_host: "smtp.pec-email.com",
     },

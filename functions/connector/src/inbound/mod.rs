@@ -32,10 +32,10 @@ use zendesk::{
 };
 
 use crate::domain::{
-    Account, AccountHealth, AccountId, AccountProblem, Cursor, DeliveryState, FailingMessage,
-    Lease, LeaseHolder, LeaseOutcome, MessageId, MessageOutcome, MessageRecord, OutboundRecord,
-    ParkedMessage, PecAddress, PollStats, ProblemKind, RateLimitStop, ReceiptMode, RecordOutcome,
-    SendStatus, TicketId, TicketMarker, Uid, UidValidity,
+    Account, AccountHealth, AccountId, AccountProblem, Cursor, DayActivity, DeliveryState,
+    FailingMessage, Lease, LeaseHolder, LeaseOutcome, MessageId, MessageOutcome, MessageRecord,
+    OutboundRecord, ParkedMessage, PecAddress, PollStats, ProblemKind, RateLimitStop, ReceiptMode,
+    RecordOutcome, SendStatus, TicketId, TicketMarker, Uid, UidValidity,
 };
 use crate::mailbox::{FetchedMessage, MailboxError, MailboxProvider, MailboxSession, MessageRef};
 use crate::ports::{Secrets, Store};
@@ -129,6 +129,8 @@ pub struct PollOutcome {
     pub tickets_created: u32,
     pub comments_added: u32,
     pub receipts_noted: u32,
+    /// Of those, ricevute di accettazione of PEC we sent: PEC the provider took.
+    pub accepted: u32,
     pub duplicates: u32,
     /// Messages that could not be parsed (each became a ticket with the raw message attached).
     pub unreadable: u32,
@@ -186,6 +188,16 @@ fn poll_stats(
         request_limit: outcome.zendesk_requests_left.map(|l| l.limit),
     });
     stats.rate_limit_stops += u64::from(outcome.stopped_for_rate_limit);
+    stats.add_activity(DayActivity {
+        received: u64::from(outcome.tickets_created) + u64::from(outcome.comments_added),
+        sent: u64::from(outcome.accepted),
+        receipts: u64::from(outcome.receipts_noted),
+        failures: u64::from(outcome.unreadable)
+            + u64::from(outcome.parked)
+            + u64::from(outcome.gaps)
+            + u64::from(result.is_err()),
+        ..DayActivity::empty(now.date_naive())
+    });
     match result {
         Ok(()) => {
             stats.last_success_at = Some(now);
@@ -338,6 +350,8 @@ enum Action {
 /// in Zendesk, and the cursor never passes a held receipt.
 struct Held {
     uid: Uid,
+    /// A ricevuta di accettazione (counted as a PEC sent once noted).
+    acceptance: bool,
     marker: String,
     ticket: TicketId,
     note: CommentDraft,
@@ -1208,6 +1222,10 @@ impl Inbound {
         let raw = message.raw;
         let parsed = PecMessage::parse_with(&raw, &pec::Limits::default(), &self.anchors);
         let message_id = Some(dedup_key(parsed.as_ref().ok(), &raw));
+        let acceptance = matches!(
+            &parsed,
+            Ok(m) if matches!(m.kind, Kind::Receipt(ReceiptKind::Accettazione))
+        );
 
         // A message already imported under another UID (a new UIDVALIDITY, a second copy).
         if let Some(mid) = &message_id
@@ -1265,6 +1283,7 @@ impl Inbound {
             Action::Comment(ticket, note, MessageOutcome::ReceiptNoted) if !failed_before => {
                 held.push(Held {
                     uid,
+                    acceptance,
                     marker,
                     ticket,
                     note,
@@ -1285,6 +1304,7 @@ impl Inbound {
             outcome,
         )
         .await?;
+        let poll = outcome;
         let (ticket, outcome) = match action {
             Action::NewTicket(draft) => {
                 let ticket = self
@@ -1319,6 +1339,9 @@ impl Inbound {
             .await?;
         self.step(Step::AfterRecord, uid.get())?;
         info!(account = %account.id.as_str(), uid = uid.get(), ticket = ticket.get(), ?outcome, "message handled");
+        if acceptance && outcome == MessageOutcome::ReceiptNoted {
+            poll.accepted += 1;
+        }
         Ok(Some((outcome, unreadable)))
     }
 
@@ -1380,6 +1403,7 @@ impl Inbound {
             }
         }
         for h in items {
+            let acceptance = h.acceptance;
             if one_by_one
                 && let Err(e) = self
                     .add_comment(h.ticket, h.note, &h.marker, h.uid.get(), deadline)
@@ -1406,7 +1430,10 @@ impl Inbound {
                 )
                 .await?;
             match recorded {
-                MessageOutcome::ReceiptNoted => outcome.receipts_noted += 1,
+                MessageOutcome::ReceiptNoted => {
+                    outcome.receipts_noted += 1;
+                    outcome.accepted += u32::from(acceptance);
+                }
                 _ => outcome.duplicates += 1,
             }
         }
@@ -1946,6 +1973,7 @@ mod tests {
             tickets_created: 2,
             comments_added: 1,
             receipts_noted: 3,
+            accepted: 1,
             unreadable: 1,
             duplicates: 7,
             parked: 1,
@@ -1965,6 +1993,13 @@ mod tests {
                 unreadable: 1,
                 parked: 1,
                 last_parked: Some(parked.clone()),
+                daily: vec![DayActivity {
+                    received: 3,
+                    sent: 1,
+                    receipts: 3,
+                    failures: 2,
+                    ..DayActivity::empty(t0.date_naive())
+                }],
                 ..PollStats::default()
             }
         );
@@ -2006,6 +2041,14 @@ mod tests {
             (again.tickets_created, again.parked, again.receipts_noted),
             (5, 2, 6)
         );
+        // The day's activity adds up over the polls (t0..t2 are one day): a failed poll counts
+        // as a failure.
+        let days: Vec<_> = again
+            .daily
+            .iter()
+            .map(|d| (d.day, d.received, d.sent, d.receipts, d.failures))
+            .collect();
+        assert_eq!(days, [(t0.date_naive(), 7, 2, 6, 6)]);
     }
 
     #[test]
