@@ -4,7 +4,8 @@
 #   infra/ship.sh lint            sam validate --lint and cfn-lint on template.yaml (offline)
 #   infra/ship.sh build [ARCH]    cargo lambda build --release for x86-64 (default) or arm64;
 #                                 prints each bootstrap's size (target: under 15 MB; over it
-#                                 is a warning)
+#                                 is a warning) and fails if one holds a private key or a test
+#                                 certificate (infra/no_test_keys.py)
 #
 # The tools (aws-sam-cli, cfn-lint, cargo-lambda with its zig) are installed from PyPI into a
 # virtual environment under ~/.cache/pec-connector/tools when missing.
@@ -60,6 +61,9 @@ case "${1:-}" in
         say "warning: $f is over the 15 MB target"
       fi
     done
+    # Test support stays out of production: no private key, none of the sandbox's certificates.
+    python3 infra/no_test_keys.py "${CARGO_TARGET_DIR:-target}/lambda/poller/bootstrap" \
+      "${CARGO_TARGET_DIR:-target}/lambda/api/bootstrap"
     ;;
   *)
     echo "usage: $0 lint | build [x86-64|arm64]" >&2

@@ -26,8 +26,12 @@
 //!   for the RSA operation, in aws-lc);
 //! * [`subject`] — provider subject prefixes;
 //! * [`report`] — the flat summary printed by `pec-connector inspect`;
-//! * [`build`] — builds provider-shaped messages (test fixtures, the sandbox provider).
+//! * `build` — builds provider-shaped messages (test fixtures, the sandbox provider); with the
+//!   `test-support` feature only, as is signing with the sandbox provider's identity
+//!   (`signature::SigningIdentity`): the sandbox, the demo and tests turn it on, the Lambdas
+//!   never link it (`infra/ship.sh build` checks their bootstraps hold no private key).
 
+#[cfg(feature = "test-support")]
 pub mod build;
 pub mod daticert;
 pub mod message;

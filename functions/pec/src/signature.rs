@@ -28,23 +28,31 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_lc_rs::signature::{self as lc, ParsedPublicKey};
-use chrono::{DateTime, Datelike, Utc};
-use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
-use cms::content_info::{CmsVersion, ContentInfo};
-use cms::signed_data::{
-    CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
-};
+#[cfg(feature = "test-support")]
+use chrono::Datelike;
+use chrono::{DateTime, Utc};
+use cms::cert::CertificateChoices;
+#[cfg(feature = "test-support")]
+use cms::cert::IssuerAndSerialNumber;
+#[cfg(feature = "test-support")]
+use cms::content_info::CmsVersion;
+use cms::content_info::ContentInfo;
+#[cfg(feature = "test-support")]
+use cms::signed_data::{CertificateSet, EncapsulatedContentInfo, SignerInfos};
+use cms::signed_data::{SignedData, SignerIdentifier, SignerInfo};
 use const_oid::ObjectIdentifier;
 use const_oid::db::{rfc3280, rfc5911, rfc5912};
-use der::asn1::{GeneralizedTime, OctetString, SetOfVec, UtcTime};
+#[cfg(feature = "test-support")]
+use der::asn1::{GeneralizedTime, UtcTime};
+use der::asn1::{OctetString, SetOfVec};
 use der::{Any, Decode, Document, Encode, Tag, Tagged};
 use mailparse::ParsedMail;
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::{Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
+#[cfg(feature = "test-support")]
+use rsa::Pkcs1v15Sign;
 use serde::Serialize;
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};
+#[cfg(feature = "test-support")]
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 use x509_cert::attr::{Attribute, AttributeTypeAndValue};
@@ -56,6 +64,11 @@ use x509_cert::ext::pkix::{
 };
 use x509_cert::name::{Name, RelativeDistinguishedName};
 use x509_cert::time::Time;
+
+#[cfg(feature = "test-support")]
+mod sign;
+#[cfg(feature = "test-support")]
+pub use sign::{SigningIdentity, sign_detached, sign_detached_with};
 
 /// The verdict on a message's provider signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -751,15 +764,6 @@ fn verifies(key: &ParsedPublicKey, digest: DigestAlgorithm, hash: &[u8], signatu
         .is_ok()
 }
 
-/// The certificate's RSA key for the `rsa` crate (signing identities).
-fn rsa_key(cert: &Certificate) -> Option<RsaPublicKey> {
-    let spki = &cert.tbs_certificate.subject_public_key_info;
-    if spki.algorithm.oid != rfc5912::RSA_ENCRYPTION {
-        return None;
-    }
-    RsaPublicKey::from_pkcs1_der(spki.subject_public_key.raw_bytes()).ok()
-}
-
 fn subject_key_id(cert: &Certificate) -> Option<SubjectKeyIdentifier> {
     match cert.tbs_certificate.get::<SubjectKeyIdentifier>() {
         Ok(Some((_, ski))) => Some(ski),
@@ -1088,6 +1092,7 @@ impl DigestAlgorithm {
         }
     }
 
+    #[cfg(feature = "test-support")]
     fn pkcs1v15(self) -> Pkcs1v15Sign {
         match self {
             DigestAlgorithm::Sha1 => Pkcs1v15Sign::new::<Sha1>(),
@@ -1164,214 +1169,6 @@ fn feed_crlf(content: &[u8], mut sink: impl FnMut(&[u8])) {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Signing
-
-static SANDBOX_CERT_PEM: &[u8] = include_bytes!("../testdata/ca/provider.pem");
-static SANDBOX_KEY_PEM: &[u8] = include_bytes!("../testdata/ca/provider.key");
-static SANDBOX_CA_PEM: &[u8] = include_bytes!("../testdata/ca/test-ca.pem");
-
-/// A certificate, the chain to bundle with it, and its RSA private key.
-#[derive(Clone)]
-pub struct SigningIdentity {
-    cert: Certificate,
-    chain: Vec<Certificate>,
-    key: RsaPrivateKey,
-}
-
-impl SigningIdentity {
-    /// From PEM: the signer certificate, extra chain certificates to embed (may be empty), the
-    /// PKCS#8 (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`) RSA key, which must match the
-    /// certificate.
-    pub fn from_pem(
-        cert_pem: &[u8],
-        chain_pem: &[u8],
-        key_pem: &[u8],
-    ) -> Result<SigningIdentity, SignatureError> {
-        let cert = pem_certificates(cert_pem)?
-            .into_iter()
-            .next()
-            .ok_or(SignatureError::NoPem {
-                what: "the signing certificate",
-            })?;
-        let chain = pem_certificates(chain_pem)?
-            .into_iter()
-            .filter(|c| *c != cert)
-            .collect();
-        let key_block = pem_blocks(key_pem).next().ok_or(SignatureError::NoPem {
-            what: "the private key",
-        })?;
-        let (label, der) = decode_pem(key_block, "the private key")?;
-        let key = match label.as_str() {
-            "PRIVATE KEY" => {
-                RsaPrivateKey::from_pkcs8_der(der.as_bytes()).map_err(SignatureError::Pkcs8)?
-            }
-            "RSA PRIVATE KEY" => {
-                RsaPrivateKey::from_pkcs1_der(der.as_bytes()).map_err(SignatureError::Pkcs1)?
-            }
-            _ => return Err(SignatureError::KeyLabel { label }),
-        };
-        let public = rsa_key(&cert).ok_or(SignatureError::NotRsa)?;
-        if RsaPublicKey::from(&key) != public {
-            return Err(SignatureError::KeyMismatch);
-        }
-        Ok(SigningIdentity { cert, chain, key })
-    }
-
-    /// The committed test identity "Posta Certificata Sandbox"
-    /// (`posta-certificata@pec.sandbox.test`) from `functions/pec/testdata/ca`, issued by the
-    /// test CA of [`SigningIdentity::sandbox_ca_pem`]. For tests and the sandbox provider only.
-    pub fn sandbox() -> SigningIdentity {
-        static SANDBOX: OnceLock<SigningIdentity> = OnceLock::new();
-        SANDBOX
-            .get_or_init(|| {
-                SigningIdentity::from_pem(SANDBOX_CERT_PEM, SANDBOX_CA_PEM, SANDBOX_KEY_PEM)
-                    .expect("the committed sandbox identity in testdata/ca is readable")
-            })
-            .clone()
-    }
-
-    /// The PEM of the test CA that issued [`SigningIdentity::sandbox`].
-    pub fn sandbox_ca_pem() -> &'static [u8] {
-        SANDBOX_CA_PEM
-    }
-
-    /// The signer's e-mail (SAN rfc822Name), which a provider uses as the envelope `From`.
-    pub fn email(&self) -> Option<String> {
-        emails(&self.cert).into_iter().next()
-    }
-
-    /// The signer certificate's subject, as in [`SignatureReport::signer`].
-    pub fn subject(&self) -> String {
-        subject_string(&self.cert)
-    }
-}
-
-impl fmt::Debug for SigningIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningIdentity")
-            .field("subject", &subject_string(&self.cert))
-            .field(
-                "chain",
-                &self.chain.iter().map(subject_string).collect::<Vec<_>>(),
-            )
-            .finish_non_exhaustive()
-    }
-}
-
-/// Detached CMS SignedData (DER) over `content`, the exact bytes of the first part of the
-/// `multipart/signed`, with SHA-256; see [`sign_detached_with`].
-pub fn sign_detached(
-    content: &[u8],
-    identity: &SigningIdentity,
-    signing_time: DateTime<Utc>,
-) -> Result<Vec<u8>, SignatureError> {
-    sign_detached_with(content, identity, signing_time, DigestAlgorithm::Sha256)
-}
-
-/// Detached CMS SignedData (DER) over `content`, with signed attributes contentType (id-data),
-/// signingTime (`signing_time`) and messageDigest, RSA PKCS#1 v1.5, certificates = signer +
-/// chain. The content is hashed as the verifier hashes it, bare LF read as CRLF, so LF and
-/// CRLF content give the same signature; the message should still carry CRLF.
-pub fn sign_detached_with(
-    content: &[u8],
-    identity: &SigningIdentity,
-    signing_time: DateTime<Utc>,
-    digest: DigestAlgorithm,
-) -> Result<Vec<u8>, SignatureError> {
-    let time = der_time(signing_time).ok_or(SignatureError::SigningTime { time: signing_time })?;
-    let attrs: SetOfVec<Attribute> = SetOfVec::try_from(vec![
-        attribute(
-            rfc5911::ID_CONTENT_TYPE,
-            Any::encode_from(&rfc5911::ID_DATA),
-        )?,
-        attribute(rfc5911::ID_SIGNING_TIME, Any::encode_from(&time))?,
-        attribute(
-            rfc5911::ID_MESSAGE_DIGEST,
-            Any::encode_from(
-                &OctetString::new(digest.canonical_digest(content))
-                    .map_err(SignatureError::Encode)?,
-            ),
-        )?,
-    ])
-    .map_err(SignatureError::Encode)?;
-    let signed = digest.digest(&attrs.to_der().map_err(SignatureError::Encode)?);
-    let signature = identity
-        .key
-        .sign_with_rng(&mut rsa::rand_core::OsRng, digest.pkcs1v15(), &signed)
-        .map_err(SignatureError::Sign)?;
-
-    let digest_alg = AlgorithmIdentifierOwned {
-        oid: digest.oid(),
-        parameters: None,
-    };
-    let signer_info = SignerInfo {
-        version: CmsVersion::V1,
-        sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
-            issuer: identity.cert.tbs_certificate.issuer.clone(),
-            serial_number: identity.cert.tbs_certificate.serial_number.clone(),
-        }),
-        digest_alg: digest_alg.clone(),
-        signed_attrs: Some(attrs),
-        signature_algorithm: AlgorithmIdentifierOwned {
-            oid: rfc5912::RSA_ENCRYPTION,
-            parameters: Some(Any::null()),
-        },
-        signature: OctetString::new(signature).map_err(SignatureError::Encode)?,
-        unsigned_attrs: None,
-    };
-    let mut certs = vec![CertificateChoices::Certificate(identity.cert.clone())];
-    for cert in &identity.chain {
-        let choice = CertificateChoices::Certificate(cert.clone());
-        if !certs.contains(&choice) {
-            certs.push(choice);
-        }
-    }
-    let signed_data = SignedData {
-        version: CmsVersion::V1,
-        digest_algorithms: SetOfVec::try_from(vec![digest_alg]).map_err(SignatureError::Encode)?,
-        encap_content_info: EncapsulatedContentInfo {
-            econtent_type: rfc5911::ID_DATA,
-            econtent: None,
-        },
-        certificates: Some(CertificateSet(
-            SetOfVec::try_from(certs).map_err(SignatureError::Encode)?,
-        )),
-        crls: None,
-        signer_infos: SignerInfos(
-            SetOfVec::try_from(vec![signer_info]).map_err(SignatureError::Encode)?,
-        ),
-    };
-    ContentInfo {
-        content_type: rfc5911::ID_SIGNED_DATA,
-        content: Any::encode_from(&signed_data).map_err(SignatureError::Encode)?,
-    }
-    .to_der()
-    .map_err(SignatureError::Encode)
-}
-
-fn attribute(oid: ObjectIdentifier, value: der::Result<Any>) -> Result<Attribute, SignatureError> {
-    let value = value.map_err(SignatureError::Encode)?;
-    Ok(Attribute {
-        oid,
-        values: SetOfVec::try_from(vec![value]).map_err(SignatureError::Encode)?,
-    })
-}
-
-/// RFC 5652 11.3: UTCTime through 2049, GeneralizedTime after.
-fn der_time(time: DateTime<Utc>) -> Option<Time> {
-    let since_epoch = Duration::from_secs(u64::try_from(time.timestamp()).ok()?);
-    if time.year() < 2050 {
-        UtcTime::from_unix_duration(since_epoch)
-            .ok()
-            .map(Time::UtcTime)
-    } else {
-        GeneralizedTime::from_unix_duration(since_epoch)
-            .ok()
-            .map(Time::GeneralTime)
-    }
-}
-
 fn time_to_chrono(time: Time) -> Option<DateTime<Utc>> {
     let secs = i64::try_from(time.to_unix_duration().as_secs()).ok()?;
     DateTime::from_timestamp(secs, 0)
@@ -1430,6 +1227,7 @@ fn pem_certificates(pem: &[u8]) -> Result<Vec<Certificate>, SignatureError> {
 
 #[cfg(test)]
 mod tests {
+    use super::sign::{SANDBOX_CA_PEM, SANDBOX_CERT_PEM, SANDBOX_KEY_PEM};
     use super::*;
     use base64::Engine as _;
     use chrono::TimeZone;
