@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use api::{AppState, WebhookKeys};
 use connector::admin::{Admin, AdminOptions};
-use connector::inbound::{Inbound, PollOptions};
+use connector::inbound::Inbound;
 use connector::mailbox::imap::{ImapProvider, tls_config};
 use connector::mailer::smtp::{SmtpProvider, SmtpTrust};
-use connector::outbound::{Outbound, WebhookLimits};
+use connector::outbound::WebhookLimits;
+use connector::parts::Parts;
 use connector::ports::Store;
-use connector::zendesks::ZendeskDirectory;
 use sandbox::ZendeskSimulator;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -86,44 +86,23 @@ impl AdminEnv {
         let mailboxes = Arc::new(ImapProvider::new(
             tls_config(Some(&dovecot.ca_pem)).expect("test CA"),
         ));
-        let instances = Arc::new(ZendeskDirectory::new(
+        let mut parts = Parts::new(
             env.store.clone(),
             env.secrets.clone(),
-        ));
-        let inbound = Arc::new(Inbound {
-            store: env.store.clone(),
-            secrets: env.secrets.clone(),
-            mailboxes: mailboxes.clone(),
-            zendesk: zendesk.clone(),
-            anchors: pec::TrustAnchors::pec(),
-            options: PollOptions::default(),
-            hook: None,
-            instances: Some(instances.clone()),
-        });
+            mailboxes,
+            mailers,
+            zendesk.clone(),
+        );
+        parts.send = test_options();
+        let inbound = Arc::new(parts.inbound());
         let mut admin_options = AdminOptions::new(WEBHOOK_URL);
         options(&mut admin_options);
         let admin = Admin {
+            // The admin use cases see the store through the test's wrapper.
             store: store(env.store.clone()),
-            secrets: env.secrets.clone(),
-            schedules: env.schedules.clone(),
-            mailboxes,
-            mailers: mailers.clone(),
-            zendesk: zendesk.clone(),
-            inbound: inbound.clone(),
-            options: admin_options,
-            instances: Some(instances.clone()),
-            instance: None,
+            ..parts.admin(env.schedules.clone(), inbound.clone(), admin_options)
         };
-        let outbound = Arc::new(
-            Outbound::new(
-                env.store.clone(),
-                env.secrets.clone(),
-                mailers,
-                zendesk.clone(),
-                test_options(),
-            )
-            .with_instances(instances.clone()),
-        );
+        let outbound = Arc::new(parts.outbound());
         let state = AppState {
             outbound,
             webhook_secrets: WebhookKeys::stored(env.secrets.clone()),

@@ -16,12 +16,13 @@ use connector::mailbox::{
 };
 
 use api::{AppState, WebhookKeys};
-use connector::admin::{Admin, AdminOptions};
+use connector::admin::AdminOptions;
 use connector::domain::AccountId;
-use connector::inbound::{Inbound, PollOptions};
+use connector::inbound::Inbound;
 use connector::mailbox::imap::{ImapProvider, tls_config};
 use connector::mailer::smtp::{SmtpProvider, SmtpTrust};
 use connector::outbound::{Outbound, WebhookLimits};
+use connector::parts::Parts;
 use lambda_runtime::{Context, LambdaEvent};
 use sandbox::ZendeskSimulator;
 use secrecy::SecretString;
@@ -107,43 +108,27 @@ impl ChannelEnv {
             )),
             faults: faults.clone(),
         });
-        let inbound = Arc::new(Inbound {
-            store: env.store.clone(),
-            secrets: env.secrets.clone(),
-            mailboxes: mailboxes.clone(),
-            zendesk: zendesk.clone(),
-            anchors: pec::TrustAnchors::pec(),
-            // A short lease slack, so a stuck mailbox is given up on within a test's patience.
-            options: PollOptions {
-                lease_slack: Duration::from_secs(4),
-                ..PollOptions::default()
-            },
-            hook: None,
-            instances: None,
-        });
-        let outbound = Arc::new(Outbound::new(
+        let mut parts = Parts::new(
             env.store.clone(),
             env.secrets.clone(),
-            mailers.clone(),
-            zendesk.clone(),
-            test_options(),
-        ));
+            mailboxes,
+            mailers,
+            zendesk,
+        );
+        // A short lease slack, so a stuck mailbox is given up on within a test's patience.
+        parts.poll.lease_slack = Duration::from_secs(4);
+        parts.send = test_options();
+        let inbound = Arc::new(parts.inbound());
+        let outbound = Arc::new(parts.outbound());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .expect("bind a loopback port");
         let base = format!("http://{}", listener.local_addr().expect("local address"));
-        let admin = Admin {
-            store: env.store.clone(),
-            secrets: env.secrets.clone(),
-            schedules: env.schedules.clone(),
-            mailboxes,
-            mailers,
-            zendesk,
-            inbound: inbound.clone(),
-            options: AdminOptions::new(format!("{base}{}", api::WEBHOOK_PATH)),
-            instances: None,
-            instance: None,
-        };
+        let admin = parts.admin(
+            env.schedules.clone(),
+            inbound.clone(),
+            AdminOptions::new(format!("{base}{}", api::WEBHOOK_PATH)),
+        );
         let state = AppState {
             outbound: outbound.clone(),
             webhook_secrets: WebhookKeys::stored(env.secrets.clone()),

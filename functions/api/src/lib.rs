@@ -40,7 +40,8 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use chrono::Utc;
-use connector::admin::{Admin, AdminError, Registration};
+use connector::admin::instances::InstanceRegistration;
+use connector::admin::{Admin, AdminError, Changes, Registration};
 use connector::domain::{AccountId, InstanceId, SecretName};
 use connector::outbound::{Outbound, WebhookError, WebhookLimits, WebhookSecrets, parse, verify};
 use connector::ports::Secrets;
@@ -143,6 +144,27 @@ pub struct AppState {
     pub admin: Option<(Arc<Admin>, SecretString)>,
     /// How the admin console is served (who may frame it).
     pub console: console::ConsoleSettings,
+}
+
+impl AppState {
+    /// The api Lambda's state: the deployment's configuration read from the environment and the
+    /// AWS adapters built from it, once per container.
+    #[cfg(feature = "lambda")]
+    pub async fn from_env() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let config = connector::wiring::Config::from_env()?;
+        let parts = connector::wiring::AwsParts::from_config(&config).await?;
+        let admin = parts
+            .admin(&config)
+            .await?
+            .map(|(admin, token)| (Arc::new(admin), token));
+        Ok(AppState {
+            outbound: Arc::new(parts.outbound()),
+            webhook_secrets: WebhookKeys::stored(parts.parts.secrets.clone()),
+            webhook_limits: WebhookLimits::default(),
+            admin,
+            console: console::ConsoleSettings::from_env()?,
+        })
+    }
 }
 
 /// Every route of the API: [`router`] is built from this list, so [`routes`] names exactly the
@@ -512,7 +534,8 @@ async fn change(
     let admin = admin(&state, &headers)?;
     let id = account_id(&id)?;
     let bytes = admin_body(body).await?;
-    let result = admin.update(&id, &bytes).await;
+    let changes = Changes::parse(&bytes).map_err(AdminError::from)?;
+    let result = admin.update(&id, changes).await;
     state.webhook_secrets.refresh();
     Ok(json_answer(StatusCode::OK, result?))
 }
@@ -546,7 +569,8 @@ async fn register_instance(
 ) -> Result<Response, Refusal> {
     let admin = admin(&state, &headers)?;
     let bytes = admin_body(body).await?;
-    let (view, created) = admin.register_instance(&bytes).await?;
+    let registration = InstanceRegistration::parse(&bytes)?;
+    let (view, created) = admin.register_instance(registration).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -4,31 +4,10 @@
 #[cfg(feature = "lambda")]
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    use std::sync::Arc;
-
-    use connector::outbound::WebhookLimits;
-    use connector::wiring::{AwsParts, Config};
-
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_current_span(false)
-        .without_time()
-        .init();
-    let config = Config::from_env()?;
-    let parts = AwsParts::from_config(&config).await?;
-    let admin = parts
-        .admin(&config)
-        .await?
-        .map(|(admin, token)| (Arc::new(admin), token));
-    let state = api::AppState {
-        outbound: Arc::new(parts.outbound()),
-        webhook_secrets: api::WebhookKeys::stored(parts.secrets.clone()),
-        webhook_limits: WebhookLimits::default(),
-        admin,
-        console: api::console::ConsoleSettings::from_env()?,
-    };
-    lambda_http::run(api::router(Arc::new(state))).await
+    // JSON lines when the function's LogFormat is JSON (template.yaml); level from RUST_LOG.
+    lambda_http::tracing::init_default_subscriber();
+    let state = api::AppState::from_env().await?;
+    lambda_http::run(api::router(std::sync::Arc::new(state))).await
 }
 
 #[cfg(not(feature = "lambda"))]

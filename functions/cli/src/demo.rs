@@ -43,8 +43,6 @@ pub const OFFICE: &str = "protocollo@pec.sandbox.test";
 /// A citizen with a PEC box at the same provider (another hosted domain).
 pub const CITIZEN: &str = "mario.rossi@pec.cittadini.test";
 const CITIZEN_NAME: &str = "Mario Rossi";
-/// The tag that fires "Reply by PEC Connector [office]" (the account's template send).
-pub const REPLY_TAG: &str = "pec_connector_reply_protocollopec.sandbox.test";
 /// Demo passwords: the simulated provider's mailboxes, nothing real.
 const OFFICE_PASSWORD: &str = "demo-protocollo";
 const CITIZEN_PASSWORD: &str = "demo-cittadino";
@@ -389,10 +387,11 @@ pub async fn run(
             );
             say(&format!(
                 "  curl -u '{}/token:{}' -X PUT -H 'Content-Type: application/json' \\\n    \
-                 -d '{{\"ticket\":{{\"additional_tags\":[\"{REPLY_TAG}\"]}}}}' \\\n    \
+                 -d '{{\"ticket\":{{\"additional_tags\":[\"{}\"]}}}}' \\\n    \
                  {}/api/v2/tickets/{}",
                 credentials.agent_email,
                 credentials.api_token,
+                connector::domain::tags::reply_tag(OFFICE),
                 world.zendesk.base_url(),
                 report.ticket_id
             ));

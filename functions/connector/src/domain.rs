@@ -12,6 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod tags;
+
 /// A value from outside that does not fit its type: names the field and the rule it breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {field}: {reason}")]
@@ -404,6 +406,23 @@ impl fmt::Display for TicketMarker {
         }
         write!(f, "{}:{}", self.uid_validity.get(), self.uid.get())
     }
+}
+
+/// The `external_id` of the alert ticket of `account`'s incident that began at `since` (one
+/// alert per incident, found again by it).
+pub fn alert_external_id(account: &AccountId, since: DateTime<Utc>) -> String {
+    format!("pec-alert:{}:{}", account.as_str(), since.timestamp())
+}
+
+/// The `external_id` of the alert ticket that lists the messages of `account`'s mailbox skipped
+/// when it was renumbered to `uid_validity`.
+pub fn renumbered_external_id(account: &AccountId, uid_validity: UidValidity) -> String {
+    format!("pec-renumbered:{}:{}", account.as_str(), uid_validity.get())
+}
+
+/// The `external_id` of the alert about the parked message whose ticket is marked `marker`.
+pub fn parked_external_id(marker: &str) -> String {
+    format!("pec-parked:{marker}")
 }
 
 /// A Zendesk ticket id.

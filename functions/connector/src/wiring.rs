@@ -15,8 +15,9 @@ use crate::domain::{PollInterval, SecretName};
 use crate::inbound::{Inbound, PollOptions};
 use crate::mailbox::imap::{ImapProvider, tls_config};
 use crate::mailer::smtp::{SmtpProvider, SmtpTrust};
-use crate::outbound::{Outbound, SendOptions};
-use crate::ports::{Schedules, Secrets, Store};
+use crate::outbound::Outbound;
+use crate::parts::Parts;
+use crate::ports::{Schedules, Secrets};
 use crate::schedules::eventbridge::EventBridgeSchedules;
 use crate::schedules::scheduler::SchedulerSchedules;
 use crate::schedules::{Moving, move_all};
@@ -24,7 +25,6 @@ use crate::secrets::aws::AwsSecrets;
 use crate::secrets::cache::{CachedSecrets, Freshness};
 use crate::secrets::shared::SharedSecrets;
 use crate::store::dynamo::DynamoStore;
-use crate::zendesks::ZendeskDirectory;
 
 /// The deployment's settings.
 #[derive(Debug, Clone)]
@@ -209,13 +209,9 @@ impl Config {
 
 /// The AWS adapters of one process.
 pub struct AwsParts {
-    pub store: Arc<dyn Store>,
-    pub secrets: Arc<dyn Secrets>,
-    pub zendesk: Arc<ZendeskClient>,
-    pub egress_ip: Option<String>,
-    /// The Zendesk instances registered besides the default one.
-    pub instances: Arc<ZendeskDirectory>,
-    pub agent_reserve_percent: u8,
+    /// The adapters the use cases are built from: DynamoDB, Secrets Manager, IMAPS and SMTPS
+    /// with the web-PKI roots, the default Zendesk's client.
+    pub parts: Parts,
     aws: aws_config::SdkConfig,
 }
 
@@ -238,49 +234,27 @@ impl AwsParts {
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
         })?;
-        let instances = Arc::new(ZendeskDirectory::new(store.clone(), secrets.clone()));
-        Ok(AwsParts {
-            instances,
+        let tls = tls_config(None).map_err(anyhow::Error::msg)?;
+        let mut parts = Parts::new(
             store,
             secrets,
-            zendesk: Arc::new(zendesk),
-            egress_ip: config.egress_ip.clone(),
-            agent_reserve_percent: config.agent_reserve_percent,
-            aws,
-        })
-    }
-
-    /// The inbound use case over IMAPS with the web-PKI roots.
-    pub fn inbound(&self) -> anyhow::Result<Inbound> {
-        let tls = tls_config(None).map_err(anyhow::Error::msg)?;
-        Ok(Inbound {
-            store: self.store.clone(),
-            secrets: self.secrets.clone(),
-            mailboxes: Arc::new(ImapProvider::new(tls)),
-            zendesk: self.zendesk.clone(),
-            anchors: pec::TrustAnchors::pec(),
-            options: PollOptions {
-                agent_reserve_percent: self.agent_reserve_percent,
-                ..PollOptions::default()
-            },
-            hook: None,
-            instances: Some(self.instances.clone()),
-        })
-    }
-
-    /// The outbound use case over SMTPS with the web-PKI roots.
-    pub fn outbound(&self) -> Outbound {
-        Outbound::new(
-            self.store.clone(),
-            self.secrets.clone(),
+            Arc::new(ImapProvider::new(tls)),
             Arc::new(SmtpProvider::new(SmtpTrust::webpki())),
-            self.zendesk.clone(),
-            SendOptions {
-                egress_ip: self.egress_ip.clone(),
-                ..SendOptions::default()
-            },
-        )
-        .with_instances(self.instances.clone())
+            Arc::new(zendesk),
+        );
+        parts.poll.agent_reserve_percent = config.agent_reserve_percent;
+        parts.send.egress_ip = config.egress_ip.clone();
+        Ok(AwsParts { parts, aws })
+    }
+
+    /// The inbound use case.
+    pub fn inbound(&self) -> Inbound {
+        self.parts.inbound()
+    }
+
+    /// The outbound use case.
+    pub fn outbound(&self) -> Outbound {
+        self.parts.outbound()
     }
 
     /// The admin use cases and the admin token, when the deployment configures them
@@ -289,33 +263,22 @@ impl AwsParts {
         let Some(arn) = &config.poller_arn else {
             return Ok(None);
         };
-        let token = self.secrets.get(&SecretName::AdminToken).await?;
+        let token = self.parts.secrets.get(&SecretName::AdminToken).await?;
         let schedules = self.schedules(config, arn).await?;
-        let tls = tls_config(None).map_err(anyhow::Error::msg)?;
         // Empty: the api takes the URL the admin call arrived at.
         let webhook_url = config
             .public_url
             .as_deref()
             .map(|url| format!("{}/webhooks/zendesk", url.trim_end_matches('/')))
             .unwrap_or_default();
-        Ok(Some((
-            Admin {
-                store: self.store.clone(),
-                secrets: self.secrets.clone(),
-                schedules,
-                mailboxes: Arc::new(ImapProvider::new(tls)),
-                mailers: Arc::new(SmtpProvider::new(SmtpTrust::webpki())),
-                zendesk: self.zendesk.clone(),
-                inbound: Arc::new(self.inbound()?),
-                options: AdminOptions {
-                    default_poll_interval: config.default_poll_interval,
-                    ..AdminOptions::new(webhook_url)
-                },
-                instances: Some(self.instances.clone()),
-                instance: None,
-            },
-            token,
-        )))
+        let options = AdminOptions {
+            default_poll_interval: config.default_poll_interval,
+            ..AdminOptions::new(webhook_url)
+        };
+        let admin = self
+            .parts
+            .admin(schedules, Arc::new(self.inbound()), options);
+        Ok(Some((admin, token)))
     }
 }
 

@@ -46,6 +46,20 @@ impl InstanceError {
     }
 }
 
+/// The client of `instance` in `directory`, or `default` (the deployment's own Zendesk) when no
+/// instance is named: how every use case finds the Zendesk an account or a call belongs to.
+pub async fn client_for(
+    default: &Arc<ZendeskClient>,
+    directory: Option<&Arc<ZendeskDirectory>>,
+    instance: Option<&InstanceId>,
+) -> Result<Arc<ZendeskClient>, InstanceError> {
+    match (instance, directory) {
+        (None, _) => Ok(default.clone()),
+        (Some(id), Some(directory)) => directory.client(id).await,
+        (Some(id), None) => Err(InstanceError::Unknown(id.as_str().to_owned())),
+    }
+}
+
 /// How long a kept client is used before its instance and token are read again.
 pub const CLIENT_TTL: Duration = Duration::from_secs(60);
 

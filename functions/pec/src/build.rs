@@ -22,6 +22,7 @@ use mailparse::{MailHeaderMap, ParsedMail};
 use sha1::{Digest, Sha1};
 
 use crate::daticert::{Daticert, Destinatario, normalize_msgid};
+use crate::encode::{escape_html, hex};
 use crate::signature::{DigestAlgorithm, SigningIdentity, sign_detached};
 use crate::{Kind, ReceiptKind};
 

@@ -34,6 +34,7 @@
 #[cfg(feature = "test-support")]
 pub mod build;
 pub mod daticert;
+pub mod encode;
 pub mod message;
 pub mod report;
 pub mod signature;

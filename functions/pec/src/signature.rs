@@ -633,15 +633,15 @@ impl<'a> PathSearch<'a> {
 fn check_path_constraints(path: &[&Certificate], tweak: ConstraintTweak<'_>) -> Result<(), String> {
     for (i, ca) in path.iter().enumerate().skip(1) {
         let below = path.get(..i).unwrap_or_default();
-        if let Ok(Some((_, basic))) = ca.tbs_certificate.get::<BasicConstraints>() {
-            if let Some(max) = basic.path_len_constraint {
-                let intermediates = below.iter().skip(1).filter(|c| !self_issued(c)).count();
-                if intermediates > usize::from(max) {
-                    return Err(format!(
-                        "path length constraint of {} exceeded",
-                        subject_string(ca)
-                    ));
-                }
+        if let Ok(Some((_, basic))) = ca.tbs_certificate.get::<BasicConstraints>()
+            && let Some(max) = basic.path_len_constraint
+        {
+            let intermediates = below.iter().skip(1).filter(|c| !self_issued(c)).count();
+            if intermediates > usize::from(max) {
+                return Err(format!(
+                    "path length constraint of {} exceeded",
+                    subject_string(ca)
+                ));
             }
         }
         let mut constraints = match ca.tbs_certificate.get::<NameConstraints>() {

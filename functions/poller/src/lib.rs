@@ -19,7 +19,7 @@ pub use connector::wiring::{Config, ConfigError};
 /// The AWS-backed inbound and outbound use cases.
 pub async fn from_config(config: &Config) -> anyhow::Result<(Inbound, Outbound)> {
     let parts = AwsParts::from_config(config).await?;
-    Ok((parts.inbound()?, parts.outbound()))
+    Ok((parts.inbound(), parts.outbound()))
 }
 
 /// The invocation's input: the target Input `{"account_id": "..."}` the schedule sends, or a

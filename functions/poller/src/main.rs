@@ -5,12 +5,8 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_current_span(false)
-        .without_time()
-        .init();
+    // JSON lines when the function's LogFormat is JSON (template.yaml); level from RUST_LOG.
+    lambda_runtime::tracing::init_default_subscriber();
     let config = poller::Config::from_env()?;
     let (inbound, outbound) = poller::from_config(&config).await?;
     let (inbound, outbound) = (&inbound, &outbound);

@@ -415,10 +415,10 @@ fn header_values(raw: &[u8], name: &str) -> Vec<String> {
             continue;
         }
         values.extend(current.take());
-        if let Some((n, v)) = line.split_once(':') {
-            if n.trim().eq_ignore_ascii_case(name) {
-                current = Some(v.trim().to_owned());
-            }
+        if let Some((n, v)) = line.split_once(':')
+            && n.trim().eq_ignore_ascii_case(name)
+        {
+            current = Some(v.trim().to_owned());
         }
     }
     values.extend(current);

@@ -30,12 +30,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use api::{AppState, WebhookKeys};
-use connector::admin::{Admin, AdminOptions};
+use connector::admin::AdminOptions;
 use connector::domain::{AccountId, PollRequest, Schedule, SecretName};
-use connector::inbound::{Inbound, PollOptions};
+use connector::inbound::Inbound;
 use connector::mailbox::imap::{ImapProvider, tls_config};
 use connector::mailer::smtp::{SmtpProvider, SmtpTrust};
-use connector::outbound::{Outbound, SendOptions, WebhookLimits};
+use connector::outbound::{Outbound, WebhookLimits};
+use connector::parts::Parts;
 use connector::ports::{Schedules, Secrets, Store};
 use connector::schedules::local::LocalScheduler;
 use connector::secrets::SecretsError;
@@ -165,10 +166,6 @@ impl Server {
         // Passwords kept between polls as on AWS (read again when changed or refused).
         let secrets: Arc<dyn Secrets> =
             Arc::new(CachedSecrets::new(file_secrets, Freshness::DEFAULT));
-        let instances = Arc::new(connector::zendesks::ZendeskDirectory::new(
-            store.clone(),
-            secrets.clone(),
-        ));
 
         let api_token = zendesk_token(&*secrets, config.zendesk_api_token.clone()).await?;
         let admin_token = admin_token(&*secrets, config.admin_token.clone()).await?;
@@ -224,43 +221,18 @@ impl Server {
             .unwrap_or_else(|| format!("http://{addr}"));
         let webhook_url = format!("{}{}", public_url.trim_end_matches('/'), api::WEBHOOK_PATH);
 
-        let inbound = Arc::new(Inbound {
-            store: store.clone(),
-            secrets: secrets.clone(),
-            mailboxes: mailboxes.clone(),
-            zendesk: zendesk.clone(),
-            anchors,
-            options: PollOptions {
-                agent_reserve_percent: config.agent_reserve_percent,
-                ..PollOptions::default()
-            },
-            hook: None,
-            instances: Some(instances.clone()),
-        });
-        let outbound = Arc::new(
-            Outbound::new(
-                store.clone(),
-                secrets.clone(),
-                mailers.clone(),
-                zendesk.clone(),
-                SendOptions::default(),
-            )
-            .with_instances(instances.clone()),
-        );
+        let mut parts = Parts::new(store.clone(), secrets.clone(), mailboxes, mailers, zendesk);
+        parts.anchors = anchors;
+        parts.poll.agent_reserve_percent = config.agent_reserve_percent;
+        let inbound = Arc::new(parts.inbound());
+        let outbound = Arc::new(parts.outbound());
         let (scheduler, polls) = LocalScheduler::new(64);
         let scheduler = Arc::new(scheduler);
-        let admin = Admin {
-            store: store.clone(),
-            secrets: secrets.clone(),
-            schedules: scheduler.clone(),
-            mailboxes,
-            mailers,
-            zendesk,
-            inbound: inbound.clone(),
-            options: AdminOptions::new(webhook_url),
-            instances: Some(instances.clone()),
-            instance: None,
-        };
+        let admin = parts.admin(
+            scheduler.clone(),
+            inbound.clone(),
+            AdminOptions::new(webhook_url),
+        );
         let state = AppState {
             outbound: outbound.clone(),
             webhook_secrets: WebhookKeys::stored(secrets.clone()),
@@ -479,6 +451,5 @@ fn random_token() -> anyhow::Result<SecretString> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|e| anyhow::anyhow!("cannot generate an admin token: {e}"))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(SecretString::from(hex))
+    Ok(SecretString::from(pec::encode::hex(&bytes)))
 }

@@ -58,7 +58,21 @@ fn text(
     }
 }
 
-/// `POST /zendesk-instances`: `{"id", "subdomain" | "url", "email" + "api_token" | "oauth_token"}`.
+/// A `POST /zendesk-instances` body, read and checked: the instance and its token.
+pub struct InstanceRegistration {
+    pub instance: ZendeskInstance,
+    pub token: SecretString,
+}
+
+impl InstanceRegistration {
+    /// Reads `{"id", "subdomain" | "url", "email" + "api_token" | "oauth_token"}`; an error
+    /// names the field.
+    pub fn parse(body: &[u8]) -> Result<Self, AdminError> {
+        let (instance, token) = parse(body)?;
+        Ok(InstanceRegistration { instance, token })
+    }
+}
+
 fn parse(body: &[u8]) -> Result<(ZendeskInstance, SecretString), AdminError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| bad("body", format!("not a JSON object: {e}")))?;
@@ -138,12 +152,18 @@ impl Admin {
     /// `POST /zendesk-instances`: checks the credentials against Zendesk (they must belong to
     /// an agent or admin), then keeps the token as a secret and the instance in the store.
     /// Registering the same id again replaces it. Returns the instance and whether it was new.
-    pub async fn register_instance(&self, body: &[u8]) -> Result<(InstanceView, bool), AdminError> {
+    pub async fn register_instance(
+        &self,
+        registration: InstanceRegistration,
+    ) -> Result<(InstanceView, bool), AdminError> {
         let directory = self
             .instances
             .as_ref()
             .ok_or_else(|| bad("body", "this deployment serves only its default Zendesk"))?;
-        let (mut instance, token) = parse(body)?;
+        let InstanceRegistration {
+            mut instance,
+            token,
+        } = registration;
         let client = directory.build(&instance, token.clone())?;
         let deadline = Instant::now() + Duration::from_secs(15);
         let token_field = match instance.auth {

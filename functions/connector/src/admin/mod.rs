@@ -34,7 +34,7 @@ use crate::ports::{Schedules, Secrets, Store};
 use crate::schedules::SchedulesError;
 use crate::secrets::SecretsError;
 use crate::store::StoreError;
-use crate::zendesks::{InstanceError, ZendeskDirectory};
+use crate::zendesks::{InstanceError, ZendeskDirectory, client_for};
 
 pub use registration::{Changes, PRESETS, Preset, Registration};
 
@@ -304,11 +304,7 @@ impl Admin {
         let Some(id) = instance else {
             return Ok(self.clone());
         };
-        let directory = self
-            .instances
-            .as_ref()
-            .ok_or_else(|| unknown_instance(id))?;
-        let zendesk = match directory.client(id).await {
+        let zendesk = match client_for(&self.zendesk, self.instances.as_ref(), Some(id)).await {
             Ok(z) => z,
             Err(InstanceError::Unknown(_)) => return Err(unknown_instance(id)),
             Err(e) => return Err(e.into()),
@@ -436,19 +432,22 @@ impl Admin {
         Ok((self.view(&account).await?, created))
     }
 
-    /// `PATCH /accounts/{id}`.
-    pub async fn update(&self, id: &AccountId, body: &[u8]) -> Result<AccountView, AdminError> {
+    /// `PATCH /accounts/{id}`, its body read by [`Changes::parse`].
+    pub async fn update(
+        &self,
+        id: &AccountId,
+        changes: Changes,
+    ) -> Result<AccountView, AdminError> {
         let mut account = self.account(id).await?;
         if account.zendesk_instance != self.instance {
             let scoped = self.on(account.zendesk_instance.as_ref()).await?;
-            return Box::pin(scoped.update(id, body)).await;
+            return Box::pin(scoped.update(id, changes)).await;
         }
-        let changes = Changes::parse(body, &account.imap, &account.smtp)?;
         let now = Utc::now();
-        if let Some(e) = changes.imap.clone() {
+        if let Some(e) = changes.imap.apply(&account.imap)? {
             account.imap = e;
         }
-        if let Some(e) = changes.smtp.clone() {
+        if let Some(e) = changes.smtp.apply(&account.smtp)? {
             account.smtp = e;
         }
         if let Some(u) = changes.username.clone() {
@@ -839,7 +838,7 @@ impl Admin {
 fn registration_nonce() -> String {
     let mut bytes = [0u8; 6];
     getrandom::fill(&mut bytes).expect("the operating system's random source");
-    crate::outbound::compose::hex(&bytes)
+    pec::encode::hex(&bytes)
 }
 
 /// An IMAP refusal as the field an admin must fix.

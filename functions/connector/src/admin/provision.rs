@@ -26,18 +26,15 @@ use serde_json::{Value, json};
 use zendesk::{Condition, Conditions, TriggerAction, TriggerSpec, WebhookSpec, ZendeskError};
 
 use crate::admin::{Admin, AdminError};
+use crate::domain::tags::{TAG, account_tag};
 use crate::domain::{Account, Fact, FactFields, SecretName, ZendeskObjects};
-use crate::inbound::render::account_tag;
 use crate::secrets::SecretsError;
 
 pub const WEBHOOK_NAME: &str = "PEC Connector";
 pub const CATEGORY_NAME: &str = "PEC Connector";
 
 pub fn reply_tag(account: &Account) -> String {
-    format!(
-        "pec_connector_reply_{}",
-        account.address.as_str().replace('@', "")
-    )
+    crate::domain::tags::reply_tag(account.address.as_str())
 }
 
 pub fn reply_title(account: &Account) -> String {
@@ -108,7 +105,7 @@ fn reply_parts(
         vec![
             TriggerAction::notification_webhook(webhook, body),
             TriggerAction::new("remove_tags", tag),
-            TriggerAction::new("current_tags", crate::inbound::render::TAG),
+            TriggerAction::new("current_tags", TAG),
         ],
     )
 }
@@ -140,7 +137,7 @@ fn our_action(a: &TriggerAction, webhook: &str, tag: Option<&str>) -> bool {
     match a.field.as_str() {
         "notification_webhook" => a.value.get(0).and_then(Value::as_str) == Some(webhook),
         "remove_tags" => tag.is_some_and(|t| a.value.as_str() == Some(t)),
-        "current_tags" => tag.is_some() && a.value.as_str() == Some(crate::inbound::render::TAG),
+        "current_tags" => tag.is_some() && a.value.as_str() == Some(TAG),
         _ => false,
     }
 }
@@ -448,7 +445,7 @@ pub fn guard_condition(reply_tags: &[String]) -> Condition {
     let mut tags = reply_tags.to_vec();
     tags.sort();
     tags.dedup();
-    let mut value = crate::inbound::render::TAG.to_owned();
+    let mut value = TAG.to_owned();
     for t in tags {
         value.push(' ');
         value.push_str(&t);
@@ -460,8 +457,7 @@ pub fn guard_condition(reply_tags: &[String]) -> Condition {
 fn is_guard(c: &Condition) -> bool {
     c.field == "current_tags"
         && c.operator == "not_includes"
-        && c.value.as_str().and_then(|v| v.split_whitespace().next())
-            == Some(crate::inbound::render::TAG)
+        && c.value.as_str().and_then(|v| v.split_whitespace().next()) == Some(TAG)
 }
 
 /// Whether a trigger is one of Zendesk's standard notifications to the requester (it e-mails the
@@ -591,7 +587,7 @@ fn gone_ok(r: Result<(), ZendeskError>) -> Result<(), AdminError> {
 fn new_token() -> SecretString {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the operating system's random source");
-    SecretString::from(crate::outbound::compose::hex(&bytes))
+    SecretString::from(pec::encode::hex(&bytes))
 }
 
 #[cfg(test)]

@@ -95,12 +95,12 @@ pub struct Registration {
 }
 
 /// `PATCH /accounts/{id}`: only what is given changes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Changes {
     pub password: Option<secrecy::SecretString>,
     pub username: Option<Option<String>>,
-    pub imap: Option<Endpoint>,
-    pub smtp: Option<Endpoint>,
+    pub imap: EndpointChange,
+    pub smtp: EndpointChange,
     pub poll_interval: Option<PollInterval>,
     pub subject_template: Option<String>,
     pub message_template: Option<String>,
@@ -109,6 +109,39 @@ pub struct Changes {
     pub enabled: Option<bool>,
     pub guard_notifications: Option<bool>,
     pub max_message_mb: Option<u64>,
+}
+
+/// A server's host and port as a `PATCH` gives them: either may be left out, to keep the
+/// account's current value.
+#[derive(Debug, Clone)]
+pub struct EndpointChange {
+    host_field: &'static str,
+    port_field: &'static str,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+}
+
+impl EndpointChange {
+    /// Whether the host or the port changes.
+    pub fn is_given(&self) -> bool {
+        self.host.is_some() || self.port.is_some()
+    }
+
+    /// The server after the change to `current`; `None` when nothing changes. An error names
+    /// the field at fault.
+    pub fn apply(&self, current: &Endpoint) -> Result<Option<Endpoint>, InvalidInput> {
+        if !self.is_given() {
+            return Ok(None);
+        }
+        endpoint(
+            self.host_field,
+            self.port_field,
+            self.host.clone().or_else(|| Some(current.host.clone())),
+            self.port.or(Some(current.port)),
+            current.port,
+        )
+        .map(Some)
+    }
 }
 
 #[derive(Deserialize)]
@@ -364,7 +397,7 @@ pub fn id_from_address(address: &PecAddress) -> AccountId {
         // Keep it unique: a short digest of the whole address at the end.
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(address.as_str().as_bytes());
-        let tail: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        let tail = pec::encode::hex(&digest[..4]);
         id.truncate(31);
         id = format!("{}-{tail}", id.trim_end_matches('-'));
     }
@@ -432,12 +465,9 @@ impl Registration {
 
 impl Changes {
     /// Reads and checks a `PATCH /accounts/{id}` body. `address`, `id` and `provider` cannot
-    /// change (register another account instead).
-    pub fn parse(
-        body: &[u8],
-        current_imap: &Endpoint,
-        current_smtp: &Endpoint,
-    ) -> Result<Changes, InvalidInput> {
+    /// change (register another account instead). A host or port is checked against the
+    /// account's current server when applied ([`EndpointChange::apply`]).
+    pub fn parse(body: &[u8]) -> Result<Changes, InvalidInput> {
         let r = raw(body)?;
         for (field, v) in [
             ("address", &r.address),
@@ -451,20 +481,13 @@ impl Changes {
                 ));
             }
         }
-        let endpoint_change = |hf, pf, host: &Option<Value>, p: &Option<Value>, cur: &Endpoint| {
-            let host = string(hf, host)?;
-            let port = port(pf, p)?;
-            if host.is_none() && port.is_none() {
-                return Ok(None);
-            }
-            endpoint(
-                hf,
-                pf,
-                host.or_else(|| Some(cur.host.clone())),
-                port.or(Some(cur.port)),
-                cur.port,
-            )
-            .map(Some)
+        let endpoint_change = |host_field, port_field, host: &Option<Value>, p: &Option<Value>| {
+            Ok::<_, InvalidInput>(EndpointChange {
+                host_field,
+                port_field,
+                host: string(host_field, host)?,
+                port: port(port_field, p)?,
+            })
         };
         let enabled = flag("enabled", &r.enabled)?;
         Ok(Changes {
@@ -474,20 +497,8 @@ impl Changes {
                 .as_ref()
                 .map(|_| username(&r.username))
                 .transpose()?,
-            imap: endpoint_change(
-                "imap_host",
-                "imap_port",
-                &r.imap_host,
-                &r.imap_port,
-                current_imap,
-            )?,
-            smtp: endpoint_change(
-                "smtp_host",
-                "smtp_port",
-                &r.smtp_host,
-                &r.smtp_port,
-                current_smtp,
-            )?,
+            imap: endpoint_change("imap_host", "imap_port", &r.imap_host, &r.imap_port)?,
+            smtp: endpoint_change("smtp_host", "smtp_port", &r.smtp_host, &r.smtp_port)?,
             poll_interval: interval(&r.poll_interval_minutes)?,
             subject_template: template("subject_template", &r.subject_template, 1000)?
                 .map(|s| one_line("subject_template", &s, 1000))
@@ -505,8 +516,8 @@ impl Changes {
     pub fn needs_login_check(&self) -> bool {
         self.password.is_some()
             || self.username.is_some()
-            || self.imap.is_some()
-            || self.smtp.is_some()
+            || self.imap.is_given()
+            || self.smtp.is_given()
     }
 }
 
@@ -596,22 +607,19 @@ mod tests {
     fn changes_keep_what_is_not_given() {
         let imap = Endpoint::parse("imap", "imaps.pec.aruba.it", 993).unwrap();
         let smtp = Endpoint::parse("smtp", "smtps.pec.aruba.it", 465).unwrap();
-        let c = Changes::parse(
-            br#"{"imap_port": 10993, "subject_template": "Re: {{ticket.title}}"}"#,
-            &imap,
-            &smtp,
-        )
-        .unwrap();
+        let c =
+            Changes::parse(br#"{"imap_port": 10993, "subject_template": "Re: {{ticket.title}}"}"#)
+                .unwrap();
         assert_eq!(
-            c.imap.as_ref().unwrap().to_string(),
+            c.imap.apply(&imap).unwrap().unwrap().to_string(),
             "imaps.pec.aruba.it:10993"
         );
-        assert!(c.smtp.is_none() && c.password.is_none());
+        assert!(c.smtp.apply(&smtp).unwrap().is_none() && c.password.is_none());
         assert!(c.needs_login_check());
-        let c = Changes::parse(br#"{"poll_interval_minutes": 5}"#, &imap, &smtp).unwrap();
+        let c = Changes::parse(br#"{"poll_interval_minutes": 5}"#).unwrap();
         assert!(!c.needs_login_check());
         assert_eq!(
-            Changes::parse(br#"{"address": "b@pec.it"}"#, &imap, &smtp)
+            Changes::parse(br#"{"address": "b@pec.it"}"#)
                 .unwrap_err()
                 .field,
             "address"

@@ -19,8 +19,6 @@
 //! ticket's latest comments before adding). A message whose Message-ID was already recorded
 //! (a new UIDVALIDITY, a second copy) is recorded as a duplicate of the first.
 
-pub mod render;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,14 +33,15 @@ use crate::domain::{
     Account, AccountHealth, AccountId, AccountProblem, Cursor, DayActivity, DeliveryState,
     FailingMessage, Lease, LeaseHolder, LeaseOutcome, MessageId, MessageOutcome, MessageRecord,
     OutboundRecord, ParkedMessage, PecAddress, PollStats, ProblemKind, RateLimitStop, ReceiptMode,
-    RecordOutcome, SendStatus, TicketId, TicketMarker, Uid, UidValidity,
+    RecordOutcome, SendStatus, TicketId, TicketMarker, Uid, UidValidity, alert_external_id,
+    parked_external_id, renumbered_external_id,
 };
 use crate::mailbox::{FetchedMessage, MailboxError, MailboxProvider, MailboxSession, MessageRef};
 use crate::ports::{Secrets, Store};
+use crate::render::{self, CommentDraft, TicketDraft, UploadFile};
 use crate::secrets::SecretsError;
 use crate::store::StoreError;
 use crate::zendesks::ZendeskDirectory;
-use render::{CommentDraft, TicketDraft, UploadFile};
 
 /// Message ids of In-Reply-To / References looked up to thread a reply.
 const MAX_THREAD_LOOKUPS: usize = 8;
@@ -455,11 +454,14 @@ impl Inbound {
         let this = match &account.zendesk_instance {
             None => self,
             Some(instance) => {
-                let directory = self.instances.as_ref().ok_or_else(|| {
-                    crate::zendesks::InstanceError::Unknown(instance.as_str().to_owned())
-                })?;
+                let zendesk = crate::zendesks::client_for(
+                    &self.zendesk,
+                    self.instances.as_ref(),
+                    Some(instance),
+                )
+                .await?;
                 scoped = Inbound {
-                    zendesk: directory.client(instance).await?,
+                    zendesk,
                     ..self.clone()
                 };
                 &scoped
@@ -592,11 +594,7 @@ impl Inbound {
         deadline: Instant,
     ) -> Result<TicketId, PollError> {
         let draft = render::alert_ticket(account, problem);
-        let marker = format!(
-            "pec-alert:{}:{}",
-            account.id.as_str(),
-            problem.since.timestamp()
-        );
+        let marker = alert_external_id(&account.id, problem.since);
         self.create_ticket(account, draft, &marker, 0, deadline)
             .await
     }
@@ -948,14 +946,8 @@ impl Inbound {
             Err(e) => {
                 warn!(account = %account.id.as_str(), uid, error = %e, "cannot open the parked message's ticket: an alert names it");
                 let draft = render::parked_alert(account, uid, &reason, &e.to_string());
-                self.create_ticket(
-                    account,
-                    draft,
-                    &format!("pec-parked:{marker}"),
-                    uid,
-                    deadline,
-                )
-                .await?
+                self.create_ticket(account, draft, &parked_external_id(&marker), uid, deadline)
+                    .await?
             }
         };
         self.record(
@@ -1103,11 +1095,7 @@ impl Inbound {
             old_refs.len(),
             &listed,
         );
-        let marker = format!(
-            "pec-renumbered:{}:{}",
-            account.id.as_str(),
-            uid_validity.get()
-        );
+        let marker = renumbered_external_id(&account.id, uid_validity);
         self.create_ticket(account, draft, &marker, 0, deadline)
             .await?;
         let restart = Cursor {
@@ -1148,11 +1136,7 @@ impl Inbound {
         {
             Some(first) => first.ticket,
             None => {
-                let marker = format!(
-                    "pec-renumbered:{}:{}",
-                    account.id.as_str(),
-                    uid_validity.get()
-                );
+                let marker = renumbered_external_id(&account.id, uid_validity);
                 let deadline = Instant::now() + Duration::from_secs(10);
                 match self.zendesk.find_by_external_id(&marker, deadline).await? {
                     Some(t) => TicketId::new(t.id.0).map_err(|_| PollError::BadTicketId(t.id.0))?,
@@ -1917,7 +1901,7 @@ fn dedup_key(msg: Option<&PecMessage>, raw: &[u8]) -> MessageId {
     }
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(raw);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = pec::encode::hex(&digest);
     MessageId::parse(&format!("sha256-{hex}@pec-connector.invalid"))
         .expect("a hex digest is a valid id")
 }

@@ -11,13 +11,13 @@
 //! the sender's name or a file name is a [`ComposeError`], never an injected header. Boundaries
 //! are derived from the content, so the same inputs always give the same bytes.
 
-use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Attachment, Body, Mailbox, MultiPart, MultiPartKind, SinglePart};
 use lettre::{Address, Message};
+use pec::encode::hex;
 use sha2::{Digest, Sha256};
 
 use crate::domain::{Account, MessageId, PecAddress, TicketId};
@@ -481,14 +481,6 @@ fn boundary_seed(msg: &OutboundMessage, message_id: &MessageId, text: &str) -> [
 
 fn boundary(seed: &[u8; 32], kind: &str) -> String {
     format!("=_{kind}_{}", hex(&seed[..16]))
-}
-
-/// Lower-case hexadecimal.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 #[cfg(test)]

@@ -19,27 +19,26 @@
 //! provider has already acknowledged by a receipt (accettazione) counts as sent, so a connection
 //! dropped after DATA does not send twice once the receipt is in.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use pec::encode::hex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use zendesk::{Comment, TicketComment, ZendeskClient, ZendeskError};
 
+use crate::domain::tags::account_tag;
 use crate::domain::{
     Account, AccountId, AttachmentsPolicy, InstanceId, LeaseHolder, MessageId, OutboundRecord,
-    OutboxEntry, OutboxId, PecAddress, ReceiptMode, SendStatus, TicketId, TicketMarker,
+    OutboxEntry, OutboxId, PecAddress, SendStatus, TicketId, TicketMarker,
 };
-use crate::inbound::render::{account_tag, esc};
 use crate::mailer::{MailerProvider, SendError};
-use crate::outbound::compose::{
-    ComposeError, OutboundFile, OutboundMessage, compose, hex, html_to_text, message_id,
-};
+use crate::outbound::compose::{OutboundFile, OutboundMessage, compose, html_to_text, message_id};
 use crate::outbound::webhook::{OutboundRequest, VerifiedWebhook, WebhookError};
 use crate::ports::{Secrets, Store};
+use crate::render::outbound as notes;
 use crate::store::StoreError;
 use crate::zendesks::{InstanceError, ZendeskDirectory};
 
@@ -333,13 +332,7 @@ impl Outbound {
         &self,
         instance: Option<&InstanceId>,
     ) -> Result<Arc<ZendeskClient>, InstanceError> {
-        match instance {
-            None => Ok(self.zendesk.clone()),
-            Some(i) => match &self.instances {
-                Some(dir) => dir.client(i).await,
-                None => Err(InstanceError::Unknown(i.as_str().to_owned())),
-            },
-        }
+        crate::zendesks::client_for(&self.zendesk, self.instances.as_ref(), instance).await
     }
 
     /// This use case on the account's Zendesk instance, when it is not the default one.
@@ -1051,8 +1044,16 @@ impl Outbound {
                 SendStatus::Sending if existing.provider_took_it() => {
                     // A receipt proves the provider took it (the answer to DATA was lost).
                     self.mark(account, &mid, SendStatus::Sent).await;
-                    self.note(ticket, notes::sent(&gathered, &mid, account.receipt_mode))
-                        .await;
+                    self.note(
+                        ticket,
+                        notes::sent(
+                            &gathered.message,
+                            &gathered.skipped_files,
+                            &mid,
+                            account.receipt_mode,
+                        ),
+                    )
+                    .await;
                     return Attempt::AlreadyDone;
                 }
                 SendStatus::Sending => {}
@@ -1131,7 +1132,12 @@ impl Outbound {
             Ok(receipt) => {
                 info!(account = %account.id.as_str(), %ticket, message_id = %mid.as_str(), reply = %receipt.server_reply, after_ambiguity, "PEC sent");
                 self.mark(account, &mid, SendStatus::Sent).await;
-                let mut html = notes::sent(&gathered, &mid, account.receipt_mode);
+                let mut html = notes::sent(
+                    &gathered.message,
+                    &gathered.skipped_files,
+                    &mid,
+                    account.receipt_mode,
+                );
                 if after_ambiguity {
                     html.push_str(notes::RESENT);
                 }
@@ -1581,196 +1587,6 @@ fn backoff_after(options: &SendOptions, attempts: u32) -> Duration {
 
 fn delta(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
-}
-
-/// The notes agents read, in Italian.
-mod notes {
-    use super::*;
-
-    fn list(to: &[PecAddress]) -> String {
-        to.iter()
-            .map(|a| esc(a.as_str()))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    pub fn sent(g: &Gathered, mid: &MessageId, receipts: ReceiptMode) -> String {
-        let m = &g.message;
-        let mut html = format!(
-            "<p><strong>PEC inviata a {}</strong></p><ul><li>Oggetto: {}</li><li>Message-ID: \
-             &lt;{}&gt;</li>",
-            list(&m.to),
-            esc(&m.subject),
-            esc(mid.as_str())
-        );
-        if !m.attachments.is_empty() {
-            let names: Vec<String> = m.attachments.iter().map(|f| esc(&f.filename)).collect();
-            html.push_str(&format!("<li>Allegati: {}</li>", names.join(", ")));
-        }
-        if !g.skipped_files.is_empty() {
-            let names: Vec<String> = g.skipped_files.iter().map(|f| esc(f)).collect();
-            html.push_str(&format!(
-                "<li>Allegati non inviati: {}</li>",
-                names.join(", ")
-            ));
-        }
-        html.push_str("</ul>");
-        html.push_str(match receipts {
-            ReceiptMode::Note | ReceiptMode::Both => {
-                "<p>Le ricevute di accettazione e di consegna saranno aggiunte a questo ticket.</p>"
-            }
-            ReceiptMode::Ticket => {
-                "<p>Le ricevute di accettazione e di consegna arriveranno come ticket separati \
-                 (impostazione della casella).</p>"
-            }
-        });
-        html
-    }
-
-    /// A webhook call refused after it proved to be Zendesk's: `why` is Italian.
-    pub fn refused(why: &str) -> String {
-        format!(
-            "<p><strong>PEC non inviata</strong></p><p>Il connettore non ha inviato nulla: {}</p>",
-            esc(why)
-        )
-    }
-
-    pub fn unusable_body(why: &WebhookError) -> String {
-        match why {
-            WebhookError::Field { field, .. } => refused(&format!(
-                "il campo «{field}» della chiamata del trigger non è utilizzabile ({}). \
-                 Correggere il ticket (per esempio l'oggetto: non vuoto, su una riga, al massimo \
-                 255 caratteri) o il trigger, e inviare di nuovo.",
-                why
-            )),
-            _ => refused(
-                "la chiamata del trigger non si può leggere. Di solito succede quando un \
-                 segnaposto (per esempio l'oggetto del ticket) contiene virgolette o caratteri \
-                 che rompono il corpo JSON del webhook: per sicurezza non viene inviato nulla. \
-                 Correggere l'oggetto e inviare di nuovo; se si ripete, avvisare \
-                 l'amministratore.",
-            ),
-        }
-    }
-
-    pub fn not_this_account(account: &Account) -> String {
-        format!(
-            "il ticket non appartiene alla casella PEC {} (manca il suo tag), quindi la \
-             risposta non parte come PEC.",
-            account.address.as_str()
-        )
-    }
-
-    pub fn not_an_agent_reply() -> String {
-        "l'ultimo commento pubblico non è di un agente (per esempio è di un utente in copia): i \
-         commenti degli utenti finali non vengono inviati come PEC."
-            .to_owned()
-    }
-
-    pub fn reply_went_instead() -> String {
-        "il modello non è stato inviato perché la risposta pubblica scritta nello stesso \
-         aggiornamento è già partita come PEC (una sola PEC per azione dell'agente). Per inviare \
-         anche il modello, aggiungere di nuovo il tag."
-            .to_owned()
-    }
-
-    pub fn nothing_sent() -> String {
-        "il commento da inviare non è stato trovato sul ticket, o non è una risposta pubblica di \
-         un agente."
-            .to_owned()
-    }
-
-    /// `<what>` with ` a <recipients>` when there are any, then `<after>`, in bold.
-    fn head(what: &str, to: &[PecAddress], after: &str) -> String {
-        let to = if to.is_empty() {
-            String::new()
-        } else {
-            format!(" a {}", list(to))
-        };
-        format!("<p><strong>{what}{to}{after}</strong></p>")
-    }
-
-    pub fn not_sent(to: &[PecAddress], why: &str) -> String {
-        format!("{}<p>{}</p>", head("PEC non inviata", to, ""), esc(why))
-    }
-
-    /// A send whose final answer never came (the PEC may have left).
-    pub fn maybe_sent(to: &[PecAddress], why: &str) -> String {
-        format!(
-            "{}<p>{}</p>",
-            head("PEC forse inviata", to, ": in attesa di conferma"),
-            esc(why)
-        )
-    }
-
-    /// A send never confirmed, given up: it may have left; only the receipts can tell.
-    pub fn never_confirmed(to: &[PecAddress], attempts: u32, why: &str) -> String {
-        format!(
-            "{}<p>Ultimo esito: {}</p><p>Il gestore non ha mai confermato la ricezione e non è \
-             arrivata alcuna ricevuta di accettazione: il connettore non riproverà. Verificare \
-             nella casella PEC (cartella della posta inviata e ricevute) prima di inviare di \
-             nuovo dal ticket.</p>",
-            head(
-                "PEC non confermata",
-                to,
-                &format!(" dopo {attempts} tentativi")
-            ),
-            esc(why)
-        )
-    }
-
-    /// Said in the sent note of a send repeated after an unconfirmed one.
-    pub const RESENT: &str = "<p>Invio ripetuto: al tentativo precedente il gestore non aveva \
-         confermato la ricezione e, letta la casella, non è arrivata la sua ricevuta di \
-         accettazione.</p>";
-
-    pub fn will_retry(to: &[PecAddress], why: &str) -> String {
-        format!("{}<p>{}</p>", head("Invio PEC", to, " rimandato"), esc(why))
-    }
-
-    pub fn given_up(to: &[PecAddress], attempts: u32, why: &str) -> String {
-        format!(
-            "{}<p>Ultimo errore: {}</p><p>Il connettore non riproverà più: per inviarla, \
-             ripetere l'invio dal ticket.</p>",
-            head(
-                "PEC non inviata",
-                to,
-                &format!(" dopo {attempts} tentativi")
-            ),
-            esc(why)
-        )
-    }
-
-    pub fn egress_ip_it(ip: Option<&str>) -> String {
-        match ip {
-            Some(ip) => format!("L'indirizzo IP da autorizzare presso il gestore è {ip}."),
-            None => "Questa installazione non ha un IP di uscita fisso: attivarlo (parametro \
-                     StaticEgressIp del deploy) e comunicare al gestore l'indirizzo indicato \
-                     nell'output EgressIp."
-                .to_owned(),
-        }
-    }
-
-    pub fn compose_it(e: &ComposeError) -> String {
-        match e {
-            ComposeError::TooLarge { .. } => "Il messaggio con i suoi allegati supera la \
-                 dimensione che i gestori PEC accettano (50 MB contando ogni destinatario): \
-                 ridurre gli allegati o i destinatari e inviare di nuovo."
-                .to_owned(),
-            ComposeError::TooManyRecipients { limit, .. } => {
-                format!("Troppi destinatari (al massimo {limit}): dividere l'invio e riprovare.")
-            }
-            ComposeError::NoRecipient => "Nessun destinatario: indicare l'indirizzo PEC a cui \
-                 inviare."
-                .to_owned(),
-            other => format!(
-                "Il messaggio non può essere composto: {other}. Correggere l'oggetto o il testo \
-                 e inviare di nuovo."
-            ),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -460,7 +460,7 @@ impl OutboundRequest {
                     h.update(subject.as_bytes());
                     h.update(b"\0");
                     h.update(message_html.as_bytes());
-                    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                    let hex = pec::encode::hex(&h.finalize());
                     format!("template:{account}:{ticket}:sha256:{hex}")
                 }
             },

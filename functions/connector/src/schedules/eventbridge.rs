@@ -15,6 +15,7 @@ use aws_sdk_eventbridge::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_eventbridge::types::{RuleState, Target};
 
 use super::{Capacity, SchedulesError, parse_rate};
+use crate::aws::{AwsFailure, classify};
 use crate::domain::{AccountId, PollRequest, Schedule};
 use crate::ports::Schedules;
 
@@ -129,41 +130,27 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let op = op.to_owned();
-    match &e {
-        SdkError::ServiceError(_) => match e.code() {
-            Some("ResourceNotFoundException") => SchedulesError::NotFound {
-                op,
-                account: account.to_string(),
-            },
-            Some("ThrottlingException") => SchedulesError::Throttled {
-                op,
-                source: Box::new(e),
-            },
-            // PutRule's "beyond allowed service quota": the rules of the event bus.
-            Some("LimitExceededException") => SchedulesError::QuotaExceeded {
-                op,
-                quota: QUOTA.to_owned(),
-                message: e.message().unwrap_or("LimitExceededException").to_owned(),
-                raise: RAISE.to_owned(),
-            },
-            Some("InternalException" | "InternalFailure" | "ServiceUnavailable") => {
-                SchedulesError::Unavailable {
-                    op,
-                    source: Box::new(e),
-                }
-            }
-            _ => SchedulesError::Rejected {
-                op,
-                source: Box::new(e),
-            },
+    match classify(&e) {
+        AwsFailure::NotFound => SchedulesError::NotFound {
+            op,
+            account: account.to_string(),
         },
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            SchedulesError::Unavailable {
-                op,
-                source: Box::new(e),
-            }
-        }
-        _ => SchedulesError::Rejected {
+        AwsFailure::Throttled => SchedulesError::Throttled {
+            op,
+            source: Box::new(e),
+        },
+        // PutRule's "beyond allowed service quota": the rules of the event bus.
+        AwsFailure::LimitExceeded | AwsFailure::QuotaExceeded => SchedulesError::QuotaExceeded {
+            op,
+            quota: QUOTA.to_owned(),
+            message: e.message().unwrap_or("LimitExceededException").to_owned(),
+            raise: RAISE.to_owned(),
+        },
+        AwsFailure::Unavailable => SchedulesError::Unavailable {
+            op,
+            source: Box::new(e),
+        },
+        AwsFailure::ConditionFailed | AwsFailure::Rejected => SchedulesError::Rejected {
             op,
             source: Box::new(e),
         },

@@ -27,6 +27,7 @@ use chrono::Utc;
 use tokio::task::JoinSet;
 
 use super::{Capacity, SchedulesError, parse_rate};
+use crate::aws::{AwsFailure, classify};
 use crate::domain::{AccountId, PollRequest, Schedule};
 use crate::ports::Schedules;
 
@@ -263,16 +264,12 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let op = op.to_owned();
-    match &e {
-        SdkError::ServiceError(_) => match e.code() {
-            Some("ResourceNotFoundException") => SchedulesError::NotFound {
-                op,
-                account: account.to_string(),
-            },
-            _ => sdk_list(&op, e),
+    match classify(&e) {
+        AwsFailure::NotFound => SchedulesError::NotFound {
+            op: op.to_owned(),
+            account: account.to_string(),
         },
-        _ => sdk_list(&op, e),
+        _ => sdk_list(op, e),
     }
 }
 
@@ -283,35 +280,21 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let op = op.to_owned();
-    match &e {
-        SdkError::ServiceError(_) => match e.code() {
-            Some("ThrottlingException") => SchedulesError::Throttled {
-                op,
-                source: Box::new(e),
-            },
-            Some("ServiceQuotaExceededException") => SchedulesError::QuotaExceeded {
-                op,
-                quota: QUOTA.to_owned(),
-                message: message(&e),
-                raise: RAISE.to_owned(),
-            },
-            Some("InternalServerException" | "InternalFailure" | "ServiceUnavailable") => {
-                SchedulesError::Unavailable {
-                    op,
-                    source: Box::new(e),
-                }
-            }
-            _ => SchedulesError::Rejected {
-                op,
-                source: Box::new(e),
-            },
+    match classify(&e) {
+        AwsFailure::Throttled => SchedulesError::Throttled {
+            op,
+            source: Box::new(e),
         },
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            SchedulesError::Unavailable {
-                op,
-                source: Box::new(e),
-            }
-        }
+        AwsFailure::QuotaExceeded => SchedulesError::QuotaExceeded {
+            op,
+            quota: QUOTA.to_owned(),
+            message: message(&e),
+            raise: RAISE.to_owned(),
+        },
+        AwsFailure::Unavailable => SchedulesError::Unavailable {
+            op,
+            source: Box::new(e),
+        },
         _ => SchedulesError::Rejected {
             op,
             source: Box::new(e),

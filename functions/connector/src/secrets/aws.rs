@@ -8,6 +8,7 @@ use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::SecretsError;
+use crate::aws::{AwsFailure, classify};
 use crate::domain::SecretName;
 use crate::ports::Secrets;
 
@@ -75,29 +76,16 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let op = op.to_owned();
-    match &e {
-        SdkError::ServiceError(_) => match e.code() {
-            Some("ThrottlingException" | "LimitExceededException") => SecretsError::Throttled {
-                op,
-                source: Box::new(e),
-            },
-            Some("InternalServiceError" | "InternalFailure" | "ServiceUnavailable") => {
-                SecretsError::Unavailable {
-                    op,
-                    source: Box::new(e),
-                }
-            }
-            _ => SecretsError::Rejected {
-                op,
-                source: Box::new(e),
-            },
+    match classify(&e) {
+        // Secrets Manager's LimitExceededException: too many calls at once.
+        AwsFailure::Throttled | AwsFailure::LimitExceeded => SecretsError::Throttled {
+            op,
+            source: Box::new(e),
         },
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            SecretsError::Unavailable {
-                op,
-                source: Box::new(e),
-            }
-        }
+        AwsFailure::Unavailable => SecretsError::Unavailable {
+            op,
+            source: Box::new(e),
+        },
         _ => SecretsError::Rejected {
             op,
             source: Box::new(e),

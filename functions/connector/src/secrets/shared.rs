@@ -492,7 +492,7 @@ fn request_token() -> String {
     if getrandom::fill(&mut bytes).is_err() {
         bytes = clock_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    pec::encode::hex(&bytes)
 }
 
 fn clock_bytes() -> [u8; 16] {

@@ -45,6 +45,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 
 use super::StoreError;
+use crate::aws::{AwsFailure, classify};
 use crate::domain::{
     Account, AccountHealth, AccountId, Cursor, DeliveryState, InstanceId, Lease, LeaseHolder,
     LeaseOutcome, MessageId, MessageRecord, OutboundRecord, OutboxEntry, OutboxId, PecAddress,
@@ -359,68 +360,28 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let op = op.to_owned();
-    match &e {
-        SdkError::ServiceError(_) => match classify(e.code()) {
-            ErrorClass::MissingTable => StoreError::MissingTable {
-                op,
-                table: table.to_owned(),
-            },
-            ErrorClass::Throttled => StoreError::Throttled {
-                op,
-                source: Box::new(e),
-            },
-            ErrorClass::ConditionFailed => StoreError::ConditionFailed {
-                op,
-                reason: "a condition on the stored item failed".into(),
-            },
-            ErrorClass::Unavailable => StoreError::Unavailable {
-                op,
-                source: Box::new(e),
-            },
-            ErrorClass::Rejected => StoreError::Rejected {
-                op,
-                source: Box::new(e),
-            },
+    match classify(&e) {
+        AwsFailure::NotFound => StoreError::MissingTable {
+            op,
+            table: table.to_owned(),
         },
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            StoreError::Unavailable {
-                op,
-                source: Box::new(e),
-            }
-        }
-        _ => StoreError::Rejected {
+        // DynamoDB's LimitExceededException: too many control-plane calls at once.
+        AwsFailure::Throttled | AwsFailure::LimitExceeded => StoreError::Throttled {
             op,
             source: Box::new(e),
         },
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum ErrorClass {
-    MissingTable,
-    Throttled,
-    ConditionFailed,
-    Unavailable,
-    Rejected,
-}
-
-/// DynamoDB error codes, sorted by what a caller can do about them.
-fn classify(code: Option<&str>) -> ErrorClass {
-    match code {
-        Some("ResourceNotFoundException") => ErrorClass::MissingTable,
-        Some(
-            "ProvisionedThroughputExceededException"
-            | "ThrottlingException"
-            | "RequestLimitExceeded"
-            | "LimitExceededException"
-            | "TransactionConflictException"
-            | "TransactionInProgressException",
-        ) => ErrorClass::Throttled,
-        Some("ConditionalCheckFailedException") => ErrorClass::ConditionFailed,
-        Some("InternalServerError" | "ServiceUnavailable" | "InternalFailure") => {
-            ErrorClass::Unavailable
-        }
-        _ => ErrorClass::Rejected,
+        AwsFailure::ConditionFailed => StoreError::ConditionFailed {
+            op,
+            reason: "a condition on the stored item failed".into(),
+        },
+        AwsFailure::Unavailable => StoreError::Unavailable {
+            op,
+            source: Box::new(e),
+        },
+        AwsFailure::QuotaExceeded | AwsFailure::Rejected => StoreError::Rejected {
+            op,
+            source: Box::new(e),
+        },
     }
 }
 
@@ -1519,26 +1480,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_codes_say_whether_to_retry() {
-        assert_eq!(
-            classify(Some("ProvisionedThroughputExceededException")),
-            ErrorClass::Throttled
-        );
-        assert_eq!(classify(Some("ThrottlingException")), ErrorClass::Throttled);
-        assert_eq!(
-            classify(Some("ResourceNotFoundException")),
-            ErrorClass::MissingTable
-        );
-        assert_eq!(
-            classify(Some("ConditionalCheckFailedException")),
-            ErrorClass::ConditionFailed
-        );
-        assert_eq!(
-            classify(Some("InternalServerError")),
-            ErrorClass::Unavailable
-        );
-        assert_eq!(classify(Some("ValidationException")), ErrorClass::Rejected);
-        assert_eq!(classify(None), ErrorClass::Rejected);
+    fn throttling_is_transient_and_conditions_are_not() {
         let throttled = StoreError::Throttled {
             op: "take the lease on account a".into(),
             source: "slow down".into(),

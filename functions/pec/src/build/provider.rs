@@ -366,11 +366,11 @@ impl PecBuilder {
                 .headers
                 .push(("MIME-Version".to_owned(), "1.0".to_owned()));
         }
-        if let Body::Multipart { parts, .. } = &mut mixed.body {
-            if let Some(alt) = parts.first_mut() {
-                alt.headers
-                    .push(("Content-Transfer-Encoding".to_owned(), "binary".to_owned()));
-            }
+        if let Body::Multipart { parts, .. } = &mut mixed.body
+            && let Some(alt) = parts.first_mut()
+        {
+            alt.headers
+                .push(("Content-Transfer-Encoding".to_owned(), "binary".to_owned()));
         }
         let signed_content = mixed.render();
 
@@ -803,14 +803,13 @@ impl Notice {
     }
 }
 
+/// Text as the providers' notices write it in HTML: markup escaped, and ASCII only (the Italian
+/// accented letters as named entities, any other character as a numeric one).
 pub(super) fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+    let escaped = escape_html(s);
+    let mut out = String::with_capacity(escaped.len());
+    for c in escaped.chars() {
         match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
             'à' => out.push_str("&agrave;"),
             'è' => out.push_str("&egrave;"),
             'é' => out.push_str("&eacute;"),
@@ -926,10 +925,7 @@ pub(super) fn collect_attachment_spans(
         return;
     }
     let content = part.get_body_raw().unwrap_or_default();
-    let mut hex = String::new();
-    for b in Sha1::digest(&content) {
-        let _ = write!(hex, "{b:02x}");
-    }
+    let hex = hex(&Sha1::digest(&content));
     let name = filename.unwrap_or_else(|| "allegato".to_owned());
     let mut replacement = Vec::new();
     write_headers(

@@ -15,8 +15,8 @@ pub fn daticert_xml(d: &Daticert) -> String {
     let _ = writeln!(
         x,
         "<postacert tipo=\"{}\" errore=\"{}\">",
-        escape_xml(&d.tipo),
-        escape_xml(errore)
+        escape_html(&d.tipo),
+        escape_html(errore)
     );
     x.push_str("    <intestazione>\n");
     element(
@@ -34,8 +34,8 @@ pub fn daticert_xml(d: &Daticert) -> String {
         let _ = writeln!(
             x,
             "        <destinatari tipo=\"{}\">{}</destinatari>",
-            escape_xml(tipo),
-            escape_xml(&dest.address)
+            escape_html(tipo),
+            escape_html(&dest.address)
         );
     }
     element(
@@ -64,7 +64,7 @@ pub fn daticert_xml(d: &Daticert) -> String {
         element(&mut x, 2, "msgid", msgid);
     }
     if let Some(ricevuta) = &d.ricevuta {
-        let _ = writeln!(x, "        <ricevuta tipo=\"{}\" />", escape_xml(ricevuta));
+        let _ = writeln!(x, "        <ricevuta tipo=\"{}\" />", escape_html(ricevuta));
     }
     for c in &d.consegna {
         element(&mut x, 2, "consegna", c);
@@ -84,23 +84,9 @@ pub(super) fn element(x: &mut String, depth: usize, name: &str, text: &str) {
         x,
         "{:width$}<{name}>{}</{name}>",
         "",
-        escape_xml(text),
+        escape_html(text),
         width = depth * 4
     );
-}
-
-pub(super) fn escape_xml(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 /// The certification facts a provider reads from an original message: `mittente` (From),

@@ -676,7 +676,10 @@ impl State {
         let body_in = input.get("body").and_then(Value::as_str);
         let (mut body, mut html_body) = match (html_in, body_in) {
             (Some(html), _) => (html_to_text(html), html.to_string()),
-            (None, Some(text)) => (text.to_string(), format!("<p>{}</p>", escape_html(text))),
+            (None, Some(text)) => (
+                text.to_string(),
+                format!("<p>{}</p>", pec::encode::escape_html(text)),
+            ),
             (None, None) => (String::new(), String::new()),
         };
         // Placeholders render only in comments authored by an agent (reference §2.6).
@@ -1225,13 +1228,6 @@ fn truncate_at_boundary(text: &mut String, limit: usize) {
         }
         text.truncate(cut);
     }
-}
-
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// A rough plain-text view of HTML: tags dropped, the basic entities decoded.

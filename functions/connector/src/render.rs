@@ -1,12 +1,20 @@
-//! What an inbound message becomes in Zendesk, as pure functions: a parsed message (or the raw
-//! bytes of one that could not be parsed) in, ticket drafts and notes out. Agents read these
-//! texts, so they are in Italian. Everything taken from a message is HTML-escaped and has its
-//! `{{` placeholders neutralised before it reaches Zendesk.
+//! What agents read in Zendesk, in Italian, as pure functions, in one place so the texts can be
+//! reviewed together: here what an inbound message becomes (a parsed message, or the raw bytes
+//! of one that could not be parsed, in; ticket drafts and notes out) and the alerts; in
+//! [`outbound`] the notes a send leaves on its ticket. Everything taken from a message or a
+//! ticket is HTML-escaped and has its `{{` placeholders neutralised before it reaches Zendesk
+//! ([`esc`]).
 
 use pec::{Kind, PecMessage, ReceiptKind, Verdict};
 use zendesk::{escape_placeholders, text_to_html};
 
 use crate::domain::Fact;
+use crate::domain::tags::{
+    ALERT_TAG, TAG, TOO_LARGE_TAG, UNIMPORTABLE_TAG, UNREADABLE_TAG, account_tag, kind_tag,
+    signature_tag,
+};
+
+pub mod outbound;
 
 /// Zendesk cuts comment bodies at 64 kB; stay under it with room for our own notice.
 pub const COMMENT_LIMIT: usize = 60 * 1024;
@@ -56,51 +64,6 @@ pub struct CommentDraft {
     pub status: Option<String>,
 }
 
-/// Tag on every ticket the connector makes.
-pub const TAG: &str = "pec_connector";
-
-/// `pec_connector_<address without @>`: the tag of one account's tickets.
-pub fn account_tag(address: &str) -> String {
-    format!("{TAG}_{}", address.replace('@', ""))
-}
-
-/// The tag for a signature verdict.
-pub fn signature_tag(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Valid => "pec_firma_valida",
-        Verdict::Invalid => "pec_firma_non_valida",
-        Verdict::Untrusted => "pec_firma_non_attendibile",
-        Verdict::Missing => "pec_firma_assente",
-    }
-}
-
-/// The tag for a message kind (new tickets) or a receipt (delivery state on a ticket).
-pub fn kind_tag(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Envelope => "pec_messaggio",
-        Kind::Anomaly => "pec_anomalia",
-        Kind::NonPec => "pec_posta_ordinaria",
-        Kind::Receipt(r) => match r {
-            ReceiptKind::Accettazione => "pec_accettata",
-            ReceiptKind::NonAccettazione => "pec_non_accettata",
-            ReceiptKind::PresaInCarico => "pec_presa_in_carico",
-            ReceiptKind::AvvenutaConsegna => "pec_consegnata",
-            ReceiptKind::ErroreConsegna => "pec_mancata_consegna",
-            ReceiptKind::PreavvisoErroreConsegna => "pec_preavviso_mancata_consegna",
-            ReceiptKind::RilevazioneVirus => "pec_virus",
-        },
-    }
-}
-
-/// Tag of a message that could not be read at all.
-pub const UNREADABLE_TAG: &str = "pec_non_leggibile";
-
-/// Tag of a message that could not be imported and was parked.
-pub const UNIMPORTABLE_TAG: &str = "pec_non_importabile";
-
-/// Tag of a message over the size limit, imported with its headers only.
-pub const TOO_LARGE_TAG: &str = "pec_troppo_grande";
-
 /// Most items any list in a ticket or note shows (recipients, files, ...); the rest are
 /// counted. Notes stay small whatever the sender put in a message.
 pub const LIST_CAP: usize = 20;
@@ -124,17 +87,7 @@ fn capped(items: &[String]) -> String {
 
 /// HTML-escapes text from a message and neutralises Zendesk placeholders.
 pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            _ => out.push(c),
-        }
-    }
-    escape_placeholders(&out)
+    escape_placeholders(&pec::encode::escape_html(text))
 }
 
 fn verdict_it(verdict: Verdict) -> &'static str {
@@ -557,9 +510,6 @@ pub fn alert_ticket(
         facts: Vec::new(),
     }
 }
-
-/// Tag of the connector's alert tickets.
-pub const ALERT_TAG: &str = "pec_connector_avviso";
 
 /// The note that closes an incident on its alert ticket.
 pub fn recovered_note(at: chrono::DateTime<chrono::Utc>) -> String {
@@ -1205,14 +1155,6 @@ mod tests {
                 .note_html
                 .unwrap()
                 .contains("Mittente: MAILER-DAEMON@localhost")
-        );
-    }
-
-    #[test]
-    fn account_tags_drop_the_at_sign() {
-        assert_eq!(
-            account_tag("uffici@pec.comune.it"),
-            "pec_connector_ufficipec.comune.it"
         );
     }
 }
