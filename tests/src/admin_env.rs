@@ -17,7 +17,7 @@ use connector::ports::Store;
 use sandbox::ZendeskSimulator;
 use secrecy::SecretString;
 use serde_json::Value;
-use zendesk::{Auth, RetryPolicy, ZendeskClient, ZendeskConfig};
+use zendesk::{RetryPolicy, ZendeskClient};
 
 use crate::env::{Env, unique_name};
 use crate::inbound_env::{Dovecot, PASSWORD, smtp_server};
@@ -63,18 +63,7 @@ impl AdminEnv {
         options: impl FnOnce(&mut AdminOptions),
     ) -> AdminEnv {
         let sim = Arc::new(ZendeskSimulator::start().await.expect("zendesk simulator"));
-        let zendesk = Arc::new(
-            ZendeskClient::new(ZendeskConfig {
-                base_url: sim.base_url().to_owned(),
-                auth: Auth::Basic {
-                    email: sim.credentials().agent_email.clone(),
-                    api_token: SecretString::from(sim.credentials().api_token.clone()),
-                },
-                timeout: Duration::from_secs(10),
-                retry: RetryPolicy::default(),
-            })
-            .expect("zendesk client"),
-        );
+        let zendesk = crate::env::simulator_client(&sim, RetryPolicy::default());
         let dovecot = Dovecot::from_env();
         let ca = std::env::var("SMTP_CA_PEM")
             .unwrap_or_else(|_| "/tmp/pec-connector-dovecot-0/cert.pem".to_owned());

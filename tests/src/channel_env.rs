@@ -28,7 +28,7 @@ use sandbox::ZendeskSimulator;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
-use zendesk::{Auth, RetryPolicy, ZendeskClient, ZendeskConfig};
+use zendesk::RetryPolicy;
 
 use crate::env::{Env, unique_name};
 use crate::inbound_env::{Dovecot, PASSWORD, smtp_server};
@@ -72,22 +72,14 @@ impl ChannelEnv {
         let env = crate::env::embedded().await;
         let sim = Arc::new(ZendeskSimulator::start().await.expect("zendesk simulator"));
         sim.set_fire_triggers(true);
-        let zendesk = Arc::new(
-            ZendeskClient::new(ZendeskConfig {
-                base_url: sim.base_url().to_owned(),
-                auth: Auth::Basic {
-                    email: sim.credentials().agent_email.clone(),
-                    api_token: SecretString::from(sim.credentials().api_token.clone()),
-                },
-                timeout: Duration::from_secs(10),
-                // Quick retries: a test of passing failures should not wait half a minute.
-                retry: RetryPolicy {
-                    initial_backoff: Duration::from_millis(10),
-                    max_backoff: Duration::from_millis(100),
-                    max_attempts: 4,
-                },
-            })
-            .expect("zendesk client"),
+        let zendesk = crate::env::simulator_client(
+            &sim,
+            // Quick retries: a test of passing failures should not wait half a minute.
+            RetryPolicy {
+                initial_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(100),
+                max_attempts: 4,
+            },
         );
         let dovecot = Dovecot::from_env();
         let ca = std::env::var("SMTP_CA_PEM")

@@ -52,6 +52,25 @@ pub trait Raw: Send + Sync {
     }
 }
 
+/// A Zendesk client of the simulator's agent, with a 10 s timeout and `retry`.
+pub fn simulator_client(
+    sim: &sandbox::ZendeskSimulator,
+    retry: zendesk::RetryPolicy,
+) -> Arc<zendesk::ZendeskClient> {
+    Arc::new(
+        zendesk::ZendeskClient::new(zendesk::ZendeskConfig {
+            base_url: sim.base_url().to_owned(),
+            auth: zendesk::Auth::Basic {
+                email: sim.credentials().agent_email.clone(),
+                api_token: secrecy::SecretString::from(sim.credentials().api_token.clone()),
+            },
+            timeout: Duration::from_secs(10),
+            retry,
+        })
+        .expect("zendesk client"),
+    )
+}
+
 /// A short name unique to this test run and test: `t` + 8 hex digits.
 pub fn unique_name() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

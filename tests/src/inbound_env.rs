@@ -37,7 +37,7 @@ use connector::store::sqlite::SqliteStore;
 use rustls::pki_types::ServerName;
 use sandbox::ZendeskSimulator;
 use secrecy::SecretString;
-use zendesk::{Auth, RetryPolicy, ZendeskClient, ZendeskConfig};
+use zendesk::{RetryPolicy, ZendeskClient};
 
 use crate::env::unique_name;
 
@@ -561,18 +561,7 @@ impl InboundEnv {
             )
             .await
             .expect("store the password");
-        let zendesk = Arc::new(
-            ZendeskClient::new(ZendeskConfig {
-                base_url: sim.base_url().to_owned(),
-                auth: Auth::Basic {
-                    email: sim.credentials().agent_email.clone(),
-                    api_token: SecretString::from(sim.credentials().api_token.clone()),
-                },
-                timeout: Duration::from_secs(10),
-                retry: RetryPolicy::default(),
-            })
-            .expect("zendesk client"),
-        );
+        let zendesk = crate::env::simulator_client(&sim, RetryPolicy::default());
         let calls = Arc::new(SessionCalls::default());
         let imap: Arc<dyn MailboxProvider> = Arc::new(ImapProvider::new(
             tls_config(Some(&dovecot.ca_pem)).expect("test CA"),

@@ -495,6 +495,13 @@ pub fn alert_ticket(
         esc(advice),
         esc(&problem.message)
     );
+    alert_draft(address, subject, html)
+}
+
+/// An alert ticket about the mailbox `address`: an internal note from "Connettore PEC", tagged
+/// as the connector's alert. Not with the account's tag: a public reply here must not leave as
+/// a PEC (to the office's own box).
+fn alert_draft(address: &str, subject: String, html: String) -> TicketDraft {
     TicketDraft {
         subject,
         requester_email: address.to_owned(),
@@ -502,8 +509,6 @@ pub fn alert_ticket(
         html_body: html,
         public: false,
         files: Vec::new(),
-        // Not the account's tag: a public reply here must not leave as a PEC (to the office's
-        // own box).
         tags: vec![TAG.to_owned(), ALERT_TAG.to_owned()],
         note_html: None,
         note_essential: true,
@@ -783,20 +788,11 @@ pub fn parked_alert(
         esc(&cut_at_line(reason, 2000).replace('\n', " ")),
         esc(&cut_at_line(error, 2000).replace('\n', " "))
     );
-    TicketDraft {
-        subject: format!(
-            "Connettore PEC: messaggio UID {uid} non importato dalla casella {address}"
-        ),
-        requester_email: address.to_owned(),
-        requester_name: Some("Connettore PEC".to_owned()),
-        html_body: html,
-        public: false,
-        files: Vec::new(),
-        tags: vec![TAG.to_owned(), ALERT_TAG.to_owned()],
-        note_html: None,
-        note_essential: true,
-        facts: Vec::new(),
-    }
+    alert_draft(
+        address,
+        format!("Connettore PEC: messaggio UID {uid} non importato dalla casella {address}"),
+        html,
+    )
 }
 
 /// A ticket for a message over the size limit, from its headers only (the message is not read
@@ -912,18 +908,11 @@ pub fn renumbered_alert(
         cutoff.format("%d/%m/%Y %H:%M UTC"),
         items.concat()
     );
-    TicketDraft {
-        subject: format!("Connettore PEC: la casella {address} è stata rinumerata"),
-        requester_email: address.to_owned(),
-        requester_name: Some("Connettore PEC".to_owned()),
-        html_body: html,
-        public: false,
-        files: Vec::new(),
-        tags: vec![TAG.to_owned(), ALERT_TAG.to_owned()],
-        note_html: None,
-        note_essential: true,
-        facts: Vec::new(),
-    }
+    alert_draft(
+        address,
+        format!("Connettore PEC: la casella {address} è stata rinumerata"),
+        html,
+    )
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! [`Schedules`](crate::ports::Schedules) adapters: on AWS, EventBridge Scheduler schedules
-//! ([`scheduler`], the default) or EventBridge rules ([`eventbridge`]); on one machine, an
-//! in-process scheduler ([`local`]).
+//! The [`Schedules`] port, the error it returns ([`SchedulesError`]) and its adapters: on AWS,
+//! EventBridge Scheduler schedules ([`scheduler`], the default) or EventBridge rules
+//! ([`eventbridge`]); on one machine, an in-process scheduler ([`local`]).
 //!
 //! Each AWS kind has a quota on how many schedules there may be (rules: 300 per event bus by
 //! default; Scheduler: 1,000,000 per Region). [`Schedules::capacity`](crate::ports::Schedules::capacity)
@@ -20,7 +20,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::{AccountId, PollInterval, Schedule};
-use crate::ports::Schedules;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -186,8 +185,27 @@ impl Schedules for Moving {
     }
 }
 
+/// One poll schedule per account.
+#[async_trait]
+pub trait Schedules: Send + Sync {
+    /// Creates the account's schedule or updates its interval and state. Its polls fall on the
+    /// account's [`phase`](Schedule::phase) of the interval where the adapter can place them.
+    /// [`SchedulesError::QuotaExceeded`] when a quota leaves no room for a new schedule.
+    async fn put(&self, schedule: &Schedule) -> Result<(), SchedulesError>;
+    /// Enables or disables an existing schedule. [`SchedulesError::NotFound`] if there is none.
+    async fn set_enabled(&self, account: &AccountId, enabled: bool) -> Result<(), SchedulesError>;
+    async fn get(&self, account: &AccountId) -> Result<Option<Schedule>, SchedulesError>;
+    async fn list(&self) -> Result<Vec<Schedule>, SchedulesError>;
+    /// Removes the schedule and what it triggers. Removing a missing schedule is not an error.
+    async fn delete(&self, account: &AccountId) -> Result<(), SchedulesError>;
+    /// How many schedules there are against the quota that limits them; `None` when nothing
+    /// does (the in-process scheduler).
+    async fn capacity(&self) -> Result<Option<Capacity>, SchedulesError>;
+}
+
 #[cfg(test)]
 mod tests {
+
     use super::*;
 
     #[test]

@@ -1,8 +1,8 @@
-//! [`Secrets`](crate::ports::Secrets) adapters: AWS Secrets Manager with one secret per password
-//! ([`aws`]) or many account passwords to a secret ([`shared`]), and owner-only files on one
-//! machine ([`file`]); [`cache`] keeps account passwords in the process between runs. Secret
-//! values travel as [`secrecy::SecretString`], whose `Debug` prints `[REDACTED]`; they are never
-//! logged and never written to the store.
+//! The [`Secrets`] port, the error it returns ([`SecretsError`]) and its adapters: AWS Secrets
+//! Manager with one secret per password ([`aws`]) or many account passwords to a secret
+//! ([`shared`]), and owner-only files on one machine ([`file`]); [`cache`] keeps account passwords
+//! in the process between runs. Secret values travel as [`secrecy::SecretString`], whose `Debug`
+//! prints `[REDACTED]`; they are never logged and never written to the store.
 
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -11,6 +11,12 @@ pub mod cache;
 pub mod file;
 #[cfg(feature = "aws")]
 pub mod shared;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+
+use crate::domain::SecretName;
 
 /// The key, under the secrets prefix, of shard `n` of the shared layout ([`shared`]):
 /// `accounts/<n>`.
@@ -66,5 +72,66 @@ impl SecretsError {
             self,
             SecretsError::Throttled { .. } | SecretsError::Unavailable { .. }
         )
+    }
+}
+
+/// Credentials, kept apart from the [`Store`]: account passwords, the Zendesk API token, the
+/// webhook signing secret and the admin token.
+#[async_trait]
+pub trait Secrets: Send + Sync {
+    /// Creates or replaces a secret.
+    async fn put(&self, name: &SecretName, value: &SecretString) -> Result<(), SecretsError>;
+    /// [`SecretsError::NotFound`] if there is no such secret.
+    async fn get(&self, name: &SecretName) -> Result<SecretString, SecretsError>;
+    /// Removes a secret for good. Removing a missing secret is not an error.
+    async fn delete(&self, name: &SecretName) -> Result<(), SecretsError>;
+    /// The names of every secret this connector keeps.
+    async fn list(&self) -> Result<Vec<SecretName>, SecretsError>;
+
+    /// `name` as it was set at `set_at` or later (an account's
+    /// [`password_set_at`](crate::domain::Account::password_set_at), read with the account): an
+    /// adapter that keeps copies reads again a copy it read before then, so a password changed
+    /// through the admin API in another process is used by the next poll or send here.
+    /// Adapters that keep no copies just [`get`](Secrets::get).
+    async fn get_current(
+        &self,
+        name: &SecretName,
+        set_at: Option<DateTime<Utc>>,
+    ) -> Result<SecretString, SecretsError> {
+        let _ = set_at;
+        self.get(name).await
+    }
+
+    /// Drops the copy of `name` this process keeps, if any: its value was refused (a login
+    /// failed), so the next read asks the source. Adapters that keep no copies do nothing.
+    fn forget(&self, name: &SecretName) {
+        let _ = name;
+    }
+}
+
+/// A shared adapter is the adapter (e.g. `CachedSecrets<Arc<dyn Secrets>>`).
+#[async_trait]
+impl<T: Secrets + ?Sized> Secrets for std::sync::Arc<T> {
+    async fn put(&self, name: &SecretName, value: &SecretString) -> Result<(), SecretsError> {
+        (**self).put(name, value).await
+    }
+    async fn get(&self, name: &SecretName) -> Result<SecretString, SecretsError> {
+        (**self).get(name).await
+    }
+    async fn delete(&self, name: &SecretName) -> Result<(), SecretsError> {
+        (**self).delete(name).await
+    }
+    async fn list(&self) -> Result<Vec<SecretName>, SecretsError> {
+        (**self).list().await
+    }
+    async fn get_current(
+        &self,
+        name: &SecretName,
+        set_at: Option<DateTime<Utc>>,
+    ) -> Result<SecretString, SecretsError> {
+        (**self).get_current(name, set_at).await
+    }
+    fn forget(&self, name: &SecretName) {
+        (**self).forget(name)
     }
 }
