@@ -733,22 +733,6 @@ impl Fact {
             Fact::Firma => "PEC firma",
         }
     }
-
-    /// What agents read under the field (Zendesk's `agent_description`).
-    pub fn description(self) -> &'static str {
-        match self {
-            Fact::Identificativo => {
-                "Identificativo del messaggio PEC assegnato dal gestore (scritto dal PEC Connector)"
-            }
-            Fact::Data => {
-                "Data e ora di certificazione del messaggio PEC (scritto dal PEC Connector)"
-            }
-            Fact::Gestore => "Gestore PEC che ha emesso la busta (scritto dal PEC Connector)",
-            Fact::Firma => {
-                "Esito della verifica della firma del gestore (scritto dal PEC Connector)"
-            }
-        }
-    }
 }
 
 impl FactFields {

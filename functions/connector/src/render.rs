@@ -915,6 +915,18 @@ pub fn renumbered_alert(
     )
 }
 
+/// What agents read under a fact's ticket field (Zendesk's `agent_description`).
+pub fn fact_description(fact: Fact) -> &'static str {
+    match fact {
+        Fact::Identificativo => {
+            "Identificativo del messaggio PEC assegnato dal gestore (scritto dal PEC Connector)"
+        }
+        Fact::Data => "Data e ora di certificazione del messaggio PEC (scritto dal PEC Connector)",
+        Fact::Gestore => "Gestore PEC che ha emesso la busta (scritto dal PEC Connector)",
+        Fact::Firma => "Esito della verifica della firma del gestore (scritto dal PEC Connector)",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

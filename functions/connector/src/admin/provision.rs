@@ -354,7 +354,7 @@ async fn ensure_fact_fields(
                 let spec = zendesk::TicketFieldSpec {
                     kind: "text".to_owned(),
                     title: fact.title().to_owned(),
-                    agent_description: Some(fact.description().to_owned()),
+                    agent_description: Some(crate::render::fact_description(fact).to_owned()),
                     visible_in_portal: false,
                     editable_in_portal: false,
                     active: true,

@@ -127,76 +127,10 @@ impl SendError {
         matches!(self, SendError::Ambiguous { .. })
     }
 
-    /// A one-paragraph explanation in Italian for the agents who see the failure on the ticket.
+    /// A one-paragraph explanation in Italian for the agents who see the failure on the ticket
+    /// ([`crate::render::outbound::send_error`]).
     pub fn explain_it(&self) -> String {
-        match self {
-            SendError::AuthRejected { server, reply, .. } => format!(
-                "Il gestore ha rifiutato la password della casella PEC ({server} ha risposto: \
-                 {reply}). Le password per programmi di posta scadono (Aruba: ogni 4 mesi) o \
-                 vengono cambiate dal webmail: l'amministratore deve aggiornare la password \
-                 dell'account nel connettore. Il messaggio non è stato inviato."
-            ),
-            SendError::SenderBlocked { server, reply, .. } => format!(
-                "Il gestore PEC blocca l'indirizzo IP da cui il connettore invia ({server} ha \
-                 risposto: {reply}). Chiedere al gestore di autorizzare l'IP del connettore \
-                 (o configurare un IP di uscita fisso e comunicarlo al gestore), poi inviare di \
-                 nuovo. Il messaggio non è stato inviato."
-            ),
-            SendError::MessageTooLarge { reply, .. } => format!(
-                "Il messaggio supera la dimensione massima accettata dal gestore PEC \
-                 ({reply}). Ridurre o togliere gli allegati (molti gestori accettano al massimo \
-                 30-100 MB, contando l'aumento dovuto alla codifica) e inviare di nuovo. Il \
-                 messaggio non è stato inviato."
-            ),
-            SendError::RecipientRejected {
-                recipient, reply, ..
-            } => format!(
-                "Il gestore ha rifiutato il destinatario {recipient} ({reply}). Verificare che \
-                 l'indirizzo sia scritto correttamente e sia una casella PEC attiva (ad esempio \
-                 su INI-PEC o IPA), poi inviare di nuovo. Il messaggio non è stato inviato a \
-                 nessun destinatario."
-            ),
-            SendError::Transient { reply, .. } => format!(
-                "Il gestore PEC non può accettare il messaggio in questo momento ({reply}). Il \
-                 connettore riproverà automaticamente più tardi: non serve fare nulla."
-            ),
-            SendError::Timeout { server, .. } => format!(
-                "Il server di posta del gestore ({server}) non ha risposto in tempo. Il \
-                 connettore riproverà automaticamente più tardi: non serve fare nulla."
-            ),
-            SendError::Ambiguous {
-                server, timed_out, ..
-            } => {
-                let what = if *timed_out {
-                    "ha ricevuto il messaggio per intero ma non ha risposto in tempo"
-                } else {
-                    "ha ricevuto il messaggio per intero ma la connessione si è interrotta prima \
-                     della risposta"
-                };
-                format!(
-                    "Il server di posta del gestore ({server}) {what}: il gestore non ha \
-                     confermato l'invio, ma la PEC potrebbe essere partita. Prima di riprovare \
-                     il connettore controllerà le ricevute (accettazione) arrivate nella casella, \
-                     per non inviarla due volte: non serve fare nulla, e non inviarla di nuovo a \
-                     mano."
-                )
-            }
-            SendError::Connect { server, .. } => format!(
-                "Non è stato possibile collegarsi al server di posta del gestore ({server}). \
-                 Il connettore riproverà automaticamente più tardi; se il problema continua, \
-                 verificare host e porta SMTP dell'account."
-            ),
-            SendError::Tls { server, .. } => format!(
-                "Non è stato possibile stabilire una connessione sicura con {server}: il \
-                 certificato del server non è valido o non è attendibile. L'amministratore deve \
-                 verificare host e porta SMTP dell'account (di norma la porta 465). Il \
-                 messaggio non è stato inviato."
-            ),
-            SendError::Other { server, reason } => format!(
-                "L'invio tramite {server} non è riuscito: {reason}. Il messaggio non è stato \
-                 inviato; se il problema continua, contattare l'amministratore del connettore."
-            ),
-        }
+        crate::render::outbound::send_error(self)
     }
 }
 

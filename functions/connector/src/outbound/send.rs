@@ -38,7 +38,7 @@ use crate::mailer::{MailerProvider, SendError};
 use crate::outbound::compose::{OutboundFile, OutboundMessage, compose, html_to_text, message_id};
 use crate::outbound::webhook::{OutboundRequest, VerifiedWebhook, WebhookError};
 use crate::ports::{Secrets, Store};
-use crate::render::outbound as notes;
+use crate::render::outbound::{self as notes, SkippedFile};
 use crate::store::StoreError;
 use crate::zendesks::{InstanceError, ZendeskDirectory};
 
@@ -171,31 +171,7 @@ impl AcceptError {
     /// What the agents are told on the ticket, for refusals they can do something about (none
     /// for our own passing trouble: Zendesk calls again).
     pub fn note_it(&self) -> Option<String> {
-        let why = match self {
-            AcceptError::UnknownAccount(id) | AcceptError::OtherInstance(id) => format!(
-                "il trigger nomina la casella PEC «{id}», che non è registrata nel connettore per \
-                 questo Zendesk. Controllare il trigger o registrare la casella."
-            ),
-            AcceptError::NoAccount(_) => "il ticket non viene da una casella PEC registrata e \
-                 la chiamata non ne nomina una."
-                .to_owned(),
-            AcceptError::Disabled(id) => format!(
-                "la casella PEC «{id}» è disattivata nel connettore: riattivarla e inviare di \
-                 nuovo."
-            ),
-            AcceptError::UnexpectedKeys(keys) => format!(
-                "la chiamata del trigger contiene campi che il trigger non prevede ({}). Di \
-                 solito succede quando un segnaposto (per esempio l'oggetto del ticket) contiene \
-                 virgolette: per sicurezza il connettore non invia nulla. Inviare di nuovo dopo \
-                 aver corretto l'oggetto.",
-                keys.join(", ")
-            ),
-            AcceptError::UnknownTicket(_)
-            | AcceptError::Store(_)
-            | AcceptError::Zendesk(_)
-            | AcceptError::Instance(_) => return None,
-        };
-        Some(notes::refused(&why))
+        notes::accept_refusal(self)
     }
 }
 
@@ -276,7 +252,7 @@ enum Trouble {
 
 impl From<ZendeskError> for Trouble {
     fn from(e: ZendeskError) -> Self {
-        let it = format!("Zendesk non ha risposto come previsto ({e}).");
+        let it = notes::zendesk_trouble(&e);
         if e.is_transient() {
             Trouble::Transient(e.to_string(), it)
         } else {
@@ -287,10 +263,7 @@ impl From<ZendeskError> for Trouble {
 
 impl From<StoreError> for Trouble {
     fn from(e: StoreError) -> Self {
-        Trouble::Transient(
-            e.to_string(),
-            "Il connettore non ha potuto leggere il proprio archivio; riproverà.".to_owned(),
-        )
+        Trouble::Transient(e.to_string(), notes::STORE_TROUBLE.to_owned())
     }
 }
 
@@ -1224,7 +1197,7 @@ impl Outbound {
             let Some(id) = t.requester_id else {
                 return Err(Trouble::Permanent(
                     format!("ticket {ticket} has no requester"),
-                    "Il ticket non ha un richiedente a cui inviare la PEC.".to_owned(),
+                    notes::NO_REQUESTER.to_owned(),
                 ));
             };
             let requester = self.zendesk.get_user(id, deadline).await?;
@@ -1358,32 +1331,18 @@ impl Outbound {
                     "the files weigh {total} bytes for {recipients} recipient(s), over {}",
                     self.options.max_files_bytes
                 ),
-                format!(
-                    "Gli allegati pesano {:.1} MB in tutto{}: oltre il limite di {:.0} MB che il \
-                     connettore invia in una PEC (i gestori contano ogni destinatario). Nessun \
-                     file è stato scaricato. Allegati: {}. Ridurre o dividere gli allegati e \
-                     inviare di nuovo.",
-                    total as f64 / 1e6,
-                    if recipients > 1 {
-                        format!(" per {recipients} destinatari")
-                    } else {
-                        String::new()
-                    },
-                    self.options.max_files_bytes as f64 / 1e6,
-                    list.join(", ")
-                ),
+                notes::files_too_large(total, recipients, self.options.max_files_bytes, &list),
             ));
         }
         for a in &comment.attachments {
             if !send {
-                skipped.push(format!("{} (invio allegati disattivato)", a.file_name));
+                skipped.push(notes::skipped_file(&a.file_name, SkippedFile::Disabled));
                 continue;
             }
             if a.size > self.options.max_file_bytes {
-                skipped.push(format!(
-                    "{} (oltre {} MB)",
-                    a.file_name,
-                    self.options.max_file_bytes / 1_000_000
+                skipped.push(notes::skipped_file(
+                    &a.file_name,
+                    SkippedFile::Over(self.options.max_file_bytes),
                 ));
                 continue;
             }
@@ -1403,17 +1362,17 @@ impl Outbound {
                 }),
                 Err(ZendeskError::ForeignHost { url_host }) => {
                     warn!(file = %a.file_name, host = %url_host, "attachment outside the Zendesk host: not downloaded");
-                    skipped.push(format!(
-                        "{} (ospitato fuori da Zendesk: {url_host})",
-                        a.file_name
+                    skipped.push(notes::skipped_file(
+                        &a.file_name,
+                        SkippedFile::ForeignHost(&url_host),
                     ));
                 }
                 Err(ZendeskError::AttachmentUrl { reason }) => {
                     warn!(file = %a.file_name, %reason, "attachment not downloadable");
-                    skipped.push(format!("{} (indirizzo del file non valido)", a.file_name));
+                    skipped.push(notes::skipped_file(&a.file_name, SkippedFile::BadUrl));
                 }
                 Err(ZendeskError::AttachmentTooLarge { limit, .. }) => {
-                    skipped.push(format!("{} (oltre {} MB)", a.file_name, limit / 1_000_000))
+                    skipped.push(notes::skipped_file(&a.file_name, SkippedFile::Over(limit)))
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 
 use super::esc;
 use crate::domain::{Account, MessageId, PecAddress, ReceiptMode};
+use crate::mailer::SendError;
+use crate::outbound::AcceptError;
 use crate::outbound::compose::{ComposeError, OutboundMessage};
 use crate::outbound::webhook::WebhookError;
 
@@ -196,5 +198,160 @@ pub fn compose_it(e: &ComposeError) -> String {
             "Il messaggio non può essere composto: {other}. Correggere l'oggetto o il testo \
              e inviare di nuovo."
         ),
+    }
+}
+
+/// The note on the ticket for a webhook call refused for a reason agents can act on; `None`
+/// for the connector's own passing trouble (Zendesk calls again).
+pub fn accept_refusal(e: &AcceptError) -> Option<String> {
+    let why = match e {
+        AcceptError::UnknownAccount(id) | AcceptError::OtherInstance(id) => format!(
+            "il trigger nomina la casella PEC «{id}», che non è registrata nel connettore per \
+             questo Zendesk. Controllare il trigger o registrare la casella."
+        ),
+        AcceptError::NoAccount(_) => "il ticket non viene da una casella PEC registrata e \
+             la chiamata non ne nomina una."
+            .to_owned(),
+        AcceptError::Disabled(id) => format!(
+            "la casella PEC «{id}» è disattivata nel connettore: riattivarla e inviare di \
+             nuovo."
+        ),
+        AcceptError::UnexpectedKeys(keys) => format!(
+            "la chiamata del trigger contiene campi che il trigger non prevede ({}). Di \
+             solito succede quando un segnaposto (per esempio l'oggetto del ticket) contiene \
+             virgolette: per sicurezza il connettore non invia nulla. Inviare di nuovo dopo \
+             aver corretto l'oggetto.",
+            keys.join(", ")
+        ),
+        AcceptError::UnknownTicket(_)
+        | AcceptError::Store(_)
+        | AcceptError::Zendesk(_)
+        | AcceptError::Instance(_) => return None,
+    };
+    Some(refused(&why))
+}
+
+/// A one-paragraph explanation of a failed send for the agents who see it on the ticket.
+pub fn send_error(e: &SendError) -> String {
+    match e {
+        SendError::AuthRejected { server, reply, .. } => format!(
+            "Il gestore ha rifiutato la password della casella PEC ({server} ha risposto: \
+             {reply}). Le password per programmi di posta scadono (Aruba: ogni 4 mesi) o \
+             vengono cambiate dal webmail: l'amministratore deve aggiornare la password \
+             dell'account nel connettore. Il messaggio non è stato inviato."
+        ),
+        SendError::SenderBlocked { server, reply, .. } => format!(
+            "Il gestore PEC blocca l'indirizzo IP da cui il connettore invia ({server} ha \
+             risposto: {reply}). Chiedere al gestore di autorizzare l'IP del connettore \
+             (o configurare un IP di uscita fisso e comunicarlo al gestore), poi inviare di \
+             nuovo. Il messaggio non è stato inviato."
+        ),
+        SendError::MessageTooLarge { reply, .. } => format!(
+            "Il messaggio supera la dimensione massima accettata dal gestore PEC \
+             ({reply}). Ridurre o togliere gli allegati (molti gestori accettano al massimo \
+             30-100 MB, contando l'aumento dovuto alla codifica) e inviare di nuovo. Il \
+             messaggio non è stato inviato."
+        ),
+        SendError::RecipientRejected {
+            recipient, reply, ..
+        } => format!(
+            "Il gestore ha rifiutato il destinatario {recipient} ({reply}). Verificare che \
+             l'indirizzo sia scritto correttamente e sia una casella PEC attiva (ad esempio \
+             su INI-PEC o IPA), poi inviare di nuovo. Il messaggio non è stato inviato a \
+             nessun destinatario."
+        ),
+        SendError::Transient { reply, .. } => format!(
+            "Il gestore PEC non può accettare il messaggio in questo momento ({reply}). Il \
+             connettore riproverà automaticamente più tardi: non serve fare nulla."
+        ),
+        SendError::Timeout { server, .. } => format!(
+            "Il server di posta del gestore ({server}) non ha risposto in tempo. Il \
+             connettore riproverà automaticamente più tardi: non serve fare nulla."
+        ),
+        SendError::Ambiguous {
+            server, timed_out, ..
+        } => {
+            let what = if *timed_out {
+                "ha ricevuto il messaggio per intero ma non ha risposto in tempo"
+            } else {
+                "ha ricevuto il messaggio per intero ma la connessione si è interrotta prima \
+                 della risposta"
+            };
+            format!(
+                "Il server di posta del gestore ({server}) {what}: il gestore non ha \
+                 confermato l'invio, ma la PEC potrebbe essere partita. Prima di riprovare \
+                 il connettore controllerà le ricevute (accettazione) arrivate nella casella, \
+                 per non inviarla due volte: non serve fare nulla, e non inviarla di nuovo a \
+                 mano."
+            )
+        }
+        SendError::Connect { server, .. } => format!(
+            "Non è stato possibile collegarsi al server di posta del gestore ({server}). \
+             Il connettore riproverà automaticamente più tardi; se il problema continua, \
+             verificare host e porta SMTP dell'account."
+        ),
+        SendError::Tls { server, .. } => format!(
+            "Non è stato possibile stabilire una connessione sicura con {server}: il \
+             certificato del server non è valido o non è attendibile. L'amministratore deve \
+             verificare host e porta SMTP dell'account (di norma la porta 465). Il \
+             messaggio non è stato inviato."
+        ),
+        SendError::Other { server, reason } => format!(
+            "L'invio tramite {server} non è riuscito: {reason}. Il messaggio non è stato \
+             inviato; se il problema continua, contattare l'amministratore del connettore."
+        ),
+    }
+}
+
+/// Zendesk answered what the connector did not expect.
+pub fn zendesk_trouble(e: &impl std::fmt::Display) -> String {
+    format!("Zendesk non ha risposto come previsto ({e}).")
+}
+
+/// The connector could not read its own state.
+pub const STORE_TROUBLE: &str =
+    "Il connettore non ha potuto leggere il proprio archivio; riproverà.";
+
+/// The ticket has no requester to send to.
+pub const NO_REQUESTER: &str = "Il ticket non ha un richiedente a cui inviare la PEC.";
+
+/// The files of a reply weigh more than a PEC may carry: `total` bytes for `recipients`, over
+/// `limit`; `list` names each with its size.
+pub fn files_too_large(total: u64, recipients: usize, limit: u64, list: &[String]) -> String {
+    format!(
+        "Gli allegati pesano {:.1} MB in tutto{}: oltre il limite di {:.0} MB che il \
+         connettore invia in una PEC (i gestori contano ogni destinatario). Nessun \
+         file è stato scaricato. Allegati: {}. Ridurre o dividere gli allegati e \
+         inviare di nuovo.",
+        total as f64 / 1e6,
+        if recipients > 1 {
+            format!(" per {recipients} destinatari")
+        } else {
+            String::new()
+        },
+        limit as f64 / 1e6,
+        list.join(", ")
+    )
+}
+
+/// Why a file of the reply did not go with the PEC.
+pub enum SkippedFile<'a> {
+    /// The account does not send attachments.
+    Disabled,
+    /// Over this many bytes.
+    Over(u64),
+    /// Hosted outside the Zendesk instance (this host).
+    ForeignHost(&'a str),
+    /// Its address is not usable.
+    BadUrl,
+}
+
+/// A file left out of the PEC, with why, as the sent note lists it.
+pub fn skipped_file(name: &str, why: SkippedFile<'_>) -> String {
+    match why {
+        SkippedFile::Disabled => format!("{name} (invio allegati disattivato)"),
+        SkippedFile::Over(limit) => format!("{name} (oltre {} MB)", limit / 1_000_000),
+        SkippedFile::ForeignHost(host) => format!("{name} (ospitato fuori da Zendesk: {host})"),
+        SkippedFile::BadUrl => format!("{name} (indirizzo del file non valido)"),
     }
 }
