@@ -60,6 +60,26 @@ pub async fn client_for(
     }
 }
 
+/// A use case that works in one Zendesk instance at a time: the default one's client, the
+/// directory of the others, and how to make a copy of itself working in another.
+pub trait OnInstance: Sized {
+    /// The default instance's client and the directory of the others (if any).
+    fn zendesks(&self) -> (&Arc<ZendeskClient>, Option<&Arc<ZendeskDirectory>>);
+    /// This use case working in instance `id` through `client`.
+    fn with_client(&self, id: &InstanceId, client: Arc<ZendeskClient>) -> Self;
+}
+
+/// `use_case` working in `instance`: the one home of the "copy myself for another Zendesk
+/// instance" step of the inbound, outbound and admin use cases.
+pub async fn on_instance<T: OnInstance>(
+    use_case: &T,
+    instance: &InstanceId,
+) -> Result<T, InstanceError> {
+    let (default, directory) = use_case.zendesks();
+    let client = client_for(default, directory, Some(instance)).await?;
+    Ok(use_case.with_client(instance, client))
+}
+
 /// How long a kept client is used before its instance and token are read again.
 pub const CLIENT_TTL: Duration = Duration::from_secs(60);
 

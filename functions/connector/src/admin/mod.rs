@@ -34,7 +34,7 @@ use crate::ports::{Schedules, Secrets, Store};
 use crate::schedules::SchedulesError;
 use crate::secrets::SecretsError;
 use crate::store::StoreError;
-use crate::zendesks::{InstanceError, ZendeskDirectory, client_for};
+use crate::zendesks::{InstanceError, OnInstance, ZendeskDirectory, on_instance};
 
 pub use registration::{Changes, PRESETS, Preset, Registration};
 
@@ -297,18 +297,13 @@ pub struct PollCounts {
     pub rate_limit_stops: u64,
 }
 
-impl Admin {
-    /// This admin on Zendesk instance `instance` (`None`: the default one): its client, its
-    /// webhook URL (`.../webhooks/zendesk/<instance>`) and its webhook secrets.
-    pub async fn on(&self, instance: Option<&InstanceId>) -> Result<Admin, AdminError> {
-        let Some(id) = instance else {
-            return Ok(self.clone());
-        };
-        let zendesk = match client_for(&self.zendesk, self.instances.as_ref(), Some(id)).await {
-            Ok(z) => z,
-            Err(InstanceError::Unknown(_)) => return Err(unknown_instance(id)),
-            Err(e) => return Err(e.into()),
-        };
+impl OnInstance for Admin {
+    fn zendesks(&self) -> (&Arc<ZendeskClient>, Option<&Arc<ZendeskDirectory>>) {
+        (&self.zendesk, self.instances.as_ref())
+    }
+
+    /// Also its webhook URL (`.../webhooks/zendesk/<instance>`).
+    fn with_client(&self, id: &InstanceId, zendesk: Arc<ZendeskClient>) -> Self {
         let mut scoped = self.clone();
         scoped.zendesk = zendesk;
         scoped.instance = Some(id.clone());
@@ -319,7 +314,22 @@ impl Admin {
                 id.as_str()
             );
         }
-        Ok(scoped)
+        scoped
+    }
+}
+
+impl Admin {
+    /// This admin on Zendesk instance `instance` (`None`: the default one): its client, its
+    /// webhook URL (`.../webhooks/zendesk/<instance>`) and its webhook secrets.
+    pub async fn on(&self, instance: Option<&InstanceId>) -> Result<Admin, AdminError> {
+        let Some(id) = instance else {
+            return Ok(self.clone());
+        };
+        match on_instance(self, id).await {
+            Ok(scoped) => Ok(scoped),
+            Err(InstanceError::Unknown(_)) => Err(unknown_instance(id)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// `POST /accounts`. Returns the account and whether it was new.

@@ -31,10 +31,10 @@ use zendesk::{
 
 use crate::domain::{
     Account, AccountHealth, AccountId, AccountProblem, Cursor, DayActivity, DeliveryState,
-    FailingMessage, Lease, LeaseHolder, LeaseOutcome, MessageId, MessageOutcome, MessageRecord,
-    OutboundRecord, ParkedMessage, PecAddress, PollStats, ProblemKind, RateLimitStop, ReceiptMode,
-    RecordOutcome, SendStatus, TicketId, TicketMarker, Uid, UidValidity, alert_external_id,
-    parked_external_id, renumbered_external_id,
+    FailingMessage, InstanceId, Lease, LeaseHolder, LeaseOutcome, MessageId, MessageOutcome,
+    MessageRecord, OutboundRecord, ParkedMessage, PecAddress, PollStats, ProblemKind,
+    RateLimitStop, ReceiptMode, RecordOutcome, SendStatus, TicketId, TicketMarker, Uid,
+    UidValidity, alert_external_id, parked_external_id, renumbered_external_id,
 };
 use crate::mailbox::{FetchedMessage, MailboxError, MailboxProvider, MailboxSession, MessageRef};
 use crate::ports::{Secrets, Store};
@@ -335,6 +335,19 @@ pub struct Inbound {
     pub instances: Option<Arc<ZendeskDirectory>>,
 }
 
+impl crate::zendesks::OnInstance for Inbound {
+    fn zendesks(&self) -> (&Arc<ZendeskClient>, Option<&Arc<ZendeskDirectory>>) {
+        (&self.zendesk, self.instances.as_ref())
+    }
+
+    fn with_client(&self, _: &InstanceId, zendesk: Arc<ZendeskClient>) -> Self {
+        Inbound {
+            zendesk,
+            ..self.clone()
+        }
+    }
+}
+
 /// What to do with one parsed message.
 enum Action {
     NewTicket(TicketDraft),
@@ -454,16 +467,7 @@ impl Inbound {
         let this = match &account.zendesk_instance {
             None => self,
             Some(instance) => {
-                let zendesk = crate::zendesks::client_for(
-                    &self.zendesk,
-                    self.instances.as_ref(),
-                    Some(instance),
-                )
-                .await?;
-                scoped = Inbound {
-                    zendesk,
-                    ..self.clone()
-                };
+                scoped = crate::zendesks::on_instance(self, instance).await?;
                 &scoped
             }
         };

@@ -175,6 +175,24 @@ impl AcceptError {
     }
 }
 
+impl crate::zendesks::OnInstance for Outbound {
+    fn zendesks(&self) -> (&Arc<ZendeskClient>, Option<&Arc<ZendeskDirectory>>) {
+        (&self.zendesk, self.instances.as_ref())
+    }
+
+    fn with_client(&self, _: &InstanceId, zendesk: Arc<ZendeskClient>) -> Self {
+        Outbound {
+            store: self.store.clone(),
+            secrets: self.secrets.clone(),
+            mailers: self.mailers.clone(),
+            zendesk,
+            options: self.options.clone(),
+            instances: self.instances.clone(),
+            email_attachments: Mutex::new(None),
+        }
+    }
+}
+
 /// What [`Outbound::retry_due`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RetryOutcome {
@@ -310,18 +328,10 @@ impl Outbound {
 
     /// This use case on the account's Zendesk instance, when it is not the default one.
     async fn scoped(&self, account: &Account) -> Result<Option<Outbound>, InstanceError> {
-        let Some(instance) = &account.zendesk_instance else {
-            return Ok(None);
-        };
-        Ok(Some(Outbound {
-            store: self.store.clone(),
-            secrets: self.secrets.clone(),
-            mailers: self.mailers.clone(),
-            zendesk: self.client_of(Some(instance)).await?,
-            options: self.options.clone(),
-            instances: self.instances.clone(),
-            email_attachments: Mutex::new(None),
-        }))
+        match &account.zendesk_instance {
+            None => Ok(None),
+            Some(instance) => Ok(Some(crate::zendesks::on_instance(self, instance).await?)),
+        }
     }
 
     /// Takes on a verified webhook of the default Zendesk instance.
