@@ -13,6 +13,7 @@
 #   AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT   (the tests' default)
 set -euo pipefail
 
+HERE="$(cd "$(dirname "$0")" && pwd)"
 PORT="${MOTO_PORT:-5000}"
 CACHE="${PEC_CONNECTOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pec-connector}"
 VENV="$CACHE/moto-venv"
@@ -31,18 +32,20 @@ answers() {
     "$URL/moto-api/" >/dev/null 2>&1
 }
 
-moto_bin() {
-  if [ -x "$VENV/bin/moto_server" ]; then
-    echo "$VENV/bin/moto_server"
-  elif command -v moto_server >/dev/null 2>&1 && moto_server --help >/dev/null 2>&1; then
-    command -v moto_server
-  else
-    return 1
-  fi
+# The Python that has moto: the venv's if installed there, else the system's.
+moto_python() {
+  local py
+  for py in "$VENV/bin/python3" python3; do
+    if "$py" -c 'import moto.server, werkzeug' >/dev/null 2>&1; then
+      command -v "$py"
+      return 0
+    fi
+  done
+  return 1
 }
 
 install() {
-  if moto_bin >/dev/null; then
+  if moto_python >/dev/null; then
     return 0
   fi
   say "installing $MOTO_SPEC into $VENV"
@@ -69,11 +72,12 @@ start() {
     return 0
   fi
   install
-  local bin
-  bin="$(moto_bin)"
+  local py
+  py="$(moto_python)"
   mkdir -p "$RUN"
-  # Own process group, so `stop` ends the server and nothing else.
-  setsid "$bin" -H 127.0.0.1 -p "$PORT" >"$LOG" 2>&1 < /dev/null &
+  # Own process group, so `stop` ends the server and nothing else. moto_server.py: moto's
+  # application one request at a time, so conditional writes are atomic as in DynamoDB.
+  setsid "$py" "$HERE/moto_server.py" 127.0.0.1 "$PORT" >"$LOG" 2>&1 < /dev/null &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 150); do
     if answers; then
