@@ -404,6 +404,28 @@ fn too_big_note(too_big: &[String]) -> String {
     )
 }
 
+/// A receipt as the evidence attached to its note or ticket, and the sentence telling the agent
+/// when it is too big for Zendesk (a non-delivery receipt can carry the whole original message):
+/// it then stays only in the PEC mailbox, and the note says so rather than dropping it silently.
+fn receipt_evidence(msg: &PecMessage, raw: Vec<u8>) -> (Vec<UploadFile>, String) {
+    let evidence = UploadFile {
+        filename: evidence_name(msg.kind),
+        content_type: "message/rfc822".to_owned(),
+        data: raw,
+    };
+    if evidence.data.len() <= FILE_LIMIT {
+        return (vec![evidence], String::new());
+    }
+    let sentence = format!(
+        "<p>La ricevuta ({}, {}) non è stata allegata: supera il limite di Zendesk di {} per \
+         file. Resta nella casella PEC.</p>",
+        esc(&evidence.filename),
+        human_size(evidence.data.len()),
+        human_size(FILE_LIMIT)
+    );
+    (Vec::new(), sentence)
+}
+
 /// A ticket of its own for a receipt, whose first comment is an internal note (the behaviour of
 /// the established product). `matched` says whether it is about a PEC we sent.
 pub fn receipt_ticket(
@@ -413,15 +435,7 @@ pub fn receipt_ticket(
     marker: &str,
     matched: bool,
 ) -> TicketDraft {
-    let mut too_big = Vec::new();
-    let files = within_limits(
-        vec![UploadFile {
-            filename: evidence_name(msg.kind),
-            content_type: "message/rfc822".to_owned(),
-            data: raw,
-        }],
-        &mut too_big,
-    );
+    let (files, left_out) = receipt_evidence(msg, raw);
     let mut html = format!(
         "<p><b>{}</b></p>{}{}",
         kind_it(msg.kind),
@@ -431,7 +445,7 @@ pub fn receipt_ticket(
     if !matched {
         html.push_str("<p>Non è stato trovato il messaggio inviato a cui si riferisce.</p>");
     }
-    html.push_str(&too_big_note(&too_big));
+    html.push_str(&left_out);
     html.push_str(&reference(marker));
     let subject = msg.raw_subject.trim();
     TicketDraft {
@@ -655,15 +669,7 @@ fn receipt_sentence(msg: &PecMessage) -> String {
 /// The internal note recording a receipt on the ticket of the PEC it is about, with the receipt
 /// attached as evidence and the delivery-state tag.
 pub fn receipt_note(msg: &PecMessage, raw: Vec<u8>, marker: &str) -> CommentDraft {
-    let mut too_big = Vec::new();
-    let files = within_limits(
-        vec![UploadFile {
-            filename: evidence_name(msg.kind),
-            content_type: "message/rfc822".to_owned(),
-            data: raw,
-        }],
-        &mut too_big,
-    );
+    let (files, left_out) = receipt_evidence(msg, raw);
     let mut html = format!(
         "<p><b>{}</b></p>{}",
         kind_it(msg.kind),
@@ -691,6 +697,7 @@ pub fn receipt_note(msg: &PecMessage, raw: Vec<u8>, marker: &str) -> CommentDraf
         );
         tags.push(signature_tag(Verdict::Invalid).to_owned());
     }
+    html.push_str(&left_out);
     html.push_str(&reference(marker));
     CommentDraft {
         html_body: html,
@@ -1095,6 +1102,33 @@ mod tests {
             note.tags,
             vec!["pec_mancata_consegna", "pec_firma_non_valida"]
         );
+    }
+
+    #[test]
+    fn a_receipt_too_big_for_zendesk_is_named_in_its_note_not_dropped() {
+        let raw = provider_message(
+            Kind::Receipt(ReceiptKind::ErroreConsegna),
+            &original("t"),
+            &["x@pec.altro.test"],
+            Some(("no-dest", "5.1.1 - indirizzo non valido")),
+        );
+        let msg = PecMessage::parse(&raw).unwrap();
+        let mut huge = raw.clone();
+        huge.resize(FILE_LIMIT + 1, b' ');
+        let said = "La ricevuta (errore-consegna.eml, 50.0 MB) non è stata allegata: supera il \
+                    limite di Zendesk di 50.0 MB per file. Resta nella casella PEC.";
+        let note = receipt_note(&msg, huge.clone(), "m");
+        assert!(note.files.is_empty());
+        assert!(note.html_body.contains(said), "{}", note.html_body);
+        let ticket = receipt_ticket(&msg, huge, MAILBOX, "m", false);
+        assert!(ticket.files.is_empty());
+        assert!(ticket.html_body.contains(said), "{}", ticket.html_body);
+        // At the limit it still goes.
+        let mut at_limit = raw;
+        at_limit.resize(FILE_LIMIT, b' ');
+        let note = receipt_note(&msg, at_limit, "m");
+        assert_eq!(note.files.len(), 1);
+        assert!(!note.html_body.contains("non è stata allegata"));
     }
 
     #[test]
