@@ -408,22 +408,26 @@ fn too_big_note(too_big: &[String]) -> String {
 /// when it is too big for Zendesk (a non-delivery receipt can carry the whole original message):
 /// it then stays only in the PEC mailbox, and the note says so rather than dropping it silently.
 fn receipt_evidence(msg: &PecMessage, raw: Vec<u8>) -> (Vec<UploadFile>, String) {
-    let evidence = UploadFile {
-        filename: evidence_name(msg.kind),
-        content_type: "message/rfc822".to_owned(),
-        data: raw,
-    };
-    if evidence.data.len() <= FILE_LIMIT {
-        return (vec![evidence], String::new());
-    }
-    let sentence = format!(
-        "<p>La ricevuta ({}, {}) non è stata allegata: supera il limite di Zendesk di {} per \
-         file. Resta nella casella PEC.</p>",
-        esc(&evidence.filename),
-        human_size(evidence.data.len()),
-        human_size(FILE_LIMIT)
+    let mut too_big = Vec::new();
+    let files = within_limits(
+        vec![UploadFile {
+            filename: evidence_name(msg.kind),
+            content_type: "message/rfc822".to_owned(),
+            data: raw,
+        }],
+        &mut too_big,
     );
-    (Vec::new(), sentence)
+    let left_out = too_big
+        .first()
+        .map(|named| {
+            format!(
+                "<p>La ricevuta {named} non è stata allegata: supera il limite di Zendesk di {} \
+                 per file. Resta nella casella PEC.</p>",
+                human_size(FILE_LIMIT)
+            )
+        })
+        .unwrap_or_default();
+    (files, left_out)
 }
 
 /// A ticket of its own for a receipt, whose first comment is an internal note (the behaviour of
@@ -1115,7 +1119,7 @@ mod tests {
         let msg = PecMessage::parse(&raw).unwrap();
         let mut huge = raw.clone();
         huge.resize(FILE_LIMIT + 1, b' ');
-        let said = "La ricevuta (errore-consegna.eml, 50.0 MB) non è stata allegata: supera il \
+        let said = "La ricevuta errore-consegna.eml (50.0 MB) non è stata allegata: supera il \
                     limite di Zendesk di 50.0 MB per file. Resta nella casella PEC.";
         let note = receipt_note(&msg, huge.clone(), "m");
         assert!(note.files.is_empty());
